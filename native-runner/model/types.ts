@@ -49,6 +49,8 @@ export interface TextTokenizer {
   readonly padId: number;
   /** Special/added tokens, name → id (`<|endoftext|>`, `<|user|>`, …). */
   readonly specialTokens: Record<string, number>;
+  /** File name → content to save with a model (model/tokenizer's tokenizers have it; saveModel needs it). */
+  files?(): Record<string, string>;
 }
 
 export interface LoadedModel {
@@ -56,4 +58,6 @@ export interface LoadedModel {
   config: GPT2Config;
   params: ParamSet;
   tokenizer: TextTokenizer;
+  /** Things the loader tolerated and the user may want to know (an ignored lm_head.weight, dropped buffers). */
+  notes?: string[];
 }
