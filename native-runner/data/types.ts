@@ -16,6 +16,8 @@ export interface SourceRef {
 export interface Conversation {
   turns: Turn[];
   source: SourceRef;
+  /** Set for the `text` format: the example is this text as is (no template, every token trained); turns is empty. */
+  rawText?: string;
 }
 
 /** One example after rendering, piece-by-piece tokenisation and truncation. */

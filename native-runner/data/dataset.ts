@@ -1,0 +1,286 @@
+/**
+ * The data layer's entry points.
+ *
+ * loadConversations: a dataset file → Conversations (format chosen or detected, bad lines collected,
+ *   on_bad_line applied).
+ * loadTrainingData: what the runner calls before training: dataset (a local path or a known hub id) →
+ *   train/eval split → rendered, tokenised examples → statistics. Throws SftError (before any training)
+ *   on bad lines when on_bad_line is "error", and when nothing usable is left.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { SftError } from '../util/errors';
+import type { TextTokenizer } from '../model/types';
+import { readRecords, type RawRecord } from './readRecords';
+import {
+  buildOasstConversations,
+  detectFormat,
+  isFormatChoice,
+  recordToConversation,
+  DATASET_FORMATS,
+  type DatasetFormat,
+  type FormatChoice,
+  type OasstPaths,
+} from './formats';
+import { DEFAULT_TEMPLATE, templateMarkers, type ChatTemplate } from './render';
+import { tokenizeConversation } from './tokenize';
+import { splitTrainEval } from './split';
+import { computeStats, type DataStats } from './stats';
+import { isHubDatasetId, looksLikeDatasetId, resolveHubDataset, type HubProgress } from './hub';
+import type { BadLine, Conversation, TokenizedExample } from './types';
+
+export type OnBadLine = 'error' | 'skip';
+
+export interface ConversationOptions {
+  format?: FormatChoice;
+  /** "error" (default) throws an SftError listing the first bad lines; "skip" skips and counts them. */
+  onBadLine?: OnBadLine;
+  oasstPaths?: OasstPaths;
+  oasstLang?: string;
+  /** How files are named in messages (default: the path as given). */
+  label?: string;
+  /** Bad lines kept in the result (all are counted). Default 1000. */
+  keepBadLines?: number;
+}
+
+export interface ConversationSet {
+  conversations: Conversation[];
+  formatUsed: DatasetFormat;
+  /** True when the format was picked by `auto`. */
+  detected: boolean;
+  badLines: BadLine[];
+  badLineCount: number;
+  /** Conversations / OASST paths without an assistant turn. */
+  skipped: number;
+  /** oasst1: messages dropped (deleted, review_result false, other language) with their subtrees. */
+  droppedMessages: number;
+}
+
+const BAD_LINES_SHOWN = 5;
+
+function formatBadLine(b: BadLine): string {
+  return `${b.file}:${b.line}: ${b.reason}`;
+}
+
+/** The SftError thrown for bad lines under on_bad_line "error": first line names the first bad line. */
+export function badLinesError(bad: BadLine[], count: number): SftError {
+  const head = formatBadLine(bad[0]!);
+  const more = count > 1 ? ` (and ${count - 1} more bad line${count > 2 ? 's' : ''}; on_bad_line: "skip" skips them)` : ' (on_bad_line: "skip" skips bad lines)';
+  const rest = bad.slice(1, BAD_LINES_SHOWN).map((b) => `  ${formatBadLine(b)}`);
+  return new SftError([head + more, ...rest].join('\n'));
+}
+
+/** Reads a dataset file into conversations. */
+export async function loadConversations(file: string, opts: ConversationOptions = {}): Promise<ConversationSet> {
+  const choice = opts.format ?? 'auto';
+  if (!isFormatChoice(choice)) throw new SftError(`unknown format "${choice}" (expected auto, ${DATASET_FORMATS.join(', ')})`, 'dataset_format');
+  const label = opts.label ?? file;
+  const keep = opts.keepBadLines ?? 1000;
+  const badLines: BadLine[] = [];
+  let badLineCount = 0;
+  const addBad = (b: BadLine) => {
+    badLineCount++;
+    if (badLines.length < keep) badLines.push(b);
+  };
+  const conversations: Conversation[] = [];
+  let skipped = 0;
+  let droppedMessages = 0;
+  let format: DatasetFormat | undefined = choice === 'auto' ? undefined : choice;
+  const pending: RawRecord[] = [];
+  const oasstRows: RawRecord[] = [];
+
+  const consume = (r: RawRecord) => {
+    if (format === 'oasst1') {
+      oasstRows.push(r);
+      return;
+    }
+    const res = recordToConversation(format!, r.value, { file: r.file, line: r.line });
+    if (!res.ok) addBad({ file: r.file, line: r.line, reason: res.reason });
+    else conversations.push(res.conversation);
+  };
+
+  for await (const item of readRecords(file, label)) {
+    if (item.kind === 'bad') {
+      // Keep file order of bad lines relative to pending records: pending ones are only ever non-bad.
+      addBad(item.bad);
+      continue;
+    }
+    if (format === undefined) {
+      const f = detectFormat(item.value);
+      pending.push(item);
+      if (f === undefined) continue;
+      format = f;
+      for (const p of pending) consume(p);
+      pending.length = 0;
+      continue;
+    }
+    consume(item);
+  }
+  if (format === undefined) {
+    if (pending.length === 0 && badLineCount === 0) throw new SftError('the dataset file has no records', label);
+    if (pending.length === 0) throw badLinesError(badLines, badLineCount);
+    const keys = Object.keys(pending[0]!.value).slice(0, 8).join(', ');
+    throw new SftError(
+      `${label}:${pending[0]!.line}: cannot tell the dataset format from the fields {${keys}}; set dataset_format to one of ${DATASET_FORMATS.join(', ')}`,
+    );
+  }
+  if (format === 'oasst1') {
+    const res = buildOasstConversations(
+      oasstRows.map((r) => ({ value: r.value, src: { file: r.file, line: r.line } })),
+      { paths: opts.oasstPaths ?? 'best', lang: opts.oasstLang },
+    );
+    for (const b of res.bad) addBad({ file: b.src.file, line: b.src.line, reason: b.reason });
+    conversations.push(...res.conversations);
+    skipped += res.skipped;
+    droppedMessages = res.droppedMessages;
+  }
+  badLines.sort((a, b) => a.line - b.line);
+  if (badLineCount > 0 && (opts.onBadLine ?? 'error') === 'error') throw badLinesError(badLines, badLineCount);
+  // Conversations without an assistant turn are counted here for per-record formats.
+  const usable: Conversation[] = [];
+  for (const c of conversations) {
+    if (c.rawText !== undefined || c.turns.some((t) => t.role === 'assistant')) usable.push(c);
+    else skipped++;
+  }
+  return { conversations: usable, formatUsed: format, detected: choice === 'auto', badLines, badLineCount, skipped, droppedMessages };
+}
+
+export interface TrainingDataOptions {
+  /** A local .jsonl/.json/.parquet path, or a known hub id (databricks/databricks-dolly-15k, …). */
+  dataset: string;
+  dataset_format?: FormatChoice;
+  /** A separate eval file; when set, test_size is not used. */
+  eval_dataset?: string;
+  /** Fraction (< 1) or count (≥ 1) split off for eval; 0 = no eval. Default 0.05. */
+  test_size?: number;
+  seed?: number;
+  max_length: number;
+  assistant_only_loss?: boolean;
+  on_bad_line?: OnBadLine;
+  oasst_paths?: OasstPaths;
+  oasst_lang?: string;
+  tokenizer: Pick<TextTokenizer, 'encode' | 'tokenToId'>;
+  template?: ChatTemplate;
+  /** For the padding-efficiency statistic (default 8) and packing efficiency. */
+  per_device_train_batch_size?: number;
+  packing?: boolean;
+  /** Relative dataset paths resolve against this folder (default: cwd). */
+  baseDir?: string;
+  /** Hub downloads: cache root (default $SFT_CACHE or ~/.cache/sft-studio) and progress callback. */
+  cacheDir?: string;
+  onProgress?: (p: HubProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface TrainingData {
+  train: TokenizedExample[];
+  eval: TokenizedExample[];
+  formatUsed: DatasetFormat;
+  /** The local file that was read (the cache file for hub ids). */
+  datasetPath: string;
+  badLines: BadLine[];
+  badLineCount: number;
+  skipped: number;
+  droppedMessages: number;
+  stats: DataStats;
+  evalStats: DataStats | null;
+  /** Things the user should know (auto-detected format, role markers the tokenizer splits, …). */
+  notes: string[];
+}
+
+/** Resolves `dataset` to a local file: an existing path, else a known hub id (downloaded once). */
+export async function resolveDatasetPath(
+  spec: string,
+  opts: { baseDir?: string; cacheDir?: string; onProgress?: (p: HubProgress) => void; signal?: AbortSignal; key?: string } = {},
+): Promise<{ file: string; format?: DatasetFormat }> {
+  const key = opts.key ?? 'dataset';
+  if (typeof spec !== 'string' || spec.trim() === '') throw new SftError('is required (a .jsonl/.json/.parquet file or a hub dataset id)', key);
+  const local = path.resolve(opts.baseDir ?? process.cwd(), spec);
+  if (fs.existsSync(local)) return { file: local };
+  if (isHubDatasetId(spec) || looksLikeDatasetId(spec)) return resolveHubDataset(spec, { cacheDir: opts.cacheDir, onProgress: opts.onProgress, signal: opts.signal });
+  throw new SftError(`file not found: ${spec}`, key);
+}
+
+function tokenizeAll(
+  convs: readonly Conversation[],
+  tokenizer: Pick<TextTokenizer, 'encode'>,
+  opts: { max_length: number; assistant_only_loss?: boolean; template?: ChatTemplate },
+): { examples: TokenizedExample[]; skipped: number } {
+  const examples: TokenizedExample[] = [];
+  let skipped = 0;
+  for (const c of convs) {
+    const ex = tokenizeConversation(tokenizer, c, { maxLength: opts.max_length, assistantOnlyLoss: opts.assistant_only_loss ?? true, template: opts.template });
+    if (ex) examples.push(ex);
+    else skipped++;
+  }
+  return { examples, skipped };
+}
+
+/** Loads, splits, renders and tokenises the training (and eval) data. */
+export async function loadTrainingData(opts: TrainingDataOptions): Promise<TrainingData> {
+  const template = opts.template ?? DEFAULT_TEMPLATE;
+  const resolved = await resolveDatasetPath(opts.dataset, opts);
+  const label = path.isAbsolute(opts.dataset) || resolved.format ? resolved.file : opts.dataset;
+  const convOpts: ConversationOptions = {
+    format: opts.dataset_format ?? resolved.format ?? 'auto',
+    onBadLine: opts.on_bad_line ?? 'error',
+    oasstPaths: opts.oasst_paths,
+    oasstLang: opts.oasst_lang,
+  };
+  const main = await loadConversations(resolved.file, { ...convOpts, label });
+  const notes: string[] = [];
+  if (main.detected) notes.push(`dataset_format auto: using "${main.formatUsed}"`);
+  if (main.badLineCount > 0) notes.push(`skipped ${main.badLineCount} bad line${main.badLineCount > 1 ? 's' : ''}`);
+  if (main.droppedMessages > 0) notes.push(`oasst1: dropped ${main.droppedMessages} messages (deleted, rejected in review, or other language) with their subtrees`);
+  for (const m of templateMarkers(template)) {
+    if (opts.tokenizer.tokenToId(m) === undefined) notes.push(`the tokenizer has no token ${m}; it is tokenised as plain text`);
+  }
+
+  let trainConvs: Conversation[];
+  let evalConvs: Conversation[];
+  let badLines = main.badLines;
+  let badLineCount = main.badLineCount;
+  let skipped = main.skipped;
+  let droppedMessages = main.droppedMessages;
+  if (opts.eval_dataset) {
+    const ev = await resolveDatasetPath(opts.eval_dataset, { ...opts, key: 'eval_dataset' });
+    const evalSet = await loadConversations(ev.file, { ...convOpts, format: opts.dataset_format ?? ev.format ?? 'auto', label: path.isAbsolute(opts.eval_dataset) || ev.format ? ev.file : opts.eval_dataset });
+    trainConvs = main.conversations;
+    evalConvs = evalSet.conversations;
+    badLines = [...badLines, ...evalSet.badLines];
+    badLineCount += evalSet.badLineCount;
+    skipped += evalSet.skipped;
+    droppedMessages += evalSet.droppedMessages;
+  } else {
+    const testSize = opts.test_size ?? 0.05;
+    if (testSize === 0) {
+      trainConvs = main.conversations;
+      evalConvs = [];
+    } else {
+      const split = splitTrainEval(main.conversations, testSize, opts.seed ?? 42);
+      trainConvs = split.train;
+      evalConvs = split.test;
+    }
+  }
+  const tOpts = { max_length: opts.max_length, assistant_only_loss: opts.assistant_only_loss, template };
+  const tr = tokenizeAll(trainConvs, opts.tokenizer, tOpts);
+  const ev = tokenizeAll(evalConvs, opts.tokenizer, tOpts);
+  if (tr.examples.length === 0) throw new SftError(`no usable training examples (${skipped} skipped, ${badLineCount} bad lines)`, label);
+  const statOpts = { maxLength: opts.max_length, batchSize: opts.per_device_train_batch_size ?? 8, packing: opts.packing };
+  const stats = computeStats(tr.examples, { ...statOpts, skipped });
+  const evalStats = ev.examples.length ? computeStats(ev.examples, statOpts) : null;
+  if (stats.noTrainedTokens > 0) notes.push(`${stats.noTrainedTokens} training example(s) have nothing trained (cut before their answer at max_length ${opts.max_length})`);
+  return {
+    train: tr.examples,
+    eval: ev.examples,
+    formatUsed: main.formatUsed,
+    datasetPath: resolved.file,
+    badLines,
+    badLineCount,
+    skipped,
+    droppedMessages,
+    stats,
+    evalStats,
+    notes,
+  };
+}

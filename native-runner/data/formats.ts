@@ -1,0 +1,318 @@
+/**
+ * Dataset formats: turns one raw record (or, for oasst1, a whole file of message rows) into Conversations.
+ *
+ *   dolly              {instruction, context?, response, category?} → user (+ "\n\nContext: {context}" when
+ *                      context.strip() is non-empty; the unstripped context is used), assistant
+ *   sharegpt           {conversations: [{from: system|human|gpt, value}]}
+ *   messages           {messages: [{role: system|user|assistant, content}]}
+ *   prompt_completion  {prompt, completion} → one user turn, one assistant turn
+ *   text               {text} → a raw example (no template, every token trained)
+ *   oasst1             message rows {message_id, parent_id, role: prompter|assistant, text, lang, rank,
+ *                      deleted, review_result, …} → conversations along tree paths (see buildOasstConversations)
+ *
+ * A record that does not fit its format gives a reason string (`missing "response"`) that the caller turns
+ * into a BadLine `file:line: reason`.
+ */
+import type { Conversation, Role, SourceRef, Turn } from './types';
+
+export type DatasetFormat = 'dolly' | 'oasst1' | 'sharegpt' | 'messages' | 'prompt_completion' | 'text';
+export const DATASET_FORMATS: readonly DatasetFormat[] = ['dolly', 'oasst1', 'sharegpt', 'messages', 'prompt_completion', 'text'];
+export type FormatChoice = DatasetFormat | 'auto';
+
+export function isFormatChoice(s: string): s is FormatChoice {
+  return s === 'auto' || (DATASET_FORMATS as readonly string[]).includes(s);
+}
+
+function typeName(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'array';
+  return typeof v;
+}
+
+/** Picks a format from the fields of a record; undefined when none fits. */
+export function detectFormat(rec: Record<string, unknown>): DatasetFormat | undefined {
+  if (Array.isArray(rec.conversations)) return 'sharegpt';
+  if (Array.isArray(rec.messages)) return 'messages';
+  if ('instruction' in rec && 'response' in rec) return 'dolly';
+  if ('prompt' in rec && 'completion' in rec) return 'prompt_completion';
+  if ('message_id' in rec && 'parent_id' in rec && 'role' in rec) return 'oasst1';
+  if (typeof rec.text === 'string') return 'text';
+  return undefined;
+}
+
+/** Result of converting one record: a conversation, or the reason the record is bad. */
+export type RecordResult = { ok: true; conversation: Conversation } | { ok: false; reason: string };
+
+const bad = (reason: string): RecordResult => ({ ok: false, reason });
+const good = (turns: Turn[], source: SourceRef, rawText?: string): RecordResult => ({
+  ok: true,
+  conversation: rawText === undefined ? { turns, source } : { turns, source, rawText },
+});
+
+function requireString(rec: Record<string, unknown>, key: string): string | { reason: string } {
+  if (!(key in rec) || rec[key] === undefined) return { reason: `missing "${key}"` };
+  const v = rec[key];
+  if (typeof v !== 'string') return { reason: `"${key}" must be a string, got ${typeName(v)}` };
+  return v;
+}
+
+/** The Dolly user turn: instruction, plus the context when it is not blank (unstripped, as the recipe does). */
+export function dollyUserText(instruction: string, context: string | null | undefined): string {
+  return context && context.trim() !== '' ? `${instruction}\n\nContext: ${context}` : instruction;
+}
+
+function convertDolly(rec: Record<string, unknown>, src: SourceRef): RecordResult {
+  const instruction = requireString(rec, 'instruction');
+  if (typeof instruction !== 'string') return bad(instruction.reason);
+  const response = requireString(rec, 'response');
+  if (typeof response !== 'string') return bad(response.reason);
+  const context = rec.context;
+  if (context !== undefined && context !== null && typeof context !== 'string') {
+    return bad(`"context" must be a string or null, got ${typeName(context)}`);
+  }
+  return good(
+    [
+      { role: 'user', content: dollyUserText(instruction, context as string | null | undefined) },
+      { role: 'assistant', content: response },
+    ],
+    src,
+  );
+}
+
+function convertTurnList(
+  rec: Record<string, unknown>,
+  src: SourceRef,
+  listKey: string,
+  roleKey: string,
+  contentKey: string,
+  roles: Record<string, Role>,
+): RecordResult {
+  if (!(listKey in rec)) return bad(`missing "${listKey}"`);
+  const list = rec[listKey];
+  if (!Array.isArray(list)) return bad(`"${listKey}" must be an array, got ${typeName(list)}`);
+  const turns: Turn[] = [];
+  for (let i = 0; i < list.length; i++) {
+    const m = list[i] as unknown;
+    const at = `${listKey}[${i}]`;
+    if (m === null || typeof m !== 'object' || Array.isArray(m)) return bad(`${at} must be an object, got ${typeName(m)}`);
+    const obj = m as Record<string, unknown>;
+    const r = obj[roleKey];
+    if (typeof r !== 'string') return bad(r === undefined ? `${at}: missing "${roleKey}"` : `${at}.${roleKey} must be a string, got ${typeName(r)}`);
+    const role = Object.prototype.hasOwnProperty.call(roles, r) ? roles[r] : undefined;
+    if (!role) return bad(`${at}.${roleKey}: unknown role "${r}" (expected ${Object.keys(roles).join(', ')})`);
+    const c = obj[contentKey];
+    if (typeof c !== 'string') return bad(c === undefined ? `${at}: missing "${contentKey}"` : `${at}.${contentKey} must be a string, got ${typeName(c)}`);
+    turns.push({ role, content: c });
+  }
+  return good(turns, src);
+}
+
+const SHAREGPT_ROLES: Record<string, Role> = { system: 'system', human: 'user', gpt: 'assistant' };
+const MESSAGE_ROLES: Record<string, Role> = { system: 'system', user: 'user', assistant: 'assistant' };
+
+function convertPromptCompletion(rec: Record<string, unknown>, src: SourceRef): RecordResult {
+  const prompt = requireString(rec, 'prompt');
+  if (typeof prompt !== 'string') return bad(prompt.reason);
+  const completion = requireString(rec, 'completion');
+  if (typeof completion !== 'string') return bad(completion.reason);
+  return good(
+    [
+      { role: 'user', content: prompt },
+      { role: 'assistant', content: completion },
+    ],
+    src,
+  );
+}
+
+function convertText(rec: Record<string, unknown>, src: SourceRef): RecordResult {
+  const text = requireString(rec, 'text');
+  if (typeof text !== 'string') return bad(text.reason);
+  return good([], src, text);
+}
+
+/** Converts one record of a per-record format (every format except oasst1). */
+export function recordToConversation(format: Exclude<DatasetFormat, 'oasst1'>, rec: Record<string, unknown>, src: SourceRef): RecordResult {
+  switch (format) {
+    case 'dolly':
+      return convertDolly(rec, src);
+    case 'sharegpt':
+      return convertTurnList(rec, src, 'conversations', 'from', 'value', SHAREGPT_ROLES);
+    case 'messages':
+      return convertTurnList(rec, src, 'messages', 'role', 'content', MESSAGE_ROLES);
+    case 'prompt_completion':
+      return convertPromptCompletion(rec, src);
+    case 'text':
+      return convertText(rec, src);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// OpenAssistant oasst1: message rows → conversation paths.
+
+export type OasstPaths = 'best' | 'all';
+
+export interface OasstOptions {
+  /** "best": one path per tree following the lowest rank; "all": every root-to-leaf path. */
+  paths: OasstPaths;
+  /** Keep only messages in these languages (comma-separated codes, e.g. "en" or "en,de"); others are dropped with their subtrees. */
+  lang?: string;
+}
+
+interface OasstMessage {
+  id: string;
+  parentId: string | null;
+  role: 'prompter' | 'assistant';
+  text: string;
+  rank: number | null;
+  lang: string | null;
+  dropped: boolean;
+  order: number;
+  src: SourceRef;
+  children: OasstMessage[];
+}
+
+export interface OasstResult {
+  conversations: Conversation[];
+  /** Rows that do not fit the oasst1 schema. */
+  bad: { src: SourceRef; reason: string }[];
+  /** Trees or paths that yield no assistant turn. */
+  skipped: number;
+  /** Messages dropped as deleted, review_result false, other language, or below such a message. */
+  droppedMessages: number;
+  /** Messages whose parent is not in the file at all. */
+  orphans: number;
+}
+
+/** Validates one oasst1 row; returns the message or a reason. */
+function parseOasstRow(rec: Record<string, unknown>, src: SourceRef, order: number, langs: Set<string> | null): OasstMessage | string {
+  const id = rec.message_id;
+  if (typeof id !== 'string' || id === '') return id === undefined ? 'missing "message_id"' : `"message_id" must be a non-empty string, got ${typeName(id)}`;
+  if (!('parent_id' in rec)) return 'missing "parent_id"';
+  const parent = rec.parent_id;
+  if (parent !== null && typeof parent !== 'string') return `"parent_id" must be a string or null, got ${typeName(parent)}`;
+  const role = rec.role;
+  if (role !== 'prompter' && role !== 'assistant') return role === undefined ? 'missing "role"' : `"role" must be "prompter" or "assistant", got ${JSON.stringify(role)}`;
+  const text = rec.text;
+  if (typeof text !== 'string') return text === undefined ? 'missing "text"' : `"text" must be a string, got ${typeName(text)}`;
+  const rank = rec.rank;
+  if (rank !== undefined && rank !== null && (typeof rank !== 'number' || !Number.isFinite(rank))) return `"rank" must be a number or null, got ${typeName(rank)}`;
+  const deleted = rec.deleted;
+  if (deleted !== undefined && deleted !== null && typeof deleted !== 'boolean') return `"deleted" must be true or false, got ${typeName(deleted)}`;
+  const review = rec.review_result;
+  if (review !== undefined && review !== null && typeof review !== 'boolean') return `"review_result" must be true, false or null, got ${typeName(review)}`;
+  const lang = typeof rec.lang === 'string' ? rec.lang : null;
+  const dropped = deleted === true || review === false || (langs !== null && (lang === null || !langs.has(lang)));
+  return {
+    id,
+    parentId: parent === '' ? null : (parent as string | null),
+    role,
+    text,
+    rank: typeof rank === 'number' ? rank : null,
+    lang,
+    dropped,
+    order,
+    src,
+    children: [],
+  };
+}
+
+/** Children in the order "best" follows: ranked ones by rank, then unranked ones; ties by file order. */
+function byRank(a: OasstMessage, b: OasstMessage): number {
+  if (a.rank !== null && b.rank !== null && a.rank !== b.rank) return a.rank - b.rank;
+  if (a.rank !== null && b.rank === null) return -1;
+  if (a.rank === null && b.rank !== null) return 1;
+  return a.order - b.order;
+}
+
+/** Trims trailing prompter messages and turns a path into a conversation; null when no assistant remains. */
+function pathToConversation(path: OasstMessage[]): Conversation | null {
+  let end = path.length;
+  while (end > 0 && path[end - 1]!.role === 'prompter') end--;
+  if (end === 0) return null;
+  const turns: Turn[] = path.slice(0, end).map((m) => ({ role: m.role === 'prompter' ? 'user' : 'assistant', content: m.text }));
+  return { turns, source: path[0]!.src };
+}
+
+/**
+ * Rebuilds oasst1 message trees and extracts conversations. Rows with `deleted: true` or
+ * `review_result: false` (or another language when `lang` is set) are dropped with their subtrees.
+ * "best": from each root follow the lowest-ranked child (unranked after ranked, ties by file order) to a
+ * leaf; "all": every root-to-leaf path, de-duplicated after trimming. Trailing prompter messages are
+ * dropped; a path left without an assistant turn is skipped and counted. Conversations come out in the file
+ * order of their roots (then depth-first by rank order).
+ */
+export function buildOasstConversations(rows: { value: Record<string, unknown>; src: SourceRef }[], opts: OasstOptions): OasstResult {
+  const langs = opts.lang && opts.lang.trim() !== '' ? new Set(opts.lang.split(',').map((s) => s.trim()).filter(Boolean)) : null;
+  const out: OasstResult = { conversations: [], bad: [], skipped: 0, droppedMessages: 0, orphans: 0 };
+  const byId = new Map<string, OasstMessage>();
+  const all: OasstMessage[] = [];
+  rows.forEach((r, i) => {
+    const m = parseOasstRow(r.value, r.src, i, langs);
+    if (typeof m === 'string') {
+      out.bad.push({ src: r.src, reason: m });
+      return;
+    }
+    if (byId.has(m.id)) {
+      out.bad.push({ src: r.src, reason: `duplicate message_id "${m.id}" (first at line ${byId.get(m.id)!.src.line})` });
+      return;
+    }
+    byId.set(m.id, m);
+    all.push(m);
+  });
+  const roots: OasstMessage[] = [];
+  for (const m of all) {
+    if (m.parentId === null) roots.push(m);
+    else {
+      const p = byId.get(m.parentId);
+      if (p) p.children.push(m);
+      else out.orphans++;
+    }
+  }
+  // Count dropped messages (a dropped message takes its whole subtree with it).
+  const countSubtree = (m: OasstMessage): number => 1 + m.children.reduce((s, c) => s + countSubtree(c), 0);
+  const live = (m: OasstMessage) => m.children.filter((c) => !c.dropped).sort(byRank);
+  const countDropped = (m: OasstMessage): void => {
+    for (const c of m.children) {
+      if (c.dropped) out.droppedMessages += countSubtree(c);
+      else countDropped(c);
+    }
+  };
+  for (const root of roots) {
+    if (root.dropped) {
+      out.droppedMessages += countSubtree(root);
+      continue;
+    }
+    countDropped(root);
+    if (opts.paths === 'best') {
+      const path = [root];
+      for (let kids = live(root); kids.length > 0; kids = live(path[path.length - 1]!)) path.push(kids[0]!);
+      const conv = pathToConversation(path);
+      if (conv) out.conversations.push(conv);
+      else out.skipped++;
+    } else {
+      const seen = new Set<string>();
+      const walk = (path: OasstMessage[]) => {
+        const kids = live(path[path.length - 1]!);
+        if (kids.length === 0) {
+          const conv = pathToConversation(path);
+          if (!conv) {
+            out.skipped++;
+            return;
+          }
+          // Two prompter leaves under one assistant trim to the same conversation: keep it once.
+          let last = path.length;
+          while (path[last - 1]!.role === 'prompter') last--;
+          const key = path[last - 1]!.id;
+          if (!seen.has(key)) {
+            seen.add(key);
+            out.conversations.push(conv);
+          }
+          return;
+        }
+        for (const k of kids) walk([...path, k]);
+      };
+      walk([root]);
+    }
+  }
+  return out;
+}
