@@ -1,12 +1,53 @@
+/**
+ * `sft bench --model DIR --task NAME --data FILE [--limit N] [--batch_size 8] [--device cpu|cuda] [--json]`
+ * Zero-shot lm-evaluation-harness tasks from local dataset files (infer/benchmarks.ts): hellaswag, arc_easy,
+ * arc_challenge, piqa, winogrande, truthfulqa_mc2. Prints each metric with its standard error; --json: last
+ * line {"task","n","acc","acc_stderr",…} (acc_norm for hellaswag/arc/piqa, mc2 for truthfulqa_mc2).
+ */
 import type { Command } from '../command';
+import { parseOptions, required } from '../command';
+import { openInferenceModel } from '../../infer/service';
+import { CausalLMScorer } from '../../infer/loglik';
+import { isTaskName, readTaskRows, runBenchmark, TASKS } from '../../infer/benchmarks';
+import { deviceArg, fmt, positiveInt, println, processIO, isTTY, type CommandIO } from '../../infer/cliSupport';
 import { SftError } from '../../util/errors';
 
-// Placeholder registered so the CLI builds; issue #6 implements it.
+const USAGE = `sft bench --model DIR --task ${TASKS.join('|')} --data FILE [--limit N] [--batch_size 8] [--device cpu|cuda] [--json]`;
+
+export async function runBench(argv: string[], io: CommandIO = processIO()): Promise<number> {
+  const { values } = parseOptions(
+    argv,
+    { model: { type: 'string' }, task: { type: 'string' }, data: { type: 'string' }, limit: { type: 'string' }, batch_size: { type: 'string' }, device: { type: 'string' }, json: { type: 'boolean' } },
+    USAGE,
+  );
+  const dir = required(values.model, 'model', USAGE);
+  const task = required(values.task, 'task', USAGE);
+  if (!isTaskName(task)) throw new SftError(`--task must be one of ${TASKS.join(', ')}, got "${task}"`);
+  const rows = await readTaskRows(required(values.data, 'data', USAGE));
+  const limit = positiveInt(values.limit, 'limit');
+  const m = await openInferenceModel(dir, deviceArg(values.device));
+  const scorer = new CausalLMScorer(m.lm, m.model.tokenizer, positiveInt(values.batch_size, 'batch_size', 8));
+  const t0 = performance.now();
+  const r = await runBenchmark(scorer, task, rows, {
+    limit,
+    onProgress: (d, n) => {
+      if (isTTY(io.stderr)) io.stderr.write(`\rrequests ${d}/${n}${d === n ? '\n' : ''}`);
+    },
+  });
+  println(io.stdout, `${task}: ${r.n} documents, ${m.dir} (${fmt((performance.now() - t0) / 1000, 1)} s)`);
+  const flat: Record<string, unknown> = { task, n: r.n };
+  for (const [name, v] of Object.entries(r.metrics)) {
+    println(io.stdout, `  ${name.padEnd(9)} ${fmt(v.value)}${v.stderr === null ? '' : ` ± ${fmt(v.stderr)}`}`);
+    flat[name] = v.value;
+    flat[`${name}_stderr`] = v.stderr;
+  }
+  if (values.json) println(io.stdout, JSON.stringify(flat));
+  return 0;
+}
+
 export const command: Command = {
   name: 'bench',
-  summary: 'lm-eval tasks (hellaswag, arc, piqa, winogrande, truthfulqa_mc2) from local files',
-  usage: 'sft bench',
-  async run() {
-    throw new SftError('sft bench is not available in this build yet');
-  },
+  summary: 'lm-eval benchmarks (hellaswag, arc, piqa, winogrande, truthfulqa_mc2) from local files',
+  usage: USAGE,
+  run: (argv) => runBench(argv),
 };

@@ -1,0 +1,110 @@
+/**
+ * Inference graphs of GPT-2 assembled from the engine's block builders (engine/gpt2Graph.ts: embed,
+ * attentionBias, attentionQKV, attentionCore, attentionOutput, mlp, layerNorm, finalNorm, lmHeadLogits,
+ * tokenNll — the same GPT-2 as training), eval mode (no dropout), with the weights embedded once as
+ * initialisers (raw bytes; onnxruntime keeps them, nothing is copied per run):
+ *
+ *  'generate': one graph for prefill and decode with a key/value cache.
+ *     inputs  input_ids int32 [1,S], past_key_l / past_value_l float [1,H,P,D] for every layer l (P = 0 for
+ *             prefill); positions P..P+S−1 and the causal bias (queries offset by P) are derived in the graph
+ *     outputs logits float [1,V] (last position only), present_key_l / present_value_l float [1,H,P+S,D]
+ *  'score': teacher-forced scoring of right-padded rows (MicroBatch semantics: segments 1 real, 0 padding).
+ *     inputs  input_ids, positions, segments, targets int32 [B,T]
+ *     outputs target_logprob float [B,T] (log-softmax at the target), lse float [B,T] (logsumexp of the
+ *             logits), argmax int64 [B,T] (first maximum)
+ *
+ * Legend: B rows, S new tokens, P cached tokens, T row length, C n_embd, H n_head, D = C/H, V vocab, N = B·T.
+ */
+import { Graph } from '../engine/graph/graph';
+import {
+  attentionBias,
+  attentionCore,
+  attentionOutput,
+  attentionQKV,
+  embed,
+  finalNorm,
+  hiddenStates,
+  layerNorm,
+  lmHeadLogits,
+  mlp,
+  modelContext,
+  tokenNll,
+  type WeightMap,
+} from '../engine/gpt2Graph';
+import { expectedParamShapes } from '../model/gpt2Params';
+import type { GPT2Config, ParamSet } from '../model/types';
+import { SftError } from '../util/errors';
+
+export type InferenceGraphKind = 'generate' | 'score';
+
+/** Every expected parameter as an initialiser of `g` (shapes checked), plus an untied lm_head when present. */
+function weightConstants(g: Graph, config: GPT2Config, params: ParamSet): WeightMap {
+  const w: WeightMap = new Map();
+  const names = [...expectedParamShapes(config).entries()];
+  if (params.has('lm_head.weight') && !names.some(([n]) => n === 'lm_head.weight')) names.push(['lm_head.weight', [config.vocab_size, config.n_embd]]);
+  for (const [name, shape] of names) {
+    const p = params.get(name);
+    if (!p) throw new SftError(`missing parameter ${name}`, name);
+    if (p.shape.join(',') !== shape.join(',')) throw new SftError(`parameter ${name} has shape [${p.shape}], the config needs [${shape}]`, name);
+    w.set(name, g.constant({ dtype: 'float', shape: p.shape.slice(), data: p.data }, name));
+  }
+  return w;
+}
+
+/** Builds the ONNX model bytes for one graph kind. */
+export function buildInferenceGraph(config: GPT2Config, params: ParamSet, kind: InferenceGraphKind): Uint8Array {
+  return kind === 'generate' ? buildGenerateGraph(config, params).toModelBytes() : buildScoreGraph(config, params).toModelBytes();
+}
+
+export function buildGenerateGraph(config: GPT2Config, params: ParamSet): Graph {
+  const { n_layer: L, n_head: H, n_embd: C } = config;
+  const D = C / H;
+  const g = new Graph('gpt2_generate');
+  const w = weightConstants(g, config, params);
+  const ids = g.input('input_ids', 'int32', [1, 'S']);
+  const past = Array.from({ length: L }, (_, l) => ({
+    k: g.input(`past_key_${l}`, 'float', [1, H, 'P', D]),
+    v: g.input(`past_value_${l}`, 'float', [1, H, 'P', D]),
+  }));
+  const bt = g.shapeOf(ids); // (1, S)
+  const c = modelContext(g, config, w, bt);
+  // P (int64 scalar) from the cache's shape; positions P..P+S−1
+  const pastLen = g.squeeze(g.op('Slice', [g.shapeOf(past[0]!.k), g.ints([2]), g.ints([3])], {}, { dtype: 'int64', shape: [1] }), [0]);
+  const S = g.squeeze(g.op('Slice', [bt, g.ints([1]), g.ints([2])], {}, { dtype: 'int64', shape: [1] }), [0]);
+  const positions = g.unsqueeze(g.op('Range', [pastLen, g.add(pastLen, S), g.scalar(1, 'int64')], {}, { dtype: 'int64', shape: ['S'] }), [0]); // [1,S]
+  // one segment: causal attention over cache + new tokens, the queries being the last S keys
+  const querySeg = g.op('ConstantOfShape', [bt], { value: { tensor: { dtype: 'int32', shape: [1], data: Int32Array.of(1) } } }, { dtype: 'int32', shape: [1, 'S'] });
+  const keySeg = g.op('ConstantOfShape', [g.concat([g.ints([1]), g.unsqueeze(g.add(pastLen, S), [0])], 0)], { value: { tensor: { dtype: 'int32', shape: [1], data: Int32Array.of(1) } } }, { dtype: 'int32', shape: [1, 'P+S'] });
+  const bias = attentionBias(g, querySeg, keySeg, pastLen); // [1,1,S,P+S]
+  let x = embed(c, ids, positions); // [S,C]
+  for (let l = 0; l < L; l++) {
+    const p = `transformer.h.${l}.`;
+    const { q, k, v } = attentionQKV(c, l, layerNorm(c, x, p + 'ln_1')); // [1,H,S,D]
+    const kAll = g.concat([past[l]!.k, k], 2); // [1,H,P+S,D]
+    const vAll = g.concat([past[l]!.v, v], 2);
+    g.output(kAll, `present_key_${l}`);
+    g.output(vAll, `present_value_${l}`);
+    x = g.add(x, attentionOutput(c, l, attentionCore(c, q, kAll, vAll, bias)));
+    x = g.add(x, mlp(c, l, layerNorm(c, x, p + 'ln_2')));
+  }
+  const last = g.gather(x, g.constant({ dtype: 'int64', shape: [1], data: BigInt64Array.of(-1n) }, 'last'), 0); // [1,C]
+  g.output(lmHeadLogits(c, finalNorm(c, last)), 'logits'); // [1,V]
+  return g;
+}
+
+export function buildScoreGraph(config: GPT2Config, params: ParamSet): Graph {
+  const g = new Graph('gpt2_score');
+  const w = weightConstants(g, config, params);
+  const ids = g.input('input_ids', 'int32', ['B', 'T']);
+  const positions = g.input('positions', 'int32', ['B', 'T']);
+  const segments = g.input('segments', 'int32', ['B', 'T']);
+  const targets = g.input('targets', 'int32', ['B', 'T']);
+  const bt = g.shapeOf(ids);
+  const c = modelContext(g, config, w, bt);
+  const logits = lmHeadLogits(c, hiddenStates(c, ids, positions, segments)); // [N,V]
+  const { nll, lse } = tokenNll(g, logits, g.reshape(targets, [-1], ['N'])); // [N,1] each
+  g.output(g.reshape(g.neg(nll), bt, ['B', 'T']), 'target_logprob');
+  g.output(g.reshape(lse, bt, ['B', 'T']), 'lse');
+  g.output(g.reshape(g.op('ArgMax', [logits], { axis: 1, keepdims: 0 }, { dtype: 'int64', shape: ['N'] }), bt, ['B', 'T']), 'argmax');
+  return g;
+}
