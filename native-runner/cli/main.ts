@@ -15,8 +15,9 @@ import { command as perplexity } from './commands/perplexity';
 import { command as score } from './commands/score';
 import { command as bench } from './commands/bench';
 import { command as serve } from './commands/serve';
+import { command as doctor } from './commands/doctor';
 
-export const COMMANDS: Command[] = [inspect, preview, train, evalCmd, download, chat, compare, perplexity, score, bench, serve];
+export const COMMANDS: Command[] = [inspect, preview, train, evalCmd, download, chat, compare, perplexity, score, bench, serve, doctor];
 
 function help(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length));

@@ -1,0 +1,126 @@
+// The CLI faces of the runner: `sft train` (plain lines off a TTY, config errors as one line), `sft eval --json`,
+// `sft download --json`, and the small pure helpers (--resume parsing, progress bar, error mapping).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { formatDuration, progressLine, takeResume } from '../../native-runner/cli/commands/train';
+import { parseRunConfig } from '../../native-runner/train/config';
+import { engineError } from '../../native-runner/train/trainer';
+
+const ROOT = path.join(__dirname, '../..');
+const MAIN = path.join(ROOT, 'native-runner/cli/main.ts');
+
+function sft(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+test('sft train: a bad run.json is one error line naming file and key; a good one prints plain progress lines', { timeout: 120_000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-cli-train-'));
+  try {
+    const cfg = {
+      model_name_or_path: path.join(ROOT, 'samples/tiny-gpt2-chat'),
+      dataset: path.join(ROOT, 'test/fixtures/train/dolly-small.jsonl'),
+      dataset_format: 'dolly',
+      output_dir: 'out',
+      test_size: 0,
+      max_steps: 2,
+      per_device_train_batch_size: 2,
+      gradient_accumulation_steps: 1,
+      logging_steps: 1,
+      save_strategy: 'no',
+    };
+    const bad = path.join(dir, 'bad.json');
+    fs.writeFileSync(bad, JSON.stringify({ ...cfg, per_device_train_batchsize: 4 }));
+    const r1 = await sft(['train', '--config', bad]);
+    assert.equal(r1.code, 1);
+    assert.equal(r1.stderr.trim(), `error: ${bad}: per_device_train_batchsize: unknown key (did you mean "per_device_train_batch_size"?)`);
+    const good = path.join(dir, 'run.json');
+    fs.writeFileSync(good, JSON.stringify(cfg));
+    const r2 = await sft(['train', '--config', good]);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.match(r2.stdout, /^step 1\/2 {2}epoch 0\.\d+ {2}loss \d+\.\d{4} {2}grad_norm/m);
+    assert.match(r2.stdout, /^step 2\/2 /m);
+    assert.match(r2.stdout, /done: 2 steps, model in .*out/);
+    assert.ok(!r2.stdout.includes('\r'), 'no progress-bar redraws off a TTY');
+    assert.ok(fs.existsSync(path.join(dir, 'out', 'model.safetensors')));
+    const r3 = await sft(['train', '--config', good, '--resume']);
+    assert.equal(r3.code, 1);
+    assert.match(r3.stderr, /^error: resume: cannot resume: no complete checkpoint-<step> folder in /);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('sft eval --json: last line is {"eval_loss","eval_tokens"}; equals the golden forward loss', { timeout: 60_000 }, async () => {
+  const r = await sft(['eval', '--model', 'samples/tiny-gpt2-chat', '--dataset', 'test/fixtures/train/golden-pair.jsonl', '--dataset_format', 'dolly', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const last = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  assert.deepEqual(Object.keys(last), ['eval_loss', 'eval_tokens']);
+  // the two golden conversations: 9 + 25 trained label positions (answer + closing eos)
+  const golden = JSON.parse(fs.readFileSync(path.join(ROOT, 'test/fixtures/golden/tiny-golden.json'), 'utf8'));
+  const labels = (golden.forward.labels as number[][]).flat().filter((l) => l !== -100).length;
+  assert.equal(last.eval_tokens, labels);
+  // ... and its loss is the golden forward loss (the mean NLL over those labels)
+  assert.ok(Math.abs(last.eval_loss - golden.forward.loss) / golden.forward.loss < 1e-5, `${last.eval_loss} vs ${golden.forward.loss}`);
+  const bad = await sft(['eval', '--model', 'samples/tiny-gpt2-chat', '--dataset', 'nope.jsonl', '--dataset_format', 'dolly']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /^error: .*nope\.jsonl/);
+});
+
+test('sft download --json fetches from $HF_ENDPOINT into --to', { timeout: 60_000 }, async () => {
+  const modelDir = path.join(ROOT, 'samples/tiny-gpt2-chat');
+  const server = http.createServer((req, res) => {
+    const m = /^\/org\/tiny\/resolve\/main\/(.+)$/.exec(req.url ?? '');
+    const p = m ? path.join(modelDir, m[1]!) : '';
+    if (!m || !fs.existsSync(p)) {
+      res.writeHead(404);
+      res.end();
+      return;
+    }
+    const body = fs.readFileSync(p);
+    res.writeHead(200, { 'content-length': body.length });
+    res.end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const to = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-cli-dl-'));
+  try {
+    const r = await sft(['download', '--model', 'org/tiny', '--to', to, '--json'], { HF_ENDPOINT: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+    assert.equal(r.code, 0, r.stderr);
+    const last = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    assert.equal(last.dir, to);
+    assert.equal(last.files['model.safetensors'], fs.statSync(path.join(modelDir, 'model.safetensors')).size);
+    assert.ok(fs.readFileSync(path.join(to, 'tokenizer.json')).equals(fs.readFileSync(path.join(modelDir, 'tokenizer.json'))));
+  } finally {
+    server.close();
+    fs.rmSync(to, { recursive: true, force: true });
+  }
+});
+
+test('helpers: --resume with and without a folder, durations, progress bar, OOM message', () => {
+  assert.deepEqual(takeResume(['--config', 'a.json', '--resume']), { rest: ['--config', 'a.json'], resume: true });
+  assert.deepEqual(takeResume(['--resume', 'out/checkpoint-3', '--json-events']), { rest: ['--json-events'], resume: 'out/checkpoint-3' });
+  assert.deepEqual(takeResume(['--resume', '--config', 'a.json']), { rest: ['--config', 'a.json'], resume: true });
+  assert.deepEqual(takeResume(['--config', 'a.json']), { rest: ['--config', 'a.json'], resume: undefined });
+  assert.equal(formatDuration(3725), '1:02:05');
+  assert.equal(formatDuration(65), '01:05');
+  assert.equal(formatDuration(null), '--:--');
+  const line = progressLine({ step: 50, total: 200, loss: 2.34567, lr: 1.5e-5, tokens_per_second: 1234.4, eta_s: 90, epoch: 0.5 }, 100);
+  assert.match(line, /^ 25% \[#+\.+\] 50\/200 loss 2\.3457 lr 1\.50e-5 1234 tok\/s ETA 01:30$/);
+  assert.ok(line.length <= 100);
+  const { config } = parseRunConfig({ model_name_or_path: '/m', dataset: '/d.jsonl' }, '/');
+  const oom = engineError(new Error('Failed to allocate memory for requested buffer of size 123'), config, 8, 'at steps 1-8');
+  assert.match(oom.message, /out of memory at steps 1-8: lower per_device_train_batch_size \(8\), max_length \(512\) or steps_per_run \(8\); raise gradient_accumulation_steps \(4\)/);
+  assert.match(engineError(new Error('Non-zero status code returned while running Gather node'), config, 8, 'at steps 3-4').message, /ONNX Runtime failed at steps 3-4: Non-zero status/);
+});
