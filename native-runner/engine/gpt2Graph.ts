@@ -1,0 +1,247 @@
+/**
+ * GPT-2 as transformers' GPT2LMHeadModel, built with the graph builder: wte + wpe (positions from the
+ * MicroBatch), pre-LayerNorm blocks (ln_1 → causal self-attention → residual, ln_2 → MLP with gelu_new →
+ * residual), ln_f, lm_head tied to wte (or `lm_head.weight` when untied), dropout where configured.
+ * Activations are kept flat as [N, C] (N = B·T) so every Conv1D is one Gemm; attention reshapes to
+ * [B, H, T, D]. Legend: B rows, T length, C n_embd, H heads, D = C/H, V vocab, N = B·T.
+ *
+ * Attention mask (engine/types.ts MicroBatch.segments): query q may attend key k iff k ≤ q, segment[k] ≠ 0
+ * and (segment[q] = segment[k] or segment[q] = 0); masked scores get −1e9 added, so a fully masked row is a
+ * finite uniform softmax, never NaN.
+ *
+ * The pieces (embed, attentionBias, attentionQKV, attentionCore, attentionOutput, mlp, block, finalNorm,
+ * lmHeadLogits, tokenNll) are exported so that other graphs (eval, KV-cache generation) reuse them.
+ */
+import { expectedParamShapes } from '../model/gpt2Params';
+import type { GPT2Config } from '../model/types';
+import { Graph, makeData, type Tensor } from './graph/graph';
+
+export const MASKED_SCORE = -1e9;
+
+/** Parameter tensors of the graph under HF names. */
+export type WeightMap = Map<string, Tensor>;
+
+export interface DropoutRates {
+  embd: number;
+  attn: number;
+  resid: number;
+}
+
+export interface ModelContext {
+  g: Graph;
+  config: GPT2Config;
+  w: WeightMap;
+  /** int64 [2] = (B, T) of the current micro-batch. */
+  bt: Tensor;
+  dropout: DropoutRates;
+  /** Cast MatMul/Gemm operands to bfloat16 (fp32 accumulation outside). */
+  bf16: boolean;
+  /** Next Dropout seed (each Dropout node gets its own). */
+  nextSeed: () => number;
+}
+
+/** The parameter list (HF names and shapes) in named_parameters order. */
+export function paramSpecs(config: GPT2Config): { name: string; shape: number[] }[] {
+  return [...expectedParamShapes(config)].map(([name, shape]) => ({ name, shape }));
+}
+
+/** Whether AdamW applies weight decay (HF Trainer: no decay on biases and LayerNorm weights). */
+export function usesWeightDecay(name: string): boolean {
+  if (name.endsWith('.bias')) return false;
+  if (/(^|\.)ln_[^.]*\.weight$/.test(name)) return false;
+  return true;
+}
+
+export function dropoutRates(config: GPT2Config, override: number | null | undefined): DropoutRates {
+  if (override !== null && override !== undefined) return { embd: override, attn: override, resid: override };
+  return { embd: config.embd_pdrop, attn: config.attn_pdrop, resid: config.resid_pdrop };
+}
+
+function weight(c: ModelContext, name: string): Tensor {
+  const t = c.w.get(name);
+  if (!t) throw new Error(`graph weight ${name} missing`);
+  return t;
+}
+
+function dropout(c: ModelContext, x: Tensor, rate: number): Tensor {
+  return rate > 0 ? c.g.dropout(x, rate, c.nextSeed()) : x;
+}
+
+/** y = x·W (+ b) for x [N, in], W [in, out]; bf16 operands when enabled. */
+export function linear(c: ModelContext, x: Tensor, w: Tensor, b: Tensor | null, opts: { transB?: boolean } = {}): Tensor {
+  const g = c.g;
+  if (!c.bf16) return g.gemm(x, w, b, opts);
+  const y = g.cast(g.gemm(g.cast(x, 'bfloat16'), g.cast(w, 'bfloat16'), null, opts), 'float');
+  return b ? g.add(y, b) : y;
+}
+
+function bmm(c: ModelContext, a: Tensor, b: Tensor): Tensor {
+  const g = c.g;
+  if (!c.bf16) return g.matmul(a, b);
+  return g.cast(g.matmul(g.cast(a, 'bfloat16'), g.cast(b, 'bfloat16')), 'float');
+}
+
+/** int64 [2] (B, T) of an int [B, T] tensor. */
+export function batchDims(g: Graph, ids: Tensor): Tensor {
+  return g.shapeOf(ids);
+}
+
+/** Token + position embeddings → x [N, C] (embedding dropout applied). */
+export function embed(c: ModelContext, ids: Tensor, positions: Tensor): Tensor {
+  const g = c.g;
+  const C = c.config.n_embd;
+  const tok = g.gather(weight(c, 'transformer.wte.weight'), ids); // [B,T,C]
+  const pos = g.gather(weight(c, 'transformer.wpe.weight'), positions); // [B,T,C]
+  const x = g.reshape(g.add(tok, pos), [-1, C], ['N', C]);
+  return dropout(c, x, c.dropout.embd);
+}
+
+/**
+ * Additive attention bias [B, 1, Tq, Tk] (0 or −1e9) from segment ids. `querySegments` [B, Tq] and
+ * `keySegments` [B, Tk]; `queryOffset` (int64 scalar, default 0) is the index of the first query among the
+ * keys (KV-cache decoding: the queries are the last Tq of Tk keys).
+ */
+export function attentionBias(g: Graph, querySegments: Tensor, keySegments: Tensor, queryOffset?: Tensor): Tensor {
+  const zero = g.scalar(0, querySegments.dtype === 'int64' ? 'int64' : 'int32');
+  const segQ = g.unsqueeze(querySegments, [2]); // [B,Tq,1]
+  const segK = g.unsqueeze(keySegments, [1]); // [B,1,Tk]
+  const same = g.equal(segQ, segK); // [B,Tq,Tk]
+  const qPad = g.equal(segQ, zero); // [B,Tq,1]
+  const kReal = g.op('Not', [g.equal(segK, zero)]); // [B,1,Tk]
+  const one64 = g.scalar(1, 'int64');
+  const zero64 = g.scalar(0, 'int64');
+  const tq = g.squeeze(g.op('Slice', [g.shapeOf(querySegments), g.ints([1]), g.ints([2])], {}, { dtype: 'int64', shape: [1] }), [0]);
+  const tk = g.squeeze(g.op('Slice', [g.shapeOf(keySegments), g.ints([1]), g.ints([2])], {}, { dtype: 'int64', shape: [1] }), [0]);
+  let qIdx = g.op('Range', [zero64, tq, one64], {}, { dtype: 'int64', shape: ['Tq'] });
+  if (queryOffset) qIdx = g.add(qIdx, queryOffset);
+  const kIdx = g.op('Range', [zero64, tk, one64], {}, { dtype: 'int64', shape: ['Tk'] });
+  const causal = g.op('LessOrEqual', [g.unsqueeze(kIdx, [0]), g.unsqueeze(qIdx, [1])], {}, { dtype: 'bool', shape: ['Tq', 'Tk'] });
+  const allowed = g.op('And', [g.op('And', [g.op('Or', [same, qPad]), kReal]), causal], {}, { dtype: 'bool', shape: ['B', 'Tq', 'Tk'] });
+  const bias = g.where(allowed, g.scalar(0), g.scalar(MASKED_SCORE));
+  return g.unsqueeze(bias, [1]); // [B,1,Tq,Tk]
+}
+
+/** ln_1 output a [N, C] → q, k, v each [B, H, T, D]; q already scaled by 1/√D. */
+export function attentionQKV(c: ModelContext, layer: number, a: Tensor): { q: Tensor; k: Tensor; v: Tensor } {
+  const g = c.g;
+  const C = c.config.n_embd;
+  const H = c.config.n_head;
+  const D = C / H;
+  const p = `transformer.h.${layer}.attn.`;
+  const qkv = linear(c, a, weight(c, p + 'c_attn.weight'), weight(c, p + 'c_attn.bias')); // [N,3C]
+  const [q0, k0, v0] = g.split(qkv, 1, [C, C, C]);
+  const shape4 = g.concat([c.bt, g.ints([H, D])], 0);
+  const heads = (t: Tensor) => g.transpose(g.reshape(t, shape4, ['B', 'T', H, D]), [0, 2, 1, 3]); // [B,H,T,D]
+  const q = g.mul(heads(q0!), g.scalar(1 / Math.sqrt(D)));
+  return { q, k: heads(k0!), v: heads(v0!) };
+}
+
+/** softmax(q·kᵀ + bias)·v: q [B,H,Tq,D], k/v [B,H,Tk,D], bias [B,1,Tq,Tk] → [B,H,Tq,D]. */
+export function attentionCore(c: ModelContext, q: Tensor, k: Tensor, v: Tensor, bias: Tensor): Tensor {
+  const g = c.g;
+  const scores = bmm(c, q, g.transpose(k, [0, 1, 3, 2])); // [B,H,Tq,Tk]
+  const probs = dropout(c, g.softmax(g.add(scores, bias), -1), c.dropout.attn);
+  return bmm(c, probs, v);
+}
+
+/** Heads [B,H,T,D] → [N,C] → c_proj. */
+export function attentionOutput(c: ModelContext, layer: number, y: Tensor): Tensor {
+  const g = c.g;
+  const C = c.config.n_embd;
+  const p = `transformer.h.${layer}.attn.`;
+  const merged = g.reshape(g.transpose(y, [0, 2, 1, 3]), [-1, C], ['N', C]);
+  return linear(c, merged, weight(c, p + 'c_proj.weight'), weight(c, p + 'c_proj.bias'));
+}
+
+export function layerNorm(c: ModelContext, x: Tensor, prefix: string): Tensor {
+  return c.g.layerNorm(x, weight(c, prefix + '.weight'), weight(c, prefix + '.bias'), c.config.layer_norm_epsilon);
+}
+
+/** MLP: c_fc → gelu_new (tanh form) → c_proj. */
+export function mlp(c: ModelContext, layer: number, x: Tensor): Tensor {
+  const p = `transformer.h.${layer}.mlp.`;
+  const h = linear(c, x, weight(c, p + 'c_fc.weight'), weight(c, p + 'c_fc.bias'));
+  const act = c.g.op('Gelu', [h], { approximate: 'tanh' });
+  return linear(c, act, weight(c, p + 'c_proj.weight'), weight(c, p + 'c_proj.bias'));
+}
+
+/** One pre-LN transformer block on x [N, C]. */
+export function block(c: ModelContext, layer: number, x: Tensor, bias: Tensor): Tensor {
+  const g = c.g;
+  const p = `transformer.h.${layer}.`;
+  const { q, k, v } = attentionQKV(c, layer, layerNorm(c, x, p + 'ln_1'));
+  const att = attentionOutput(c, layer, attentionCore(c, q, k, v, bias));
+  const x1 = g.add(x, dropout(c, att, c.dropout.resid));
+  const m = mlp(c, layer, layerNorm(c, x1, p + 'ln_2'));
+  return g.add(x1, dropout(c, m, c.dropout.resid));
+}
+
+export function finalNorm(c: ModelContext, x: Tensor): Tensor {
+  return layerNorm(c, x, 'transformer.ln_f');
+}
+
+/** h [N, C] → logits [N, V] = h·Wᵀ with W = wte (tied) or lm_head.weight. */
+export function lmHeadLogits(c: ModelContext, h: Tensor): Tensor {
+  const w = c.w.get('lm_head.weight') ?? weight(c, 'transformer.wte.weight');
+  return linear(c, h, w, null, { transB: true });
+}
+
+/** The whole trunk: ids/positions [B,T] → final hidden states [N, C]. */
+export function hiddenStates(c: ModelContext, ids: Tensor, positions: Tensor, segments: Tensor): Tensor {
+  const bias = attentionBias(c.g, segments, segments);
+  let x = embed(c, ids, positions);
+  for (let l = 0; l < c.config.n_layer; l++) x = block(c, l, x, bias);
+  return finalNorm(c, x);
+}
+
+/**
+ * Per-token negative log-likelihood with a fused backward. logits [N, V], targets [N] (int) →
+ * nll [N, 1] = lse − logit[target], lse [N, 1] = logsumexp over V (max-shifted).
+ * Backward: dlogits = softmax·g − onehot(target)·g, computed as e·(g/s) (e = exp(logits − max) and
+ * s = Σe reused from the forward) plus a ScatterElements-add of −g at the targets: two [N, V] passes.
+ */
+export function tokenNll(g: Graph, logits: Tensor, targets: Tensor): { nll: Tensor; lse: Tensor } {
+  const tgt = g.unsqueeze(g.cast(targets, 'int64'), [1]); // [N,1]
+  let e!: Tensor;
+  let s!: Tensor;
+  const [nll, lse] = g.customGradient(
+    [logits],
+    () => {
+      const m = g.reduce('ReduceMax', logits, [-1], true); // [N,1]
+      e = g.exp(g.sub(logits, m)); // [N,V]
+      s = g.reduceSum(e, [-1], true); // [N,1]
+      const lseT = g.add(g.log(s), m);
+      const picked = g.gatherElements(logits, tgt, 1); // [N,1]
+      return [g.sub(lseT, picked), lseT];
+    },
+    (gg, gy, needs) => {
+      if (!needs[0]) return [null];
+      const gNll = gy[0];
+      const gLse = gy[1];
+      const coefNum = gNll && gLse ? gg.add(gNll, gLse) : (gNll ?? gLse)!;
+      let d = gg.mul(e, gg.div(coefNum, s)); // [N,V]
+      if (gNll) d = gg.op('ScatterElements', [d, tgt, gg.neg(gNll)], { axis: 1, reduction: 'add' }, { dtype: d.dtype, shape: d.shape });
+      return [d];
+    },
+  );
+  return { nll: nll!, lse: lse! };
+}
+
+/** A fresh ModelContext over weights `w` in graph `g`. */
+export function modelContext(g: Graph, config: GPT2Config, w: WeightMap, bt: Tensor, opts: { dropout?: DropoutRates; bf16?: boolean; seed?: number } = {}): ModelContext {
+  let seed = opts.seed ?? 0;
+  return {
+    g,
+    config,
+    w,
+    bt,
+    dropout: opts.dropout ?? { embd: 0, attn: 0, resid: 0 },
+    bf16: opts.bf16 ?? false,
+    nextSeed: () => seed++,
+  };
+}
+
+/** bool scalar constant true (Loop conditions). */
+export function trueConst(g: Graph): Tensor {
+  return g.constant(makeData('bool', [], [1]), 'true');
+}

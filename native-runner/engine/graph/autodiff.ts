@@ -1,0 +1,338 @@
+/**
+ * Reverse-mode automatic differentiation over a `Graph`. `gradients(g, ys, seeds, wrt)` appends the backward
+ * nodes to `g` and returns d(Σ seedᵢ·yᵢ)/d(wrt) for each wrt tensor (null when no path exists).
+ *
+ * All backward rules live in ONE table, GRAD_RULES (op type → rule). Where a value fans out, the partial
+ * gradients of its consumers are summed. A node on the path from wrt to ys whose op has no rule is a loud
+ * error naming the op and the node. Nodes marked noGrad are constants; `customGradient` regions supply
+ * their own rule through a virtual node.
+ */
+import { Graph, isFloatDType, makeData, type Node, type Shape, type Tensor } from './graph';
+
+export interface RuleContext {
+  g: Graph;
+  node: Node;
+  /** Gradient of each node output (null where no gradient flows back). */
+  gy: (Tensor | null)[];
+  /** Whether each node input needs a gradient. */
+  needs: boolean[];
+}
+export type GradRule = (c: RuleContext) => (Tensor | null)[];
+
+function sameShape(a: Shape | null, b: Shape | null): boolean {
+  return !!a && !!b && a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** Sums a broadcast gradient back to `target`'s shape (static shapes required when they differ). */
+export function sumToShape(g: Graph, grad: Tensor, target: Tensor, where: string): Tensor {
+  if (sameShape(grad.shape, target.shape)) return grad;
+  if (!grad.shape || !target.shape) throw new Error(`autodiff: ${where}: broadcast gradient needs static ranks (got [${grad.shape}] → [${target.shape}])`);
+  const gr = grad.shape.length;
+  const tr = target.shape.length;
+  const axes: number[] = [];
+  for (let i = 0; i < gr; i++) {
+    if (i < gr - tr) axes.push(i);
+    else {
+      const td = target.shape[i - (gr - tr)]!;
+      const gd = grad.shape[i]!;
+      if (td === 1 && gd !== 1) axes.push(i);
+    }
+  }
+  const reduced = axes.length ? g.reduceSum(grad, axes, true) : grad;
+  if (reduced.shape && sameShape(reduced.shape, target.shape)) return reduced;
+  return g.reshape(reduced, g.shapeOf(target), target.shape.slice());
+}
+
+function constNumber(g: Graph, t: Tensor | null, what: string): number {
+  if (!t) throw new Error(`autodiff: ${what} missing`);
+  const d = g.constantData(t);
+  if (!d || d.data.length !== 1) throw new Error(`autodiff: ${what} must be a scalar constant`);
+  return Number(d.data[0]);
+}
+
+function constInts(g: Graph, t: Tensor | null, what: string): number[] {
+  if (!t) throw new Error(`autodiff: ${what} missing`);
+  const d = g.constantData(t);
+  if (!d) throw new Error(`autodiff: ${what} must be a constant`);
+  return Array.from(d.data as ArrayLike<number | bigint>, Number);
+}
+
+function swapLast(g: Graph, t: Tensor): Tensor {
+  const r = t.rank!;
+  const perm = Array.from({ length: r }, (_, i) => i);
+  perm[r - 1] = r - 2;
+  perm[r - 2] = r - 1;
+  return g.transpose(t, perm);
+}
+
+const unary = (f: (c: RuleContext, x: Tensor, y: Tensor, gy: Tensor) => Tensor): GradRule => (c) => {
+  const gy = c.gy[0];
+  if (!gy || !c.needs[0]) return [null];
+  return [f(c, c.node.inputs[0]!, c.node.outputs[0]!, gy)];
+};
+
+/** The gradient rule table: op type → rule. */
+export const GRAD_RULES: Record<string, GradRule> = {
+  Identity: unary((_c, _x, _y, gy) => gy),
+  Add: ({ g, node, gy, needs }) => {
+    const [a, b] = node.inputs as Tensor[];
+    return [needs[0] ? sumToShape(g, gy[0]!, a!, 'Add') : null, needs[1] ? sumToShape(g, gy[0]!, b!, 'Add') : null];
+  },
+  Sub: ({ g, node, gy, needs }) => {
+    const [a, b] = node.inputs as Tensor[];
+    return [needs[0] ? sumToShape(g, gy[0]!, a!, 'Sub') : null, needs[1] ? sumToShape(g, g.neg(gy[0]!), b!, 'Sub') : null];
+  },
+  Mul: ({ g, node, gy, needs }) => {
+    const [a, b] = node.inputs as Tensor[];
+    return [needs[0] ? sumToShape(g, g.mul(gy[0]!, b!), a!, 'Mul') : null, needs[1] ? sumToShape(g, g.mul(gy[0]!, a!), b!, 'Mul') : null];
+  },
+  Div: ({ g, node, gy, needs }) => {
+    const [a, b] = node.inputs as Tensor[];
+    const y = node.outputs[0]!;
+    return [
+      needs[0] ? sumToShape(g, g.div(gy[0]!, b!), a!, 'Div') : null,
+      needs[1] ? sumToShape(g, g.neg(g.div(g.mul(gy[0]!, y), b!)), b!, 'Div') : null,
+    ];
+  },
+  Neg: unary(({ g }, _x, _y, gy) => g.neg(gy)),
+  Exp: unary(({ g }, _x, y, gy) => g.mul(gy, y)),
+  Log: unary(({ g }, x, _y, gy) => g.div(gy, x)),
+  Tanh: unary(({ g }, _x, y, gy) => g.mul(gy, g.sub(g.scalarLike(1, y), g.mul(y, y)))),
+  Sqrt: unary(({ g }, _x, y, gy) => g.div(g.mul(gy, g.scalarLike(0.5, y)), y)),
+  Reciprocal: unary(({ g }, _x, y, gy) => g.neg(g.mul(gy, g.mul(y, y)))),
+  Sigmoid: unary(({ g }, _x, y, gy) => g.mul(gy, g.mul(y, g.sub(g.scalarLike(1, y), y)))),
+  Relu: unary(({ g }, x, _y, gy) => g.where(g.op('Greater', [x, g.scalarLike(0, x)]), gy, g.scalarLike(0, gy))),
+  Pow: ({ g, node, gy, needs }) => {
+    if (needs[1]) throw new Error(`autodiff: Pow (node ${node.name}): gradient w.r.t. the exponent is not supported`);
+    const x = node.inputs[0]!;
+    const p = constNumber(g, node.inputs[1]!, `Pow (node ${node.name}) exponent`);
+    return [needs[0] ? g.mul(gy[0]!, g.mul(g.scalarLike(p, x), g.op('Pow', [x, g.scalarLike(p - 1, x)]))) : null, null];
+  },
+  Cast: unary(({ g }, x, _y, gy) => g.cast(gy, x.dtype)),
+  Reshape: ({ g, node, gy, needs }) => [needs[0] ? g.reshape(gy[0]!, g.shapeOf(node.inputs[0]!), node.inputs[0]!.shape) : null, null],
+  Squeeze: ({ g, node, gy, needs }) => [needs[0] ? g.reshape(gy[0]!, g.shapeOf(node.inputs[0]!), node.inputs[0]!.shape) : null, null],
+  Unsqueeze: ({ g, node, gy, needs }) => [needs[0] ? g.reshape(gy[0]!, g.shapeOf(node.inputs[0]!), node.inputs[0]!.shape) : null, null],
+  Transpose: unary(({ g, node }, _x, _y, gy) => {
+    const perm = node.attrs.perm as number[];
+    const inv = new Array<number>(perm.length);
+    perm.forEach((p, i) => (inv[p] = i));
+    return g.transpose(gy, inv);
+  }),
+  Expand: ({ g, node, gy, needs }) => [needs[0] ? sumToShape(g, gy[0]!, node.inputs[0]!, 'Expand') : null, null],
+  Concat: ({ g, node, gy, needs }) => {
+    const axis = node.attrs.axis as number;
+    const parts = node.inputs as Tensor[];
+    const sizes = g.concat(parts.map((p) => g.gather(g.shapeOf(p), g.ints([axis < 0 ? axis + p.rank! : axis]))), 0);
+    const outs = g.node('Split', [gy[0]!, sizes], { axis }, parts.map((p) => ({ dtype: gy[0]!.dtype, shape: p.shape })));
+    return outs.map((o, i) => (needs[i] ? o : null));
+  },
+  Split: ({ g, node, gy, needs }) => {
+    if (!needs[0]) return [null, null];
+    const axis = node.attrs.axis as number;
+    const parts = node.outputs.map((o, i) => gy[i] ?? g.zerosLike(o));
+    return [g.concat(parts, axis), null];
+  },
+  Gather: ({ g, node, gy, needs }) => {
+    if (!needs[0]) return [null, null];
+    const axis = (node.attrs.axis as number | undefined) ?? 0;
+    if (axis !== 0) throw new Error(`autodiff: Gather (node ${node.name}): only axis 0 is differentiable`);
+    const [data, idx] = node.inputs as Tensor[];
+    const rest = data!.shape?.slice(1);
+    if (!rest || rest.some((d) => typeof d !== 'number')) throw new Error(`autodiff: Gather (node ${node.name}): the data needs a static shape`);
+    // Scatter-add the rows of gy into zeros shaped like data (duplicate indices accumulate). ScatterElements
+    // on [V, R] views (R = Π rest) with the row index repeated along R: one scatter op that CPU and CUDA have.
+    const R = (rest as number[]).reduce((a, b) => a * b, 1);
+    const rows = g.reshape(gy[0]!, [-1, R], ['M', R]);
+    const idxCol = g.reshape(g.cast(idx!, 'int64'), [-1, 1], ['M', 1]);
+    const idxFull = g.expand(idxCol, g.shapeOf(rows), ['M', R]);
+    const zeros = g.reshape(g.zerosLike(data!), [-1, R], [data!.shape![0]!, R]);
+    const summed = g.op('ScatterElements', [zeros, idxFull, rows], { axis: 0, reduction: 'add' }, { dtype: data!.dtype, shape: zeros.shape });
+    return [g.reshape(summed, g.shapeOf(data!), data!.shape), null];
+  },
+  GatherElements: ({ g, node, gy, needs }) => {
+    if (!needs[0]) return [null, null];
+    const [data, idx] = node.inputs as Tensor[];
+    const axis = (node.attrs.axis as number | undefined) ?? 0;
+    return [g.op('ScatterElements', [g.zerosLike(data!), idx!, gy[0]!], { axis, reduction: 'add' }, { dtype: data!.dtype, shape: data!.shape }), null];
+  },
+  ReduceSum: ({ g, node, gy, needs }) => [needs[0] ? expandReduced(g, node, gy[0]!) : null, null],
+  ReduceMean: ({ g, node, gy, needs }) => {
+    if (!needs[0]) return [null, null];
+    const x = node.inputs[0]!;
+    const full = expandReduced(g, node, gy[0]!);
+    const count = g.cast(g.div(g.op('Size', [x], {}, { dtype: 'int64', shape: [] }), g.op('Size', [node.outputs[0]!], {}, { dtype: 'int64', shape: [] })), x.dtype);
+    return [g.div(full, count), null];
+  },
+  MatMul: ({ g, node, gy, needs }) => {
+    const [a, b] = node.inputs as Tensor[];
+    const dy = gy[0]!;
+    const out: (Tensor | null)[] = [null, null];
+    if (a!.rank! < 2 || b!.rank! < 2) throw new Error(`autodiff: MatMul (node ${node.name}): 1-D operands are not supported`);
+    if (needs[0]) out[0] = sumToShape(g, g.matmul(dy, swapLast(g, b!)), a!, 'MatMul');
+    if (needs[1]) {
+      if (b!.rank === 2 && a!.rank! > 2) {
+        const K = a!.shape![a!.rank! - 1]!;
+        const N = b!.shape![1]!;
+        const a2 = g.reshape(a!, [-1, a!.shape![a!.rank! - 1] as number], ['rows', K]);
+        const d2 = g.reshape(dy, [-1, N as number], ['rows', N]);
+        out[1] = g.gemm(a2, d2, null, { transA: true });
+      } else out[1] = sumToShape(g, g.matmul(swapLast(g, a!), dy), b!, 'MatMul');
+    }
+    return out;
+  },
+  Gemm: ({ g, node, gy, needs }) => {
+    const alpha = node.attrs.alpha;
+    const beta = node.attrs.beta;
+    if ((alpha !== undefined && (alpha as { f: number }).f !== 1) || (beta !== undefined && (beta as { f: number }).f !== 1)) {
+      throw new Error(`autodiff: Gemm (node ${node.name}): only alpha = beta = 1 is supported`);
+    }
+    const tA = node.attrs.transA === 1;
+    const tB = node.attrs.transB === 1;
+    const [a, b, c] = node.inputs;
+    const dy = gy[0]!;
+    const ga = !needs[0] ? null : tA ? g.gemm(b!, dy, null, { transA: tB, transB: true }) : g.gemm(dy, b!, null, { transB: !tB });
+    const gb = !needs[1] ? null : tB ? g.gemm(dy, a!, null, { transA: true, transB: tA }) : g.gemm(a!, dy, null, { transA: !tA });
+    const gc = c && needs[2] ? sumToShape(g, dy, c, 'Gemm') : null;
+    return [ga, gb, gc];
+  },
+  Softmax: unary(({ g, node }, _x, y, gy) => {
+    const axis = (node.attrs.axis as number | undefined) ?? -1;
+    const dot = g.reduceSum(g.mul(gy, y), [axis], true);
+    return g.mul(y, g.sub(gy, dot));
+  }),
+  LogSoftmax: unary(({ g, node }, _x, y, gy) => {
+    const axis = (node.attrs.axis as number | undefined) ?? -1;
+    return g.sub(gy, g.mul(g.exp(y), g.reduceSum(gy, [axis], true)));
+  }),
+  LayerNormalization: ({ g, node, gy, needs }) => {
+    const axis = (node.attrs.axis as number | undefined) ?? -1;
+    const [x, scale, bias] = node.inputs as Tensor[];
+    if (axis !== -1 && axis !== x!.rank! - 1) throw new Error(`autodiff: LayerNormalization (node ${node.name}): only the last axis is supported`);
+    if (gy[1] || gy[2]) throw new Error(`autodiff: LayerNormalization (node ${node.name}): Mean/InvStdDev outputs are not differentiable`);
+    const dy = gy[0]!;
+    const mean = g.cast(node.outputs[1]!, x!.dtype);
+    const inv = g.cast(node.outputs[2]!, x!.dtype);
+    const xhat = g.mul(g.sub(x!, mean), inv);
+    let gx: Tensor | null = null;
+    if (needs[0]) {
+      const dxhat = g.mul(dy, scale!);
+      const m1 = g.reduce('ReduceMean', dxhat, [-1], true);
+      const m2 = g.reduce('ReduceMean', g.mul(dxhat, xhat), [-1], true);
+      gx = g.mul(inv, g.sub(g.sub(dxhat, m1), g.mul(xhat, m2)));
+    }
+    const gs = needs[1] ? sumToShape(g, g.mul(dy, xhat), scale!, 'LayerNormalization') : null;
+    const gb = bias && needs[2] ? sumToShape(g, dy, bias, 'LayerNormalization') : null;
+    return [gx, gs, gb];
+  },
+  Gelu: unary(({ g, node }, x, _y, gy) => {
+    if (node.attrs.approximate !== 'tanh') throw new Error(`autodiff: Gelu (node ${node.name}): only approximate="tanh" is supported`);
+    // y = 0.5·x·(1 + t), t = tanh(u), u = c·(x + 0.044715x³)
+    // dy/dx = 0.5·(1 + t) + 0.5·x·(1 − t²)·c·(1 + 3·0.044715·x²)
+    const c = Math.sqrt(2 / Math.PI);
+    const x2 = g.mul(x, x);
+    const u = g.mul(g.scalarLike(c, x), g.add(x, g.mul(g.scalarLike(0.044715, x), g.mul(x2, x))));
+    const t = g.tanh(u);
+    const half = g.scalarLike(0.5, x);
+    const one = g.scalarLike(1, x);
+    const du = g.mul(g.scalarLike(c, x), g.add(one, g.mul(g.scalarLike(3 * 0.044715, x), x2)));
+    const d = g.add(g.mul(half, g.add(one, t)), g.mul(g.mul(half, x), g.mul(g.sub(one, g.mul(t, t)), du)));
+    return g.mul(gy, d);
+  }),
+  Dropout: ({ g, node, gy, needs }) => {
+    if (!needs[0] || !gy[0]) return [null, null, null];
+    const x = node.inputs[0]!;
+    const ratio = node.inputs[1] ? constNumber(g, node.inputs[1], `Dropout (node ${node.name}) ratio`) : 0.5;
+    const mask = node.outputs[1];
+    if (!mask) throw new Error(`autodiff: Dropout (node ${node.name}) needs its mask output`);
+    return [g.mul(gy[0], g.mul(g.cast(mask, x.dtype), g.scalarLike(1 / (1 - ratio), x))), null, null];
+  },
+  Where: ({ g, node, gy, needs }) => {
+    const [cond, a, b] = node.inputs as Tensor[];
+    const dy = gy[0]!;
+    const zero = g.scalarLike(0, dy);
+    return [
+      null,
+      needs[1] ? sumToShape(g, g.where(cond!, dy, zero), a!, 'Where') : null,
+      needs[2] ? sumToShape(g, g.where(cond!, zero, dy), b!, 'Where') : null,
+    ];
+  },
+};
+
+/** Broadcasts the gradient of a Reduce* output back to the input's shape. */
+function expandReduced(g: Graph, node: Node, dy: Tensor): Tensor {
+  const x = node.inputs[0]!;
+  const keepdims = (node.attrs.keepdims as number | undefined) ?? 1;
+  const axesT = node.inputs[1] ?? null;
+  let d = dy;
+  if (!keepdims) {
+    if (axesT) d = g.unsqueeze(dy, constInts(g, axesT, `${node.opType} (node ${node.name}) axes`));
+    else {
+      if (x.rank === null) throw new Error(`autodiff: ${node.opType} (node ${node.name}) needs a static rank`);
+      d = g.reshape(dy, new Array(x.rank).fill(1), new Array(x.rank).fill(1));
+    }
+  }
+  return g.expand(d, g.shapeOf(x), x.shape);
+}
+
+function sumAll(g: Graph, parts: Tensor[]): Tensor {
+  if (parts.length === 1) return parts[0]!;
+  return g.op('Sum', parts);
+}
+
+/**
+ * Appends the backward pass to `g`. `ys` are the differentiated outputs, `seeds` their incoming gradients
+ * (same shape), `wrt` the tensors whose gradients are returned (null where ys do not depend on them).
+ */
+export function gradients(g: Graph, ys: Tensor[], seeds: Tensor[], wrt: Tensor[]): (Tensor | null)[] {
+  const requires = new Set<Tensor>(wrt);
+  const forwardNodes = g.nodes.slice();
+  for (const n of forwardNodes) {
+    if (n.noGrad) continue;
+    if (n.inputs.some((t) => t && requires.has(t))) for (const o of n.outputs) if (isFloatDType(o.dtype)) requires.add(o);
+  }
+  // Backward reachability: which required tensors lead to ys.
+  const contributes = new Set<Tensor>(ys.filter((y) => requires.has(y)));
+  for (let i = forwardNodes.length - 1; i >= 0; i--) {
+    const n = forwardNodes[i]!;
+    if (n.noGrad || !n.outputs.some((o) => contributes.has(o))) continue;
+    for (const t of n.inputs) if (t && requires.has(t)) contributes.add(t);
+  }
+  const partials = new Map<Tensor, Tensor[]>();
+  const push = (t: Tensor, gt: Tensor) => {
+    const l = partials.get(t);
+    if (l) l.push(gt);
+    else partials.set(t, [gt]);
+  };
+  ys.forEach((y, i) => push(y, seeds[i]!));
+  for (let i = forwardNodes.length - 1; i >= 0; i--) {
+    const n = forwardNodes[i]!;
+    if (n.noGrad) continue;
+    if (!n.outputs.some((o) => partials.has(o))) continue;
+    const needs = n.inputs.map((t) => !!t && contributes.has(t));
+    if (!needs.some(Boolean)) continue;
+    const gy = n.outputs.map((o) => {
+      const p = partials.get(o);
+      return p ? sumAll(g, p) : null;
+    });
+    let grads: (Tensor | null)[];
+    if (n.virtual) grads = n.virtual.gradFn(g, gy, needs);
+    else {
+      const rule = GRAD_RULES[n.opType];
+      if (!rule) throw new Error(`autodiff: no gradient rule for op ${n.opType} (node ${n.name})`);
+      grads = rule({ g, node: n, gy, needs });
+    }
+    n.inputs.forEach((t, j) => {
+      const gt = grads[j];
+      if (t && needs[j] && gt) push(t, gt);
+    });
+  }
+  return wrt.map((w) => {
+    const p = partials.get(w);
+    return p ? sumAll(g, p) : null;
+  });
+}
+
+/** A float tensor of ones shaped like `like` (a seed for a non-scalar output). */
+export function onesLike(g: Graph, like: Tensor): Tensor {
+  return g.op('ConstantOfShape', [g.shapeOf(like)], { value: { tensor: makeData(like.dtype, [1], [1]) } }, { dtype: like.dtype, shape: like.shape });
+}

@@ -1,0 +1,90 @@
+/**
+ * The engine's bridge to onnxruntime-node: session creation for 'cpu' | 'cuda' (CUDA with CPU fallback
+ * disabled, and a clear SftError when the CUDA provider library is missing), and host ⇄ ort.Tensor helpers.
+ */
+import * as ort from 'onnxruntime-node';
+import { SftError } from '../util/errors';
+import type { DType } from './graph/graph';
+
+export type Device = 'cpu' | 'cuda';
+
+export interface SessionOptions {
+  device: Device;
+  /** Graph optimisation level; 'all' by default. */
+  optimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  /** Intra-op threads (0 = ORT default). */
+  threads?: number;
+}
+
+/** `model`: ONNX bytes, or the path of a model file (external data next to it). */
+export async function createSession(model: Uint8Array | string, opts: SessionOptions): Promise<ort.InferenceSession> {
+  const so: ort.InferenceSession.SessionOptions = {
+    graphOptimizationLevel: opts.optimization ?? 'all',
+    ...(opts.threads ? { intraOpNumThreads: opts.threads } : {}),
+  };
+  if (opts.device === 'cuda') {
+    so.executionProviders = [{ name: 'cuda', deviceId: 0 } as ort.InferenceSession.ExecutionProviderConfig];
+    (so as Record<string, unknown>).extra = { session: { disable_cpu_ep_fallback: '1' } };
+  } else {
+    so.executionProviders = ['cpu'];
+  }
+  try {
+    return typeof model === 'string' ? await ort.InferenceSession.create(model, so) : await ort.InferenceSession.create(model, so);
+  } catch (e) {
+    const msg = (e as Error).message ?? String(e);
+    if (opts.device === 'cuda') {
+      if (/cuda|provider|libonnxruntime_providers|not.*(found|available|supported)/i.test(msg)) {
+        throw new SftError(
+          `the CUDA execution provider could not be loaded (${msg.split('\n')[0]}). onnxruntime-node needs its CUDA 12 provider library ` +
+            `(libonnxruntime_providers_cuda.so, installed with onnxruntime-node on linux x64 unless ONNXRUNTIME_NODE_INSTALL_CUDA=skip) and a CUDA 12 / cuDNN 9 runtime; use --device cpu otherwise`,
+          'device cuda',
+        );
+      }
+    }
+    throw e;
+  }
+}
+
+const ORT_TYPE: Record<DType, ort.Tensor.Type> = {
+  float: 'float32',
+  double: 'float64',
+  float16: 'float16',
+  bfloat16: 'bfloat16' as ort.Tensor.Type,
+  int64: 'int64',
+  int32: 'int32',
+  bool: 'bool',
+  uint8: 'uint8',
+};
+
+export function ortType(d: DType): ort.Tensor.Type {
+  return ORT_TYPE[d];
+}
+
+export function f32(data: Float32Array, dims: readonly number[]): ort.Tensor {
+  return new ort.Tensor('float32', data, dims);
+}
+
+export function i64(data: ArrayLike<number>, dims: readonly number[]): ort.Tensor {
+  const b = new BigInt64Array(data.length);
+  for (let i = 0; i < data.length; i++) b[i] = BigInt(data[i]!);
+  return new ort.Tensor('int64', b, dims);
+}
+
+export function scalarF32(v: number): ort.Tensor {
+  return new ort.Tensor('float32', Float32Array.of(v), []);
+}
+
+export function scalarI64(v: number): ort.Tensor {
+  return new ort.Tensor('int64', BigInt64Array.of(BigInt(v)), []);
+}
+
+/** Float32 data of an output (copied when ORT returned another float type). */
+export function toF32(t: ort.Tensor): Float32Array {
+  if (t.data instanceof Float32Array) return t.data;
+  return Float32Array.from(t.data as ArrayLike<number>);
+}
+
+export function toNumber(t: ort.Tensor): number {
+  const v = (t.data as ArrayLike<number | bigint>)[0];
+  return Number(v);
+}

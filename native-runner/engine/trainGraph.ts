@@ -1,0 +1,281 @@
+/**
+ * The ONNX graphs the engine runs, built from gpt2Graph + autodiff:
+ *
+ * - train: an ONNX Loop over K optimizer steps (K = the run's step count, symbolic) carrying every
+ *   parameter p, AdamW moment m and v. Inputs (legend K steps, A micro-batches per step, B rows, T length —
+ *   each micro-batch padded to the run's max B and T, its true size in `mb_dims`):
+ *     ids, targets, positions, segments int32 [K,A,B,T]; weights float [K,A,B,T]; mb_dims int64 [K,A,2];
+ *     n_micro int64 [K] (accumulating variant only); hyper float [K,3] = (lr/(1−β1^t), √(1−β2^t), 1−lr·wd);
+ *     p:<name>, m:<name>, v:<name> float (parameter shapes); trip int64 [], cond bool [].
+ *   Outputs: p_out:/m_out:/v_out:<name>, loss [K], grad_norm [K] (pre-clip), tokens [K].
+ *   Per step: N = Σ weights; every micro-batch (sliced back to its true [B,T]) adds the gradient of
+ *   Σ w·NLL / N (HF Trainer's num_items_in_batch normalisation; loss 0 and zero gradients when N = 0); then
+ *   clip_grad_norm_ (norm of per-tensor L2 norms, coef = min(1, max/(norm+1e-6))) and torch AdamW
+ *   (p ← p·(1−lr·wd) for decayed params; m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
+ *   p ← p − stepSize · m / (√v / √(1−β2^t) + eps), stepSize = lr/(1−β1^t)), with the scalars folded (see
+ *   below). With one micro-batch per step the inner Loop is omitted.
+ * - grads: one micro-batch → nll_sum, tokens and grad:<name> of inv_n·Σ w·NLL (no update).
+ * - eval: one micro-batch → nll_sum, tokens, nll [B,T] (unweighted per position), lse [B,T].
+ * - forward: ids/positions/segments → logits [B,T,V] or log-probabilities [B,T,V].
+ */
+import type { GPT2Config } from '../model/types';
+import { Graph, type Tensor } from './graph/graph';
+import { gradients } from './graph/autodiff';
+import { hiddenStates, lmHeadLogits, modelContext, paramSpecs, tokenNll, trueConst, usesWeightDecay, type DropoutRates, type ModelContext, type WeightMap } from './gpt2Graph';
+
+export interface OptimizerHyper {
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** ≤ 0 or Infinity: no clipping (the norm is still reported). */
+  maxGradNorm: number;
+}
+
+export interface GraphOptions {
+  dropout: DropoutRates;
+  bf16: boolean;
+  seed: number;
+}
+
+export const MB_FIELDS = ['ids', 'targets', 'positions', 'segments'] as const;
+
+interface MbTensors {
+  ids: Tensor;
+  targets: Tensor;
+  weights: Tensor;
+  positions: Tensor;
+  segments: Tensor;
+}
+
+/** Forward of one micro-batch: Σ w·NLL, Σ w, per-position nll/lse [N,1]. */
+function microBatchLoss(c: ModelContext, mb: MbTensors): { nllSum: Tensor; tokens: Tensor; nll: Tensor; lse: Tensor } {
+  const g = c.g;
+  const h = hiddenStates(c, mb.ids, mb.positions, mb.segments);
+  const logits = lmHeadLogits(c, h); // [N,V]
+  const targets = g.reshape(mb.targets, [-1], ['N']);
+  const w = g.reshape(mb.weights, [-1, 1], ['N', 1]);
+  const { nll, lse } = tokenNll(g, logits, targets);
+  const nllSum = g.reduceSum(g.mul(nll, w), null, false);
+  const tokens = g.reduceSum(w, null, false);
+  return { nllSum, tokens, nll, lse };
+}
+
+function paramInputs(g: Graph, config: GPT2Config, prefix: string): WeightMap {
+  const w: WeightMap = new Map();
+  for (const s of paramSpecs(config)) w.set(s.name, g.input(prefix + s.name, 'float', s.shape));
+  return w;
+}
+
+function mbInputs(g: Graph, lead: (string | number)[]): MbTensors {
+  const shape = [...lead, 'B', 'T'];
+  return {
+    ids: g.input('ids', 'int32', shape),
+    targets: g.input('targets', 'int32', shape),
+    weights: g.input('weights', 'float', shape),
+    positions: g.input('positions', 'int32', shape),
+    segments: g.input('segments', 'int32', shape),
+  };
+}
+
+/** Picks micro-batch `idx` of stacked [A,B,T] tensors and slices it to dims [2] = (rows, len). */
+function pickMicroBatch(g: Graph, stacked: MbTensors, idx: Tensor, dims: Tensor): MbTensors {
+  const pick = (t: Tensor) => g.op('Slice', [g.gather(t, idx), g.ints([0, 0]), dims, g.ints([0, 1])], {}, { dtype: t.dtype, shape: ['B', 'T'] });
+  return { ids: pick(stacked.ids), targets: pick(stacked.targets), weights: pick(stacked.weights), positions: pick(stacked.positions), segments: pick(stacked.segments) };
+}
+
+function gradsOf(g: Graph, loss: Tensor, seed: Tensor, w: WeightMap, names: string[]): Tensor[] {
+  const grads = gradients(g, [loss], [seed], names.map((n) => w.get(n)!));
+  return grads.map((gt, i) => gt ?? g.zerosLike(w.get(names[i]!)!));
+}
+
+/** Builds the K-step training Loop graph. `accumulate`: steps may have several micro-batches. */
+export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts: GraphOptions & { accumulate: boolean }): Graph {
+  const g = new Graph('train');
+  const specs = paramSpecs(config);
+  const names = specs.map((s) => s.name);
+  const p0 = paramInputs(g, config, 'p:');
+  const m0 = paramInputs(g, config, 'm:');
+  const v0 = paramInputs(g, config, 'v:');
+  const stacked = mbInputs(g, ['K', 'A']);
+  const mbDims = g.input('mb_dims', 'int64', ['K', 'A', 2]);
+  const nMicro = opts.accumulate ? g.input('n_micro', 'int64', ['K']) : null;
+  const hyperIn = g.input('hyper', 'float', ['K', 3]);
+  const trip = g.input('trip', 'int64', []);
+  const cond = g.input('cond', 'bool', []);
+
+  const body = g.subgraph('step');
+  const iter = body.freshInput('iter', 'int64', []);
+  body.freshInput('cond_in', 'bool', []);
+  const p = new Map<string, Tensor>();
+  const m = new Map<string, Tensor>();
+  const v = new Map<string, Tensor>();
+  for (const s of specs) p.set(s.name, body.freshInput('p_in:' + s.name, 'float', s.shape));
+  for (const s of specs) m.set(s.name, body.freshInput('m_in:' + s.name, 'float', s.shape));
+  for (const s of specs) v.set(s.name, body.freshInput('v_in:' + s.name, 'float', s.shape));
+
+  const stepMb: MbTensors = {
+    ids: body.gather(stacked.ids, iter),
+    targets: body.gather(stacked.targets, iter),
+    weights: body.gather(stacked.weights, iter),
+    positions: body.gather(stacked.positions, iter),
+    segments: body.gather(stacked.segments, iter),
+  };
+  const stepDims = body.gather(mbDims, iter); // [A,2]
+  const nTokens = body.reduceSum(stepMb.weights, null, false);
+  // 1/N, or 0 when the step has no trained tokens (loss 0 and zero gradients instead of NaN).
+  const invN = body.where(body.op('Greater', [nTokens, body.scalar(0)]), body.div(body.scalar(1), body.max(nTokens, body.scalar(1e-30))), body.scalar(0));
+  let seedCounter = opts.seed;
+  const ctxFor = (gr: Graph, mb: MbTensors) => {
+    const c = modelContext(gr, config, p, gr.shapeOf(mb.ids), { dropout: opts.dropout, bf16: opts.bf16, seed: seedCounter });
+    const next = c.nextSeed;
+    c.nextSeed = () => {
+      const s = next();
+      seedCounter = s + 1;
+      return s;
+    };
+    return c;
+  };
+
+  let grads: Tensor[];
+  let nllSum: Tensor;
+  if (!opts.accumulate) {
+    const zero = body.scalar(0, 'int64');
+    const mb = pickMicroBatch(body, stepMb, zero, body.gather(stepDims, zero));
+    const c = ctxFor(body, mb);
+    const out = microBatchLoss(c, mb);
+    nllSum = out.nllSum;
+    grads = gradsOf(body, out.nllSum, invN, p, names);
+  } else {
+    const inner = body.subgraph('micro');
+    const j = inner.freshInput('j', 'int64', []);
+    inner.freshInput('cond_j', 'bool', []);
+    const acc = specs.map((s) => inner.freshInput('acc:' + s.name, 'float', s.shape));
+    const nllAcc = inner.freshInput('nll_acc', 'float', []);
+    const mb = pickMicroBatch(inner, stepMb, j, inner.gather(stepDims, j));
+    const c = ctxFor(inner, mb);
+    const out = microBatchLoss(c, mb);
+    const gj = gradsOf(inner, out.nllSum, invN, p, names);
+    inner.output(trueConst(inner));
+    acc.forEach((a, i) => inner.output(inner.add(a, gj[i]!)));
+    inner.output(inner.add(nllAcc, out.nllSum));
+    const zeros = specs.map((s) => body.zerosLike(p.get(s.name)!));
+    const outs = body.node(
+      'Loop',
+      [body.gather(nMicro!, iter), trueConst(body), ...zeros, body.scalar(0)],
+      { body: inner },
+      [...specs.map((s) => ({ dtype: 'float' as const, shape: s.shape })), { dtype: 'float' as const, shape: [] }],
+    );
+    grads = outs.slice(0, specs.length);
+    nllSum = outs[specs.length]!;
+  }
+
+  const loss = body.mul(nllSum, invN);
+  // clip_grad_norm_: L2 norm of the per-tensor L2 norms.
+  const norms = grads.map((gt) => body.unsqueeze(body.reduce('ReduceL2', gt, null, false), [0]));
+  const norm = body.reduce('ReduceL2', body.concat(norms, 0), null, false);
+  const clip = hyper.maxGradNorm > 0 && Number.isFinite(hyper.maxGradNorm);
+  const coef = clip ? body.min(body.scalar(1), body.div(body.scalar(hyper.maxGradNorm), body.add(norm, body.scalar(1e-6)))) : null;
+
+  const h = body.gather(hyperIn, iter); // [3]
+  const [stepSizeV, bc2SqrtV, decayV] = body.split(h, 0, [1, 1, 1]);
+  const stepSize = body.reshape(stepSizeV!, [], []);
+  const bc2Sqrt = body.reshape(bc2SqrtV!, [], []);
+  const decay = body.reshape(decayV!, [], []);
+  // Step scalars folded so that each parameter costs 13 elementwise passes (12 without decay):
+  //   m' = β1·m + (coef·(1−β1))·g;  v' = β2·v + (coef²·(1−β2))·g·g     (g before clipping, coef = clip factor)
+  //   p' = p·(1−lr·wd) − (stepSize·√bc2) · m' / (√v' + eps·√bc2)
+  // which is torch's p − stepSize · m' / (√v'/√bc2 + eps) rearranged (bc2 = 1 − β2^t).
+  const b1 = body.scalar(hyper.beta1);
+  const b2 = body.scalar(hyper.beta2);
+  const k1 = coef ? body.mul(coef, body.scalar(1 - hyper.beta1)) : body.scalar(1 - hyper.beta1);
+  const k2 = coef ? body.mul(body.mul(coef, coef), body.scalar(1 - hyper.beta2)) : body.scalar(1 - hyper.beta2);
+  const epsB = body.mul(body.scalar(hyper.eps), bc2Sqrt);
+  const k3 = body.mul(stepSize, bc2Sqrt);
+  const pOut: Tensor[] = [];
+  const mOut: Tensor[] = [];
+  const vOut: Tensor[] = [];
+  specs.forEach((s, i) => {
+    const gi = grads[i]!;
+    let pi = p.get(s.name)!;
+    if (hyper.weightDecay !== 0 && usesWeightDecay(s.name)) pi = body.mul(pi, decay);
+    const mi = body.add(body.mul(m.get(s.name)!, b1), body.mul(gi, k1));
+    const vi = body.add(body.mul(v.get(s.name)!, b2), body.mul(body.mul(gi, k2), gi));
+    const denom = body.add(body.sqrt(vi), epsB);
+    pOut.push(body.sub(pi, body.mul(body.div(mi, denom), k3)));
+    mOut.push(mi);
+    vOut.push(vi);
+  });
+  body.output(trueConst(body));
+  for (const t of [...pOut, ...mOut, ...vOut]) body.output(t);
+  body.output(loss);
+  body.output(norm);
+  body.output(nTokens);
+
+  const loopOuts = g.node(
+    'Loop',
+    [trip, cond, ...names.map((n) => p0.get(n)!), ...names.map((n) => m0.get(n)!), ...names.map((n) => v0.get(n)!)],
+    { body },
+    // Named as the graph outputs themselves (no Identity copies; the host may pre-allocate them).
+    [
+      ...(['p_out:', 'm_out:', 'v_out:'] as const).flatMap((prefix) => specs.map((s) => ({ dtype: 'float' as const, shape: s.shape, name: prefix + s.name }))),
+      { dtype: 'float' as const, shape: ['K'], name: 'loss' },
+      { dtype: 'float' as const, shape: ['K'], name: 'grad_norm' },
+      { dtype: 'float' as const, shape: ['K'], name: 'tokens' },
+    ],
+  );
+  for (const t of loopOuts) {
+    if (!/^(p_out:|m_out:|v_out:|loss$|grad_norm$|tokens$)/.test(t.name)) throw new Error(`training graph output name ${t.name} was taken`);
+    g.output(t);
+  }
+  return g;
+}
+
+/** One micro-batch → nll_sum, tokens, grad:<name> = d(inv_n · Σ w·NLL)/dp. */
+export function buildGradsGraph(config: GPT2Config, opts: GraphOptions): Graph {
+  const g = new Graph('grads');
+  const w = paramInputs(g, config, 'p:');
+  const mb = mbInputs(g, []);
+  const invN = g.input('inv_n', 'float', []);
+  const c = modelContext(g, config, w, g.shapeOf(mb.ids), { dropout: opts.dropout, bf16: opts.bf16, seed: opts.seed });
+  const out = microBatchLoss(c, mb);
+  const names = paramSpecs(config).map((s) => s.name);
+  const grads = gradsOf(g, out.nllSum, invN, w, names);
+  g.output(out.nllSum, 'nll_sum');
+  g.output(out.tokens, 'tokens');
+  names.forEach((n, i) => g.output(grads[i]!, 'grad:' + n));
+  return g;
+}
+
+/** One micro-batch → nll_sum, tokens, per-position nll [B,T] and lse [B,T] (no dropout, no update). */
+export function buildEvalGraph(config: GPT2Config, opts: { bf16?: boolean } = {}): Graph {
+  const g = new Graph('eval');
+  const w = paramInputs(g, config, 'p:');
+  const mb = mbInputs(g, []);
+  const bt = g.shapeOf(mb.ids);
+  const c = modelContext(g, config, w, bt, { bf16: opts.bf16 });
+  const out = microBatchLoss(c, mb);
+  g.output(out.nllSum, 'nll_sum');
+  g.output(out.tokens, 'tokens');
+  g.output(g.reshape(out.nll, bt, ['B', 'T']), 'nll');
+  g.output(g.reshape(out.lse, bt, ['B', 'T']), 'lse');
+  return g;
+}
+
+export type ForwardOutput = 'logits' | 'logprobs';
+
+/** ids, positions, segments [B,T] → logits or log-probabilities [B,T,V]. */
+export function buildForwardGraph(config: GPT2Config, output: ForwardOutput, opts: { bf16?: boolean } = {}): Graph {
+  const g = new Graph('forward');
+  const w = paramInputs(g, config, 'p:');
+  const ids = g.input('ids', 'int32', ['B', 'T']);
+  const positions = g.input('positions', 'int32', ['B', 'T']);
+  const segments = g.input('segments', 'int32', ['B', 'T']);
+  const bt = g.shapeOf(ids);
+  const c = modelContext(g, config, w, bt, { bf16: opts.bf16 });
+  let y = lmHeadLogits(c, hiddenStates(c, ids, positions, segments)); // [N,V]
+  if (output === 'logprobs') y = g.op('LogSoftmax', [y], { axis: -1 });
+  const V = config.vocab_size;
+  g.output(g.reshape(y, g.concat([bt, g.ints([V])], 0), ['B', 'T', V]), output);
+  return g;
+}

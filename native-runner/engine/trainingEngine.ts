@@ -1,0 +1,434 @@
+/**
+ * The training engine the runner uses. Parameters and AdamW moments live on the host (Float32Arrays,
+ * HF names) between runs, so a checkpoint can be taken at any run boundary; `runSteps` feeds up to K
+ * optimizer steps to one `session.run` of the training Loop (trainGraph.ts) and takes the updated state
+ * back. Also: `evalBatch` (loss only), `evalTokens` (per-position nll/lse), `gradients` (grads-only graph,
+ * for tests and diagnostics) and `createForward` (logits / log-probabilities for inference).
+ *
+ * Learning rates are per step (StepInput.lr); bias corrections use the engine's step counter t (1-based,
+ * as torch.optim.AdamW) computed on the host in double precision.
+ * Dropout masks come from ONNX Dropout nodes seeded from `seed`; they differ between runs but are not
+ * reproduced across a resume.
+ */
+import type * as ort from 'onnxruntime-node';
+import type { GPT2Config, ParamSet, ParamTensor } from '../model/types';
+import { SftError } from '../util/errors';
+import { dropoutRates, paramSpecs } from './gpt2Graph';
+import { createSession, f32, scalarF32, toF32, toNumber, type Device } from './ortSession';
+import { buildEvalGraph, buildForwardGraph, buildGradsGraph, buildTrainGraph, type ForwardOutput, type OptimizerHyper } from './trainGraph';
+import type { MicroBatch, StepInput, StepMetrics } from './types';
+import { Tensor as OrtTensor } from 'onnxruntime-node';
+
+export interface OptimizerState {
+  m: ParamSet;
+  v: ParamSet;
+  /** Optimizer steps taken so far (torch's `step`). */
+  step: number;
+}
+
+export interface TrainingEngineOptions {
+  config: GPT2Config;
+  params: ParamSet;
+  optimizer?: OptimizerState;
+  device: Device;
+  /** Maximum optimizer steps per session.run (K). */
+  stepsPerRun: number;
+  /** One rate for embd/attn/resid dropout; null/undefined = the config's rates. */
+  dropout?: number | null;
+  /** bf16 MatMul/Gemm operands (fp32 master weights and moments). */
+  bf16?: boolean;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** ≤ 0 disables clipping. */
+  maxGradNorm: number;
+  seed?: number;
+  /** ORT intra-op threads (0/undefined = ORT's default). */
+  threads?: number;
+}
+
+function cloneSet(s: ParamSet): ParamSet {
+  const out: ParamSet = new Map();
+  for (const [k, t] of s) out.set(k, { shape: t.shape.slice(), data: t.data.slice() });
+  return out;
+}
+
+/** Checks a ParamSet against the config's parameter list (names, shapes, lengths, finiteness not checked). */
+export function checkParamSet(config: GPT2Config, s: ParamSet, what: string): void {
+  const specs = paramSpecs(config);
+  for (const { name, shape } of specs) {
+    const t = s.get(name);
+    if (!t) throw new SftError(`missing tensor ${name}`, what);
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]) || t.data.length !== n) {
+      throw new SftError(`tensor ${name}: shape [${t.shape}] (${t.data.length} values), expected [${shape}]`, what);
+    }
+  }
+  for (const name of s.keys()) if (!specs.some((x) => x.name === name)) throw new SftError(`unexpected tensor ${name}`, what);
+}
+
+/** Validates one MicroBatch (lengths, id and position ranges, weights); errors name the field. */
+export function checkMicroBatch(config: GPT2Config, mb: MicroBatch, where: string): void {
+  const { B, T } = mb;
+  if (!(Number.isInteger(B) && B >= 1 && Number.isInteger(T) && T >= 1)) throw new SftError(`B and T must be positive integers, got B=${B} T=${T}`, where);
+  const n = B * T;
+  for (const f of ['inputIds', 'targets', 'weights', 'positions', 'segments'] as const) {
+    if (mb[f].length !== n) throw new SftError(`${f} has ${mb[f].length} values, expected B·T = ${n}`, where);
+  }
+  const V = config.vocab_size;
+  for (let i = 0; i < n; i++) {
+    const id = mb.inputIds[i]!;
+    if (!(id >= 0 && id < V)) throw new SftError(`inputIds[${i}] = ${id} is outside the vocabulary [0, ${V})`, where);
+    const w = mb.weights[i]!;
+    if (!(w >= 0 && Number.isFinite(w))) throw new SftError(`weights[${i}] = ${w} must be finite and ≥ 0`, where);
+    const t = mb.targets[i]!;
+    if (!(t >= 0 && t < V)) {
+      if (w > 0) throw new SftError(`targets[${i}] = ${t} is outside the vocabulary [0, ${V})`, where);
+    }
+    const p = mb.positions[i]!;
+    if (!(p >= 0 && p < config.n_positions)) throw new SftError(`positions[${i}] = ${p} is outside [0, n_positions = ${config.n_positions})`, where);
+    if (!(mb.segments[i]! >= 0)) throw new SftError(`segments[${i}] = ${mb.segments[i]} must be ≥ 0`, where);
+  }
+}
+
+/** Targets with out-of-range values where weight is 0 replaced by 0 (any valid id works there). */
+function safeTargets(config: GPT2Config, mb: MicroBatch): Int32Array {
+  let bad = false;
+  for (let i = 0; i < mb.targets.length; i++) if (!(mb.targets[i]! >= 0 && mb.targets[i]! < config.vocab_size)) bad = true;
+  if (!bad) return mb.targets;
+  return mb.targets.map((t) => (t >= 0 && t < config.vocab_size ? t : 0));
+}
+
+function emptySet(config: GPT2Config): ParamSet {
+  const s: ParamSet = new Map();
+  for (const { name, shape } of paramSpecs(config)) s.set(name, { shape: shape.slice(), data: new Float32Array(shape.reduce((a, b) => a * b, 1)) });
+  return s;
+}
+
+function mbFeeds(config: GPT2Config, mb: MicroBatch): Record<string, ort.Tensor> {
+  const dims = [mb.B, mb.T];
+  return {
+    ids: new OrtTensor('int32', mb.inputIds, dims),
+    targets: new OrtTensor('int32', safeTargets(config, mb), dims),
+    weights: new OrtTensor('float32', mb.weights, dims),
+    positions: new OrtTensor('int32', mb.positions, dims),
+    segments: new OrtTensor('int32', mb.segments, dims),
+  };
+}
+
+function paramFeeds(config: GPT2Config, s: ParamSet, prefix: string, out: Record<string, ort.Tensor>): void {
+  for (const { name, shape } of paramSpecs(config)) out[prefix + name] = f32(s.get(name)!.data, shape);
+}
+
+export class TrainingEngine {
+  private params: ParamSet;
+  private m: ParamSet;
+  private v: ParamSet;
+  private step: number;
+  private readonly hyper: OptimizerHyper;
+  private readonly sessions = new Map<string, Promise<ort.InferenceSession>>();
+  /**
+   * Buffers of the state before the last run, reused as the next run's pre-allocated outputs unless they
+   * were handed out (getParams/getOptimizerState) while current: saves allocating and zero-filling
+   * 3 × |params| floats per run.
+   */
+  private spare: { p: ParamSet; m: ParamSet; v: ParamSet } | null = null;
+  private exposed = false;
+  private running = false;
+  private disposed = false;
+
+  private constructor(private readonly opts: TrainingEngineOptions) {
+    const { config } = opts;
+    checkParamSet(config, opts.params, 'engine params');
+    this.params = cloneSet(opts.params);
+    if (opts.optimizer) {
+      checkParamSet(config, opts.optimizer.m, 'optimizer state m');
+      checkParamSet(config, opts.optimizer.v, 'optimizer state v');
+      this.m = cloneSet(opts.optimizer.m);
+      this.v = cloneSet(opts.optimizer.v);
+      this.step = opts.optimizer.step;
+    } else {
+      this.m = new Map();
+      this.v = new Map();
+      for (const { name, shape } of paramSpecs(config)) {
+        const n = shape.reduce((a, b) => a * b, 1);
+        this.m.set(name, { shape: shape.slice(), data: new Float32Array(n) });
+        this.v.set(name, { shape: shape.slice(), data: new Float32Array(n) });
+      }
+      this.step = 0;
+    }
+    this.hyper = { weightDecay: opts.weightDecay, beta1: opts.beta1, beta2: opts.beta2, eps: opts.eps, maxGradNorm: opts.maxGradNorm };
+  }
+
+  /** Validates the options and creates the engine (sessions are created lazily on first use). */
+  static async create(opts: TrainingEngineOptions): Promise<TrainingEngine> {
+    if (!(Number.isInteger(opts.stepsPerRun) && opts.stepsPerRun >= 1)) throw new SftError(`stepsPerRun must be a positive integer, got ${opts.stepsPerRun}`, 'stepsPerRun');
+    const d = opts.dropout;
+    if (d !== null && d !== undefined && !(d >= 0 && d < 1)) throw new SftError(`dropout must be in [0, 1), got ${d}`, 'dropout');
+    if (!(opts.beta1 >= 0 && opts.beta1 < 1 && opts.beta2 >= 0 && opts.beta2 < 1)) throw new SftError(`betas must be in [0, 1), got ${opts.beta1}, ${opts.beta2}`, 'betas');
+    if (!(opts.eps > 0)) throw new SftError(`eps must be > 0, got ${opts.eps}`, 'eps');
+    if (!(opts.weightDecay >= 0)) throw new SftError(`weight decay must be ≥ 0, got ${opts.weightDecay}`, 'weightDecay');
+    const { n_embd: C, n_head: H } = opts.config;
+    if (!(Number.isInteger(C / H) && C / H > 0)) throw new SftError(`n_embd ${C} is not a multiple of n_head ${H}`, 'config.json: n_head');
+    if (opts.bf16 && opts.device === 'cpu') {
+      throw new SftError('bf16 needs --device cuda: the CPU execution provider of onnxruntime has no bfloat16 MatMul/Gemm kernels (train in fp32 on the CPU)', 'bf16');
+    }
+    const e = new TrainingEngine(opts);
+    if (opts.device === 'cuda') await e.session('eval'); // fail early and clearly when CUDA is unavailable
+    return e;
+  }
+
+  get config(): GPT2Config {
+    return this.opts.config;
+  }
+
+  /** Optimizer steps taken so far. */
+  get stepCount(): number {
+    return this.step;
+  }
+
+  private session(kind: 'train1' | 'trainA' | 'grads' | 'eval'): Promise<ort.InferenceSession> {
+    if (this.disposed) throw new Error('TrainingEngine used after dispose()');
+    let s = this.sessions.get(kind);
+    if (!s) {
+      const { config } = this.opts;
+      const gopts = { dropout: dropoutRates(config, this.opts.dropout), bf16: !!this.opts.bf16, seed: this.opts.seed ?? 0 };
+      const graph =
+        kind === 'train1' || kind === 'trainA'
+          ? buildTrainGraph(config, this.hyper, { ...gopts, accumulate: kind === 'trainA' })
+          : kind === 'grads'
+            ? buildGradsGraph(config, gopts)
+            : buildEvalGraph(config, { bf16: gopts.bf16 });
+      // The training graph's main graph is already just its Loop; the others get wrapped (see toModelBytes).
+      const bytes = graph.toModelBytes({ singleIterationLoop: kind === 'grads' || kind === 'eval' });
+      s = createSession(bytes, { device: this.opts.device, threads: this.opts.threads });
+      this.sessions.set(kind, s);
+      s.catch(() => this.sessions.delete(kind));
+    }
+    return s;
+  }
+
+  /** Runs `steps` (1..K) optimizer steps in one session.run; returns per-step metrics. */
+  async runSteps(steps: StepInput[]): Promise<StepMetrics[]> {
+    if (this.running) throw new Error('TrainingEngine.runSteps called while a run is in progress');
+    this.running = true;
+    try {
+      return await this.runStepsOnce(steps);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async runStepsOnce(steps: StepInput[]): Promise<StepMetrics[]> {
+    const { config, stepsPerRun } = this.opts;
+    const K = steps.length;
+    if (K < 1 || K > stepsPerRun) throw new SftError(`runSteps takes 1..${stepsPerRun} steps, got ${K}`, 'runSteps');
+    let A = 0;
+    let B = 0;
+    let T = 0;
+    steps.forEach((s, k) => {
+      if (s.microBatches.length === 0) throw new SftError(`step ${k} has no micro-batches`, `steps[${k}]`);
+      if (!Number.isFinite(s.lr) || s.lr < 0) throw new SftError(`learning rate ${s.lr} must be finite and ≥ 0`, `steps[${k}].lr`);
+      A = Math.max(A, s.microBatches.length);
+      s.microBatches.forEach((mb, a) => {
+        checkMicroBatch(config, mb, `steps[${k}].microBatches[${a}]`);
+        B = Math.max(B, mb.B);
+        T = Math.max(T, mb.T);
+      });
+    });
+    const n = K * A * B * T;
+    const ids = new Int32Array(n);
+    const targets = new Int32Array(n);
+    const weights = new Float32Array(n);
+    const positions = new Int32Array(n);
+    const segments = new Int32Array(n);
+    const mbDims = new BigInt64Array(K * A * 2);
+    const nMicro = new BigInt64Array(K);
+    const hyper = new Float32Array(K * 3);
+    steps.forEach((s, k) => {
+      nMicro[k] = BigInt(s.microBatches.length);
+      s.microBatches.forEach((mb, a) => {
+        const base = (k * A + a) * B * T;
+        const tg = safeTargets(config, mb);
+        for (let b = 0; b < mb.B; b++) {
+          const src = b * mb.T;
+          const dst = base + b * T;
+          ids.set(mb.inputIds.subarray(src, src + mb.T), dst);
+          targets.set(tg.subarray(src, src + mb.T), dst);
+          weights.set(mb.weights.subarray(src, src + mb.T), dst);
+          positions.set(mb.positions.subarray(src, src + mb.T), dst);
+          segments.set(mb.segments.subarray(src, src + mb.T), dst);
+        }
+        mbDims[(k * A + a) * 2] = BigInt(mb.B);
+        mbDims[(k * A + a) * 2 + 1] = BigInt(mb.T);
+      });
+      const t = this.step + k + 1;
+      const { beta1, beta2, weightDecay } = this.hyper;
+      hyper[k * 3] = s.lr / (1 - Math.pow(beta1, t));
+      hyper[k * 3 + 1] = Math.sqrt(1 - Math.pow(beta2, t));
+      hyper[k * 3 + 2] = 1 - s.lr * weightDecay;
+    });
+    const dims = [K, A, B, T];
+    const feeds: Record<string, ort.Tensor> = {
+      ids: new OrtTensor('int32', ids, dims),
+      targets: new OrtTensor('int32', targets, dims),
+      weights: new OrtTensor('float32', weights, dims),
+      positions: new OrtTensor('int32', positions, dims),
+      segments: new OrtTensor('int32', segments, dims),
+      mb_dims: new OrtTensor('int64', mbDims, [K, A, 2]),
+      hyper: new OrtTensor('float32', hyper, [K, 3]),
+      trip: new OrtTensor('int64', BigInt64Array.of(BigInt(K)), []),
+      cond: new OrtTensor('bool', Uint8Array.of(1), []),
+    };
+    if (A > 1) feeds.n_micro = new OrtTensor('int64', nMicro, [K]);
+    paramFeeds(config, this.params, 'p:', feeds);
+    paramFeeds(config, this.m, 'm:', feeds);
+    paramFeeds(config, this.v, 'v:', feeds);
+    const session = await this.session(A > 1 ? 'trainA' : 'train1');
+    const next = this.spare ?? { p: emptySet(config), m: emptySet(config), v: emptySet(config) };
+    this.spare = null;
+    const fetches: Record<string, ort.Tensor | null> = { loss: null, grad_norm: null, tokens: null };
+    paramFeeds(config, next.p, 'p_out:', fetches as Record<string, ort.Tensor>);
+    paramFeeds(config, next.m, 'm_out:', fetches as Record<string, ort.Tensor>);
+    paramFeeds(config, next.v, 'v_out:', fetches as Record<string, ort.Tensor>);
+    const out = await session.run(feeds, fetches);
+    // ORT writes the updated state into `next`; make sure (a binding that ignored them would return new data).
+    for (const [prefix, set] of [['p_out:', next.p], ['m_out:', next.m], ['v_out:', next.v]] as const) {
+      for (const { name } of paramSpecs(config)) {
+        const got = out[prefix + name]!;
+        const data = toF32(got);
+        const t = set.get(name)!;
+        if (data.buffer !== t.data.buffer || data.byteOffset !== t.data.byteOffset) t.data.set(data);
+      }
+    }
+    if (!this.exposed) this.spare = { p: this.params, m: this.m, v: this.v };
+    this.exposed = false;
+    this.params = next.p;
+    this.m = next.m;
+    this.v = next.v;
+    this.step += K;
+    const loss = toF32(out.loss!);
+    const norm = toF32(out.grad_norm!);
+    const tokens = toF32(out.tokens!);
+    return steps.map((_, k) => ({ loss: loss[k]!, gradNorm: norm[k]!, tokens: tokens[k]! }));
+  }
+
+  /** Σ w·NLL and Σ w of one micro-batch (no dropout, no update). */
+  async evalBatch(mb: MicroBatch): Promise<{ nllSum: number; tokens: number }> {
+    const r = await this.evalTokens(mb);
+    return { nllSum: r.nllSum, tokens: r.tokens };
+  }
+
+  /** Like evalBatch plus per-position nll (unweighted) and logsumexp, both [B,T]. */
+  async evalTokens(mb: MicroBatch): Promise<{ nllSum: number; tokens: number; nll: Float32Array; lse: Float32Array }> {
+    const { config } = this.opts;
+    checkMicroBatch(config, mb, 'eval batch');
+    const feeds = mbFeeds(config, mb);
+    paramFeeds(config, this.params, 'p:', feeds);
+    const out = await (await this.session('eval')).run(feeds);
+    return { nllSum: toNumber(out.nll_sum!), tokens: toNumber(out.tokens!), nll: toF32(out.nll!), lse: toF32(out.lse!) };
+  }
+
+  /**
+   * Loss and gradient of one optimizer step's micro-batches at the current parameters, without updating:
+   * loss = Σ NLL / Σ w, grads of that loss (before clipping), and their global L2 norm.
+   */
+  async gradients(mbs: MicroBatch[]): Promise<{ loss: number; tokens: number; gradNorm: number; grads: ParamSet }> {
+    const { config } = this.opts;
+    let N = 0;
+    mbs.forEach((mb, i) => {
+      checkMicroBatch(config, mb, `microBatches[${i}]`);
+      for (const w of mb.weights) N += w;
+    });
+    const invN = N > 0 ? 1 / N : 0;
+    const session = await this.session('grads');
+    const grads: ParamSet = new Map();
+    let nll = 0;
+    for (const mb of mbs) {
+      const feeds = mbFeeds(config, mb);
+      feeds.inv_n = scalarF32(invN);
+      paramFeeds(config, this.params, 'p:', feeds);
+      const out = await session.run(feeds);
+      nll += toNumber(out.nll_sum!);
+      for (const { name, shape } of paramSpecs(config)) {
+        const gdata = toF32(out['grad:' + name]!);
+        const cur = grads.get(name);
+        if (!cur) grads.set(name, { shape: shape.slice(), data: gdata.slice() });
+        else for (let i = 0; i < gdata.length; i++) cur.data[i]! += gdata[i]!;
+      }
+    }
+    let sq = 0;
+    for (const t of grads.values()) {
+      let s = 0;
+      for (const x of t.data) s += x * x;
+      sq += s;
+    }
+    return { loss: nll * invN, tokens: N, gradNorm: Math.sqrt(sq), grads };
+  }
+
+  /** The current parameters (host copies owned by the engine; do not mutate). */
+  getParams(): ParamSet {
+    this.exposed = true;
+    return this.params;
+  }
+
+  /** Replaces the parameters (e.g. after loading a checkpoint); moments are kept. */
+  setParams(params: ParamSet): void {
+    checkParamSet(this.opts.config, params, 'params');
+    this.params = cloneSet(params);
+    this.spare = null;
+  }
+
+  getOptimizerState(): OptimizerState {
+    this.exposed = true;
+    return { m: this.m, v: this.v, step: this.step };
+  }
+
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    const all = [...this.sessions.values()];
+    this.sessions.clear();
+    for (const s of all) {
+      try {
+        await (await s).release();
+      } catch {
+        // a session that failed to create has nothing to release
+      }
+    }
+  }
+}
+
+export interface ForwardModel {
+  /** ids [B,T] (+ positions 0..T-1 and segments 1 by default) → [B,T,V] logits or log-probabilities. */
+  run(input: { B: number; T: number; inputIds: Int32Array; positions?: Int32Array; segments?: Int32Array }): Promise<Float32Array>;
+  dispose(): Promise<void>;
+}
+
+/** A forward-only model for inference (perplexity, scoring): per-position logits or log-softmax. */
+export async function createForward(config: GPT2Config, params: ParamSet, device: Device, opts: { output?: ForwardOutput; bf16?: boolean; threads?: number } = {}): Promise<ForwardModel> {
+  checkParamSet(config, params, 'forward params');
+  const output = opts.output ?? 'logits';
+  const session = await createSession(buildForwardGraph(config, output, { bf16: opts.bf16 }).toModelBytes({ singleIterationLoop: true }), { device, threads: opts.threads });
+  const pf: Record<string, ort.Tensor> = {};
+  paramFeeds(config, params, 'p:', pf);
+  return {
+    async run(input) {
+      const { B, T, inputIds } = input;
+      const n = B * T;
+      if (inputIds.length !== n) throw new SftError(`inputIds has ${inputIds.length} values, expected B·T = ${n}`, 'forward input');
+      const positions = input.positions ?? Int32Array.from({ length: n }, (_, i) => i % T);
+      const segments = input.segments ?? new Int32Array(n).fill(1);
+      checkMicroBatch(config, { B, T, inputIds, targets: new Int32Array(n), weights: new Float32Array(n), positions, segments }, 'forward input');
+      const dims = [B, T];
+      const out = await session.run({ ...pf, ids: new OrtTensor('int32', inputIds, dims), positions: new OrtTensor('int32', positions, dims), segments: new OrtTensor('int32', segments, dims) });
+      return toF32(out[output]!);
+    },
+    async dispose() {
+      await session.release();
+    },
+  };
+}
+
+export type { ParamTensor };

@@ -1,0 +1,92 @@
+// Test helpers for the engine: HF-style batches (labels with −100, shifted inside the model) → MicroBatch,
+// and small MicroBatch builders. The real batcher is data/batching.ts; these exist so engine tests stand alone.
+import type { MicroBatch } from '../../native-runner/engine/types';
+
+/**
+ * HF right-padded batch → MicroBatch: targets[b,t] = labels[b,t+1] (weight 1 unless −100), positions
+ * 0..T-1 on every row (HF with attention_mask and no position_ids), segment 1 on real tokens, 0 on padding.
+ */
+export function goldenMicroBatch(inputIds: number[][], attentionMask: number[][], labels: number[][]): MicroBatch {
+  const B = inputIds.length;
+  const T = inputIds[0]!.length;
+  const mb: MicroBatch = {
+    B,
+    T,
+    inputIds: new Int32Array(B * T),
+    targets: new Int32Array(B * T),
+    weights: new Float32Array(B * T),
+    positions: new Int32Array(B * T),
+    segments: new Int32Array(B * T),
+  };
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T; t++) {
+      const i = b * T + t;
+      mb.inputIds[i] = inputIds[b]![t]!;
+      mb.positions[i] = t;
+      mb.segments[i] = attentionMask[b]![t] ? 1 : 0;
+      const next = t + 1 < T ? labels[b]![t + 1]! : -100;
+      if (next !== -100) {
+        mb.targets[i] = next;
+        mb.weights[i] = 1;
+      }
+    }
+  }
+  return mb;
+}
+
+/** One example: ids and a per-id trained flag (label positions before the shift). */
+export interface Example {
+  ids: number[];
+  trained: boolean[];
+}
+
+/** Examples padded one per row (right padding with `padId`, segment 0 on padding). */
+export function paddedBatch(examples: Example[], padId: number): MicroBatch {
+  const B = examples.length;
+  const T = Math.max(...examples.map((e) => e.ids.length));
+  const mb = emptyBatch(B, T);
+  examples.forEach((e, b) => {
+    for (let t = 0; t < T; t++) {
+      const i = b * T + t;
+      const real = t < e.ids.length;
+      mb.inputIds[i] = real ? e.ids[t]! : padId;
+      mb.positions[i] = t;
+      mb.segments[i] = real ? 1 : 0;
+      if (t + 1 < e.ids.length && e.trained[t + 1]) {
+        mb.targets[i] = e.ids[t + 1]!;
+        mb.weights[i] = 1;
+      }
+    }
+  });
+  return mb;
+}
+
+/** Examples packed into rows of length T (segments 1, 2, …; positions restart per example). */
+export function packedBatch(rows: Example[][], T: number, padId: number): MicroBatch {
+  const B = rows.length;
+  const mb = emptyBatch(B, T);
+  rows.forEach((row, b) => {
+    let t0 = 0;
+    mb.inputIds.fill(padId, b * T, (b + 1) * T);
+    row.forEach((e, s) => {
+      for (let t = 0; t < e.ids.length; t++) {
+        const i = b * T + t0 + t;
+        mb.inputIds[i] = e.ids[t]!;
+        mb.positions[i] = t;
+        mb.segments[i] = s + 1;
+        if (t + 1 < e.ids.length && e.trained[t + 1]) {
+          mb.targets[i] = e.ids[t + 1]!;
+          mb.weights[i] = 1;
+        }
+      }
+      t0 += e.ids.length;
+    });
+    if (t0 > T) throw new Error('row overflows T');
+  });
+  return mb;
+}
+
+export function emptyBatch(B: number, T: number): MicroBatch {
+  const n = B * T;
+  return { B, T, inputIds: new Int32Array(n), targets: new Int32Array(n), weights: new Float32Array(n), positions: new Int32Array(n), segments: new Int32Array(n) };
+}

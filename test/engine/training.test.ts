@@ -1,0 +1,262 @@
+// Engine behaviour beyond the golden numbers: packing (segments) equals padding, gradient accumulation over
+// micro-batches of different lengths equals one big batch, runs with fewer than K steps and mixed
+// micro-batch counts, a step without trained tokens, dropout, bf16 graph emission, CUDA errors, bad input.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { readSafetensors } from '../../native-runner/model/safetensors';
+import { readConfig } from '../../native-runner/model/config';
+import type { ParamSet } from '../../native-runner/model/types';
+import { TrainingEngine, type TrainingEngineOptions } from '../../native-runner/engine/trainingEngine';
+import { buildTrainGraph } from '../../native-runner/engine/trainGraph';
+import { decodeModel, type GraphProtoObj } from '../../native-runner/engine/graph/onnxProto';
+import { SftError } from '../../native-runner/util/errors';
+import type { MicroBatch, StepInput } from '../../native-runner/engine/types';
+import { emptyBatch, packedBatch, paddedBatch, type Example } from './helpers';
+
+const root = path.resolve(__dirname, '../..');
+const modelDir = path.join(root, 'samples/tiny-gpt2-chat');
+const config = readConfig(modelDir);
+const params0 = (): ParamSet => readSafetensors(path.join(modelDir, 'model.safetensors'));
+const golden = JSON.parse(fs.readFileSync(path.join(root, 'test/fixtures/golden/tiny-golden.json'), 'utf8'));
+
+function example(ids: number[], promptLen: number): Example {
+  return { ids, trained: ids.map((_, i) => i >= promptLen) };
+}
+// Two real chat examples (golden batch, padding stripped) and two synthetic ones.
+const realLen0 = (golden.forward.attention_mask[0] as number[]).filter((x) => x === 1).length;
+const ex: Example[] = [
+  example((golden.forward.input_ids[0] as number[]).slice(0, realLen0), 12),
+  example(golden.forward.input_ids[1] as number[], 11),
+  example([50257, 198, 40, 1101, 257, 3797, 198, 50258, 198, 1212, 318, 281, 1672, 13, 50256], 9),
+  example([50257, 198, 15496, 198, 50258, 198, 17250, 0, 50256], 6),
+];
+
+function opts(stepsPerRun: number, extra: Partial<TrainingEngineOptions> = {}): TrainingEngineOptions {
+  return { config, params: params0(), device: 'cpu', stepsPerRun, weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, maxGradNorm: 1.0, dropout: 0, ...extra };
+}
+
+function rowLosses(mb: MicroBatch, nll: Float32Array): { sum: number; n: number }[] {
+  // Per segment (packed) or per row (padded): Σ nll·w and Σ w, in order of appearance.
+  const out: { sum: number; n: number }[] = [];
+  for (let b = 0; b < mb.B; b++) {
+    const seen = new Map<number, { sum: number; n: number }>();
+    for (let t = 0; t < mb.T; t++) {
+      const i = b * mb.T + t;
+      const s = mb.segments[i]!;
+      if (s === 0) continue;
+      let acc = seen.get(s);
+      if (!acc) {
+        acc = { sum: 0, n: 0 };
+        seen.set(s, acc);
+        out.push(acc);
+      }
+      acc.sum += nll[i]! * mb.weights[i]!;
+      acc.n += mb.weights[i]!;
+    }
+  }
+  return out;
+}
+
+function maxAbsDiff(a: ParamSet, b: ParamSet): number {
+  let worst = 0;
+  for (const [name, p] of a) {
+    const q = b.get(name)!;
+    for (let i = 0; i < p.data.length; i++) worst = Math.max(worst, Math.abs(p.data[i]! - q.data[i]!));
+  }
+  return worst;
+}
+
+test('packed rows with segments give the same per-example losses and gradients as padded rows', async () => {
+  const e = await TrainingEngine.create(opts(1));
+  const padded = paddedBatch(ex, 50256);
+  const packed = packedBatch([[ex[0]!, ex[2]!], [ex[1]!], [ex[3]!]], 36, 50256);
+  const rp = await e.evalTokens(padded);
+  const rk = await e.evalTokens(packed);
+  const lp = rowLosses(padded, rp.nll);
+  const lk = rowLosses(packed, rk.nll);
+  // packed order: ex0, ex2, ex1, ex3
+  const order = [0, 2, 1, 3];
+  order.forEach((exIdx, k) => {
+    const a = lp[exIdx]!.sum / lp[exIdx]!.n;
+    const b = lk[k]!.sum / lk[k]!.n;
+    assert.equal(lp[exIdx]!.n, lk[k]!.n);
+    assert.ok(Math.abs(a - b) / a < 1e-6, `example ${exIdx}: padded ${a} vs packed ${b}`);
+  });
+  assert.ok(Math.abs(rp.nllSum - rk.nllSum) / rp.nllSum < 1e-6);
+  const gp = await e.gradients([padded]);
+  const gk = await e.gradients([packed]);
+  for (const [name, t] of gp.grads) {
+    const u = gk.grads.get(name)!;
+    let num = 0;
+    let den = 0;
+    for (let i = 0; i < t.data.length; i++) {
+      num += (t.data[i]! - u.data[i]!) ** 2;
+      den += t.data[i]! ** 2;
+    }
+    assert.ok(Math.sqrt(num / den) < 1e-5, `${name}: packed vs padded gradient differs by ${Math.sqrt(num / den)}`);
+  }
+  await e.dispose();
+});
+
+test('training on one batch overfits it (loss falls well below its start)', async () => {
+  const e = await TrainingEngine.create(opts(5));
+  const mb = paddedBatch([ex[2]!, ex[3]!], 50256);
+  const losses: number[] = [];
+  for (let r = 0; r < 4; r++) losses.push(...(await e.runSteps(Array.from({ length: 5 }, () => ({ lr: 1e-2, microBatches: [mb] })))).map((m) => m.loss));
+  assert.equal(losses.length, 20);
+  assert.ok(losses[19]! < 0.5 * losses[0]!, `loss ${losses[0]} → ${losses[19]}`);
+  const after = await e.evalBatch(mb);
+  assert.ok(after.nllSum / after.tokens < losses[19]! + 0.5);
+  await e.dispose();
+});
+
+test('a padding query with no visible key gives finite output (fully masked row, no NaN)', async () => {
+  const e = await TrainingEngine.create(opts(1));
+  const mb = paddedBatch([ex[3]!], 50256);
+  mb.segments[0] = 0; // the first query now has no real key at or before it
+  const r = await e.evalTokens(mb);
+  assert.ok(Number.isFinite(r.nllSum));
+  for (const x of r.lse) assert.ok(Number.isFinite(x));
+  await e.dispose();
+});
+
+test('gradient accumulation over micro-batches of different T equals one batch of all rows', async () => {
+  const lrs = [1e-3, 2e-3];
+  const a = await TrainingEngine.create(opts(2));
+  const split: StepInput[] = lrs.map((lr) => ({ lr, microBatches: [paddedBatch([ex[0]!, ex[3]!], 50256), paddedBatch([ex[1]!], 50256), paddedBatch([ex[2]!], 50256)] }));
+  assert.notEqual(split[0]!.microBatches[0]!.T, split[0]!.microBatches[1]!.T);
+  const ma = await a.runSteps(split);
+  const b = await TrainingEngine.create(opts(2));
+  const mb = await b.runSteps(lrs.map((lr) => ({ lr, microBatches: [paddedBatch(ex, 50256)] })));
+  ma.forEach((m, k) => {
+    assert.equal(m.tokens, mb[k]!.tokens);
+    assert.ok(Math.abs(m.loss - mb[k]!.loss) / mb[k]!.loss < 1e-6, `step ${k}: ${m.loss} vs ${mb[k]!.loss}`);
+    assert.ok(Math.abs(m.gradNorm - mb[k]!.gradNorm) / mb[k]!.gradNorm < 1e-5);
+  });
+  // HF normalisation: the step loss is Σ NLL / Σ tokens over all micro-batches, not a mean of means.
+  const total = ex.reduce((s, e) => s + e.trained.slice(1).filter(Boolean).length, 0);
+  assert.equal(ma[0]!.tokens, total);
+  const d = maxAbsDiff(a.getParams(), b.getParams());
+  assert.ok(d < 1e-5, `params differ by ${d}`);
+  await a.dispose();
+  await b.dispose();
+});
+
+test('runs with fewer than K steps and mixed micro-batch counts equal one-step runs', async () => {
+  const steps: StepInput[] = [
+    { lr: 1e-3, microBatches: [paddedBatch([ex[0]!], 50256), paddedBatch([ex[1]!, ex[2]!], 50256)] },
+    { lr: 5e-4, microBatches: [paddedBatch([ex[3]!], 50256)] },
+  ];
+  const a = await TrainingEngine.create(opts(4));
+  const ma = await a.runSteps(steps); // 2 < K = 4, A = 2 and A = 1 in one run
+  const b = await TrainingEngine.create(opts(1));
+  const mb = [...(await b.runSteps([steps[0]!])), ...(await b.runSteps([steps[1]!]))];
+  ma.forEach((m, k) => assert.ok(Math.abs(m.loss - mb[k]!.loss) < 1e-6));
+  assert.ok(maxAbsDiff(a.getParams(), b.getParams()) < 1e-6);
+  assert.equal(a.getOptimizerState().step, 2);
+  await assert.rejects(a.runSteps([...steps, ...steps, steps[0]!]), /runSteps takes 1\.\.4 steps, got 5/);
+  await a.dispose();
+  await b.dispose();
+});
+
+test('a step without trained tokens reports loss 0 and leaves finite parameters', async () => {
+  const e = await TrainingEngine.create(opts(1));
+  const mb = paddedBatch([ex[3]!], 50256);
+  mb.weights.fill(0);
+  const [m] = await e.runSteps([{ lr: 1e-3, microBatches: [mb] }]);
+  assert.equal(m!.loss, 0);
+  assert.equal(m!.tokens, 0);
+  assert.equal(m!.gradNorm, 0);
+  for (const t of e.getParams().values()) for (const x of t.data) assert.ok(Number.isFinite(x));
+  await e.dispose();
+});
+
+test('loss = Σ w·NLL / Σ w: scaling every weight (even to Σ w < 1) changes neither loss nor update', async () => {
+  const mb = paddedBatch([ex[3]!], 50256);
+  const scaled = { ...mb, weights: mb.weights.map((w) => w * 0.05) };
+  let sum = 0;
+  for (const w of scaled.weights) sum += w;
+  assert.ok(sum < 1);
+  const a = await TrainingEngine.create(opts(1));
+  const b = await TrainingEngine.create(opts(1));
+  const [ma] = await a.runSteps([{ lr: 1e-3, microBatches: [mb] }]);
+  const [mb2] = await b.runSteps([{ lr: 1e-3, microBatches: [scaled] }]);
+  assert.ok(Math.abs(ma!.loss - mb2!.loss) / ma!.loss < 1e-6, `${ma!.loss} vs ${mb2!.loss}`);
+  assert.ok(Math.abs(ma!.gradNorm - mb2!.gradNorm) / ma!.gradNorm < 1e-5);
+  assert.ok(maxAbsDiff(a.getParams(), b.getParams()) < 1e-6);
+  await a.dispose();
+  await b.dispose();
+});
+
+test('dropout changes the training loss, keeps it finite, and leaves evaluation deterministic', async () => {
+  const mb = paddedBatch(ex, 50256);
+  const plain = await TrainingEngine.create(opts(1));
+  const [p] = await plain.runSteps([{ lr: 0, microBatches: [mb] }]);
+  const drop = await TrainingEngine.create(opts(2, { dropout: 0.3, seed: 5 }));
+  const [d1, d2] = await drop.runSteps([
+    { lr: 0, microBatches: [mb] },
+    { lr: 0, microBatches: [mb] },
+  ]);
+  assert.ok(Number.isFinite(d1!.loss) && Number.isFinite(d2!.loss));
+  assert.ok(Math.abs(d1!.loss - p!.loss) > 1e-4, `dropout had no effect: ${d1!.loss} vs ${p!.loss}`);
+  assert.notEqual(d1!.loss, d2!.loss, 'two steps drew the same dropout masks');
+  // lr 0 and the same weights: evaluation (no dropout) equals the plain engine's.
+  const ea = await drop.evalBatch(mb);
+  const eb = await plain.evalBatch(mb);
+  assert.ok(Math.abs(ea.nllSum - eb.nllSum) / eb.nllSum < 1e-6);
+  await plain.dispose();
+  await drop.dispose();
+});
+
+function countOps(gp: GraphProtoObj, pred: (op: string, castTo?: number) => boolean): number {
+  let n = 0;
+  for (const node of gp.node) {
+    const to = node.attribute?.find((a) => a.name === 'to')?.i;
+    if (pred(node.opType, to === undefined ? undefined : Number(to))) n++;
+    for (const a of node.attribute ?? []) if (a.g) n += countOps(a.g, pred);
+  }
+  return n;
+}
+
+test('bf16 option casts every MatMul/Gemm operand to bfloat16 (fp32 graph otherwise)', () => {
+  const hyper = { weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, maxGradNorm: 1 };
+  const base = { dropout: { embd: 0, attn: 0, resid: 0 }, seed: 0, accumulate: false };
+  const fp32 = decodeModel(buildTrainGraph(config, hyper, { ...base, bf16: false }).toModelBytes());
+  const bf16 = decodeModel(buildTrainGraph(config, hyper, { ...base, bf16: true }).toModelBytes());
+  assert.equal(countOps(fp32.graph, (op, to) => op === 'Cast' && to === 16), 0);
+  // Forward: per layer 4 Gemms + 2 attention MatMuls, plus the lm_head: 2 operand casts each.
+  const forwardMatmuls = config.n_layer * 6 + 1;
+  const casts = countOps(bf16.graph, (op, to) => op === 'Cast' && to === 16);
+  assert.ok(casts >= 2 * forwardMatmuls, `only ${casts} casts to bfloat16`);
+  assert.equal(countOps(bf16.graph, (op) => op === 'Gemm' || op === 'MatMul'), countOps(fp32.graph, (op) => op === 'Gemm' || op === 'MatMul'));
+});
+
+test('bf16 on the CPU is a clear SftError (no bfloat16 MatMul/Gemm kernels there)', async () => {
+  await assert.rejects(TrainingEngine.create(opts(1, { bf16: true })), (e: unknown) => e instanceof SftError && /bf16 needs --device cuda/.test(e.message));
+});
+
+test('device cuda without the CUDA provider library is a clear SftError', async (t) => {
+  const binDir = path.join(root, 'node_modules/onnxruntime-node/bin');
+  const hasCuda = fs.existsSync(binDir) && fs.readdirSync(binDir, { recursive: true }).some((f) => String(f).includes('providers_cuda'));
+  if (hasCuda) return t.skip('CUDA provider present: covered by the GPU checks');
+  await assert.rejects(TrainingEngine.create(opts(1, { device: 'cuda' })), (e: unknown) => e instanceof SftError && /CUDA/.test(e.message));
+});
+
+test('bad micro-batches are SftErrors naming the step, micro-batch and field', async () => {
+  const e = await TrainingEngine.create(opts(1));
+  const mb = paddedBatch([ex[3]!], 50256);
+  mb.inputIds[3] = 99999;
+  await assert.rejects(e.runSteps([{ lr: 1e-3, microBatches: [mb] }]), (err: unknown) => err instanceof SftError && /steps\[0\]\.microBatches\[0\]: inputIds\[3\] = 99999/.test(err.message));
+  const short = emptyBatch(1, 4);
+  short.positions = new Int32Array(3);
+  await assert.rejects(e.evalBatch(short), /positions has 3 values, expected B·T = 4/);
+  const far = paddedBatch([ex[3]!], 50256);
+  far.positions[2] = 128;
+  await assert.rejects(e.evalBatch(far), /positions\[2\] = 128 is outside \[0, n_positions = 128\)/);
+  const badParams = params0();
+  badParams.get('transformer.ln_f.bias')!.shape = [31];
+  await assert.rejects(TrainingEngine.create(opts(1, { params: badParams })), /tensor transformer\.ln_f\.bias: shape \[31\]/);
+  await e.dispose();
+});
