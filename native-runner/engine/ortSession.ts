@@ -3,7 +3,7 @@
  * disabled, and a clear SftError when the CUDA provider library is missing), and host ⇄ ort.Tensor helpers.
  */
 import * as ort from 'onnxruntime-node';
-import { SftError } from '../util/errors';
+import { explainCudaFailure } from './cudaProvider';
 import type { DType } from './graph/graph';
 
 export type Device = 'cpu' | 'cuda';
@@ -31,16 +31,7 @@ export async function createSession(model: Uint8Array | string, opts: SessionOpt
   try {
     return typeof model === 'string' ? await ort.InferenceSession.create(model, so) : await ort.InferenceSession.create(model, so);
   } catch (e) {
-    const msg = (e as Error).message ?? String(e);
-    if (opts.device === 'cuda') {
-      if (/cuda|provider|libonnxruntime_providers|not.*(found|available|supported)/i.test(msg)) {
-        throw new SftError(
-          `the CUDA execution provider could not be loaded (${msg.split('\n')[0]}). onnxruntime-node needs its CUDA 12 provider library ` +
-            `(libonnxruntime_providers_cuda.so, installed with onnxruntime-node on linux x64 unless ONNXRUNTIME_NODE_INSTALL_CUDA=skip) and a CUDA 12 / cuDNN 9 runtime; use --device cpu otherwise`,
-          'device cuda',
-        );
-      }
-    }
+    if (opts.device === 'cuda') throw explainCudaFailure(e);
     throw e;
   }
 }

@@ -61,7 +61,7 @@ export class EngineLM implements CausalLM {
     if (this.disposed) throw new SftError('the model was closed');
     let s = this.sessions.get(kind);
     if (!s) {
-      s = createSession(buildInferenceGraph(this.config, this.params, kind), { device: this.device, threads: this.opts.threads });
+      s = createSession(buildInferenceGraph(this.config, this.params, kind, this.device), { device: this.device, threads: this.opts.threads });
       this.sessions.set(kind, s);
       s.catch(() => this.sessions.delete(kind));
     }

@@ -51,9 +51,14 @@ function weightConstants(g: Graph, config: GPT2Config, params: ParamSet): Weight
   return w;
 }
 
-/** Builds the ONNX model bytes for one graph kind. */
-export function buildInferenceGraph(config: GPT2Config, params: ParamSet, kind: InferenceGraphKind): Uint8Array {
-  return kind === 'generate' ? buildGenerateGraph(config, params).toModelBytes() : buildScoreGraph(config, params).toModelBytes();
+/**
+ * Builds the ONNX model bytes for one graph kind. On CUDA the graph is wrapped in a single-iteration Loop:
+ * ORT places shape computations on the CPU provider, which CPU-fallback-disabled sessions refuse in a main
+ * graph but allow inside subgraphs (see Graph.toModelBytes).
+ */
+export function buildInferenceGraph(config: GPT2Config, params: ParamSet, kind: InferenceGraphKind, device: 'cpu' | 'cuda' = 'cpu'): Uint8Array {
+  const graph = kind === 'generate' ? buildGenerateGraph(config, params) : buildScoreGraph(config, params);
+  return graph.toModelBytes({ singleIterationLoop: device === 'cuda' });
 }
 
 export function buildGenerateGraph(config: GPT2Config, params: ParamSet): Graph {
