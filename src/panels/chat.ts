@@ -1,0 +1,130 @@
+/**
+ * The chat panel: talk to a checkpoint, a run's final model or the base model — system prompt, sampling
+ * parameters, streamed answers (runner `token` events), multi-turn history (kept by the webview in its
+ * state), a stop button (runner `cancel`), and side-by-side mode (two panes, same seed) for comparing base
+ * vs SFT or two checkpoints. The host only relays validated requests; the webview renders text as text.
+ */
+import * as vscode from 'vscode';
+import { ChatFromWebview, type ChatMsgFromWebview, type ChatMsgToWebview, type ModelChoice, type SamplingParams } from '../../protocol/webview';
+import { RunnerService } from '../runnerService';
+import type { WorkspaceRuns } from '../workspaceRuns';
+import { WebviewChannel } from './webviewChannel';
+import { listModelChoices, pickModel } from '../modelChoices';
+
+export const DEFAULT_SAMPLING: SamplingParams = { temperature: 0.7, top_p: 0.9, top_k: 0, max_new_tokens: 150, seed: 42 };
+
+export class ChatPanel implements vscode.Disposable {
+  static current: ChatPanel | undefined;
+  private readonly panel: vscode.WebviewPanel;
+  private readonly channel: WebviewChannel<ChatMsgFromWebview, ChatMsgToWebview>;
+  private readonly subs: vscode.Disposable[] = [];
+  /** Runner request ids of generations in progress (for stop). */
+  private readonly active = new Set<number>();
+  private selection: [string | null, string | null];
+  private sideBySide: boolean;
+  private disposed = false;
+
+  static show(ctx: { extensionUri: vscode.Uri; runner: RunnerService; runs: WorkspaceRuns }, models: [string | null, string | null], sideBySide: boolean): ChatPanel {
+    if (ChatPanel.current) {
+      const cur = ChatPanel.current;
+      cur.selection = models;
+      cur.sideBySide = sideBySide;
+      cur.panel.reveal(vscode.ViewColumn.Active);
+      void cur.sendInit();
+      return cur;
+    }
+    ChatPanel.current = new ChatPanel(ctx, models, sideBySide);
+    return ChatPanel.current;
+  }
+
+  private constructor(
+    private readonly ctx: { extensionUri: vscode.Uri; runner: RunnerService; runs: WorkspaceRuns },
+    models: [string | null, string | null],
+    sideBySide: boolean,
+  ) {
+    this.selection = models;
+    this.sideBySide = sideBySide;
+    this.panel = vscode.window.createWebviewPanel('sft.chat', sideBySide ? 'SFT Compare' : 'SFT Chat', vscode.ViewColumn.Active, {
+      enableScripts: true,
+      localResourceRoots: [vscode.Uri.joinPath(ctx.extensionUri, 'media')],
+    });
+    this.panel.iconPath = vscode.Uri.joinPath(ctx.extensionUri, 'media', 'sft.svg');
+    this.channel = new WebviewChannel(this.panel.webview, ctx.extensionUri, 'chat', 'SFT Chat', ChatFromWebview, (l) => ctx.runner.output.appendLine(l), (m) => this.onMessage(m));
+    this.subs.push(
+      this.channel,
+      this.panel.onDidDispose(() => this.dispose()),
+      this.panel.onDidChangeViewState((e) => {
+        if (!e.webviewPanel.visible) this.channel.reset();
+      }),
+    );
+  }
+
+  private async sendInit(): Promise<void> {
+    const models = await listModelChoices(this.ctx.runs);
+    for (const sel of this.selection) {
+      if (sel && !models.some((m) => m.path === sel)) models.unshift({ path: sel, label: sel.split(/[\\/]/).slice(-2).join('/'), detail: sel });
+    }
+    this.panel.title = this.sideBySide ? 'SFT Compare' : 'SFT Chat';
+    this.channel.postLatest({ type: 'init', models, selected: [...this.selection], sideBySide: this.sideBySide, params: DEFAULT_SAMPLING });
+  }
+
+  private async onMessage(m: ChatMsgFromWebview): Promise<void> {
+    switch (m.type) {
+      case 'ready':
+        await this.sendInit();
+        return;
+      case 'pickModel': {
+        const picked: ModelChoice | undefined = await pickModel(this.ctx.runs, `Model for ${m.pane === 0 ? 'the left' : 'the right'} pane`);
+        if (picked) {
+          this.selection[m.pane] = picked.path;
+          this.channel.post({ type: 'modelPicked', pane: m.pane, model: picked });
+        }
+        return;
+      }
+      case 'stop':
+        for (const id of this.active) void this.ctx.runner.request('cancel', { requestId: id }).catch(() => undefined);
+        return;
+      case 'generate': {
+        let id = -1;
+        try {
+          const r = await this.ctx.runner.request(
+            'chat',
+            {
+              model: m.model,
+              messages: m.messages,
+              ...(m.system.trim() ? { system: m.system } : {}),
+              temperature: m.params.temperature,
+              top_p: m.params.top_p,
+              ...(m.params.top_k > 0 ? { top_k: m.params.top_k } : {}),
+              max_new_tokens: m.params.max_new_tokens,
+              seed: m.params.seed,
+              device: vscode.workspace.getConfiguration('sft').get<'cpu' | 'cuda'>('device') ?? 'cpu',
+            },
+            {
+              onId: (i) => {
+                id = i;
+                this.active.add(i);
+              },
+              onToken: (text) => this.channel.post({ type: 'token', pane: m.pane, text }),
+            },
+          );
+          this.channel.post({ type: 'done', pane: m.pane, text: r.text, stopped: r.finish_reason === 'cancelled' });
+        } catch (e) {
+          this.channel.post({ type: 'error', pane: m.pane, message: RunnerService.describe(e) });
+        } finally {
+          this.active.delete(id);
+        }
+        return;
+      }
+    }
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const id of this.active) void this.ctx.runner.request('cancel', { requestId: id }).catch(() => undefined);
+    if (ChatPanel.current === this) ChatPanel.current = undefined;
+    for (const s of this.subs) s.dispose();
+    this.panel.dispose();
+  }
+}

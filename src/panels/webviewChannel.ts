@@ -1,0 +1,77 @@
+/**
+ * One typed, validated channel to a webview (panel or sidebar view): sets the options (scripts on,
+ * localResourceRoots = media/ only), renders the CSP shell with a fresh nonce, validates every incoming
+ * message with the panel's parser from protocol/webview.ts (rejected ones are logged, never acted on),
+ * and holds outgoing posts until the webview says `ready` (again after each hide/show reload).
+ */
+import * as vscode from 'vscode';
+import { makeNonce, webviewHtml } from '../webviewHtml';
+
+type Parser<M> = { parse(v: unknown): { ok: true; message: M } | { ok: false; error: string } };
+
+export class WebviewChannel<In extends { type: string }, Out extends { type: string }> implements vscode.Disposable {
+  private ready = false;
+  private queue: Out[] = [];
+  private readonly subs: vscode.Disposable[] = [];
+
+  constructor(
+    private readonly webview: vscode.Webview,
+    extensionUri: vscode.Uri,
+    panel: string,
+    title: string,
+    parser: Parser<In>,
+    private readonly log: (line: string) => void,
+    onMessage: (m: In) => void | Promise<void>,
+  ) {
+    webview.options = { enableScripts: true, localResourceRoots: [vscode.Uri.joinPath(extensionUri, 'media')] };
+    const media = (...p: string[]) => webview.asWebviewUri(vscode.Uri.joinPath(extensionUri, 'media', ...p)).toString();
+    webview.html = webviewHtml({
+      cspSource: webview.cspSource,
+      nonce: makeNonce(),
+      title,
+      styleUri: media('style.css'),
+      scriptUri: media('dist', `${panel}.js`),
+      panel,
+    });
+    this.subs.push(
+      webview.onDidReceiveMessage(async (raw: unknown) => {
+        const r = parser.parse(raw);
+        if (!r.ok) {
+          this.log(`[webview ${panel}] rejected message: ${r.error}`);
+          return;
+        }
+        if (r.message.type === 'ready') {
+          this.ready = true;
+          const q = this.queue;
+          this.queue = [];
+          for (const m of q) void this.webview.postMessage(m);
+        }
+        try {
+          await onMessage(r.message);
+        } catch (e) {
+          this.log(`[webview ${panel}] handling ${r.message.type} failed: ${(e as Error).message}`);
+        }
+      }),
+    );
+  }
+
+  /** The webview was hidden and will reload its document when shown: posts wait for its next `ready`. */
+  reset(): void {
+    this.ready = false;
+  }
+
+  post(m: Out): void {
+    if (this.ready) void this.webview.postMessage(m);
+    else this.queue.push(m);
+  }
+
+  /** Replaces queued messages of the same type (state snapshots) instead of piling them up. */
+  postLatest(m: Out): void {
+    if (!this.ready) this.queue = this.queue.filter((q) => q.type !== m.type);
+    this.post(m);
+  }
+
+  dispose(): void {
+    for (const s of this.subs) s.dispose();
+  }
+}
