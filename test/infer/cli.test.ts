@@ -101,6 +101,9 @@ test('sft score prints one result per request line; sft bench runs every task fo
     assert.ok(l.loglik < 0);
   }
   assert.equal(lines[0].n_tokens, 1); // " Paris"
+  const withJson = capture();
+  assert.equal(await runScore(['--model', MODEL, '--requests', 'test/fixtures/infer/requests.jsonl', '--json'], withJson), 0);
+  assert.deepEqual(withJson.out().trim().split('\n').map((l) => JSON.parse(l)), lines);
   for (const [task, file] of [
     ['hellaswag', 'hellaswag.jsonl'],
     ['arc_easy', 'arc_easy.jsonl'],

@@ -1,8 +1,8 @@
 /**
  * `sft score --model DIR --requests FILE.jsonl [--batch_size 8] [--device cpu|cuda] [--json]`
  * lm-evaluation-harness log-likelihood requests, one {"context","continuation"} per line (infer/loglik.ts).
- * Output: one line {"loglik","is_greedy","n_tokens"} per request, in order (JSON Lines). With --json the
- * output is instead one last line {"results":[…]} holding the same objects.
+ * Output: one line {"loglik","is_greedy","n_tokens"} per request, in order (JSON Lines), with or without
+ * --json (accepted like the other commands' --json; stdout holds nothing but these lines either way).
  */
 import { readFileSync } from 'node:fs';
 import type { Command } from '../command';
@@ -54,8 +54,7 @@ export async function runScore(argv: string[], io: CommandIO = processIO()): Pro
     },
   });
   const objs = results.map((r) => ({ loglik: r.loglik, is_greedy: r.isGreedy, n_tokens: r.nTokens }));
-  if (values.json) println(io.stdout, JSON.stringify({ results: objs }));
-  else for (const o of objs) println(io.stdout, JSON.stringify(o));
+  for (const o of objs) println(io.stdout, JSON.stringify(o));
   return 0;
 }
 
