@@ -383,6 +383,7 @@ async function dollyRun(data: DollyData, packing: boolean, bf16: boolean): Promi
     const [, s] = await timed(async () => {
       const dir = path.join(ckptRoot, `checkpoint-${step}`);
       fs.mkdirSync(dir, { recursive: true });
+      await engine.syncToHost(); // state may live on the GPU between runs (see docs/GPU.md)
       writeSafetensorsSynced(path.join(dir, 'model.safetensors'), engine.getParams());
       const o = engine.getOptimizerState();
       const opt: ParamSet = new Map();

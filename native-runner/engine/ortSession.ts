@@ -14,6 +14,14 @@ export interface SessionOptions {
   optimization?: 'disabled' | 'basic' | 'extended' | 'all';
   /** Intra-op threads (0 = ORT default). */
   threads?: number;
+  /**
+   * Where outputs are returned ('cpu' by default; 'gpu-buffer' keeps them on the device, see deviceState.ts),
+   * one location for all or per output name. Setting it switches the binding to IO binding, which ignores
+   * pre-allocated outputs.
+   */
+  preferredOutputLocation?: ort.Tensor.DataLocation | Record<string, ort.Tensor.DataLocation>;
+  /** false: intra-op threads do not spin while waiting (ORT's session.intra_op.allow_spinning = 0). */
+  allowSpinning?: boolean;
 }
 
 /** `model`: ONNX bytes, or the path of a model file (external data next to it). */
@@ -21,13 +29,17 @@ export async function createSession(model: Uint8Array | string, opts: SessionOpt
   const so: ort.InferenceSession.SessionOptions = {
     graphOptimizationLevel: opts.optimization ?? 'all',
     ...(opts.threads ? { intraOpNumThreads: opts.threads } : {}),
+    ...(opts.preferredOutputLocation ? { preferredOutputLocation: opts.preferredOutputLocation } : {}),
   };
+  const session: Record<string, string> = {};
+  if (opts.allowSpinning === false) session['intra_op.allow_spinning'] = '0';
   if (opts.device === 'cuda') {
     so.executionProviders = [{ name: 'cuda', deviceId: 0 } as ort.InferenceSession.ExecutionProviderConfig];
-    (so as Record<string, unknown>).extra = { session: { disable_cpu_ep_fallback: '1' } };
+    session.disable_cpu_ep_fallback = '1';
   } else {
     so.executionProviders = ['cpu'];
   }
+  if (Object.keys(session).length > 0) (so as Record<string, unknown>).extra = { session };
   try {
     return typeof model === 'string' ? await ort.InferenceSession.create(model, so) : await ort.InferenceSession.create(model, so);
   } catch (e) {

@@ -1,9 +1,15 @@
 /**
- * The training engine the runner uses. Parameters and AdamW moments live on the host (Float32Arrays,
- * HF names) between runs, so a checkpoint can be taken at any run boundary; `runSteps` feeds up to K
- * optimizer steps to one `session.run` of the training Loop (trainGraph.ts) and takes the updated state
- * back. Also: `evalBatch` (loss only), `evalTokens` (per-position nll/lse), `gradients` (grads-only graph,
- * for tests and diagnostics) and `createForward` (logits / log-probabilities for inference).
+ * The training engine the runner uses. `runSteps` feeds up to K optimizer steps to one `session.run` of the
+ * training Loop (trainGraph.ts) and takes the updated state back. Also: `evalBatch` (loss only),
+ * `evalBatches` (several micro-batches; one run per chunk on CUDA), `evalTokens` (per-position nll/lse),
+ * `gradients` (grads-only graph, for tests and diagnostics) and `createForward` (logits / log-probabilities).
+ *
+ * State residency. On the CPU the parameters and AdamW moments live on the host (Float32Arrays, HF names)
+ * between runs. On CUDA they stay on the GPU between runs when onnxruntime-node can do it (deviceState.ts:
+ * 'gpu-buffer' outputs fed back as the next run's inputs; probed once per process; off with
+ * SFT_CUDA_STATE_ON_DEVICE=0); the host copies are then refreshed only by `syncToHost()` (checkpoints, final
+ * save), and evaluation reads the parameters where they are. `getParams`/`getOptimizerState` throw while the
+ * host copy is stale: call `await syncToHost()` first (a no-op on the host path).
  *
  * Learning rates are per step (StepInput.lr); bias corrections use the engine's step counter t (1-based,
  * as torch.optim.AdamW) computed on the host in double precision.
@@ -16,6 +22,7 @@ import { SftError } from '../util/errors';
 import { dropoutRates, paramSpecs } from './gpt2Graph';
 import { createSession, f32, scalarF32, toF32, toNumber, type Device } from './ortSession';
 import { buildEvalGraph, buildForwardGraph, buildGradsGraph, buildTrainGraph, type ForwardOutput, type OptimizerHyper } from './trainGraph';
+import { buildEvalLoopGraph, CudaGpuBufferIo, deviceStateWanted, probeCudaDeviceState, type DeviceStateIo, type DeviceTensor } from './deviceState';
 import type { MicroBatch, StepInput, StepMetrics } from './types';
 import { Tensor as OrtTensor } from 'onnxruntime-node';
 
@@ -46,7 +53,30 @@ export interface TrainingEngineOptions {
   seed?: number;
   /** ORT intra-op threads (0/undefined = ORT's default). */
   threads?: number;
+  /**
+   * Where the state lives between runs: 'auto' (default) = on the GPU for device 'cuda' when
+   * SFT_CUDA_STATE_ON_DEVICE is not 0 and the probe passes, else on the host; 'host' forces the host.
+   * Tests pass a DeviceStateIo (a fake device) to exercise the device bookkeeping on the CPU.
+   */
+  stateResidency?: 'auto' | 'host' | DeviceStateIo;
+  /**
+   * Whether ORT's intra-op threads spin while waiting for work (ORT's default: yes). undefined = the
+   * environment variable SFT_ORT_SPINNING (0/1) if set, else ORT's default.
+   */
+  allowSpinning?: boolean;
+  /** Micro-batches per eval run in `evalBatches` (default: 1 on the CPU, 64 on CUDA). */
+  evalBatchesPerRun?: number;
+  /** Notes about choices the engine made (state residency, fallbacks). */
+  onNote?: (message: string) => void;
 }
+
+/** The state of one kind (p, m or v) on the device, by parameter name; `synced`: the host copy equals it. */
+interface DeviceSet {
+  tensors: Map<string, DeviceTensor>;
+  synced: boolean;
+}
+const STATE_KINDS = ['p', 'm', 'v'] as const;
+type StateKind = (typeof STATE_KINDS)[number];
 
 function cloneSet(s: ParamSet): ParamSet {
   const out: ParamSet = new Map();
@@ -137,6 +167,15 @@ export class TrainingEngine {
   private exposed = false;
   private running = false;
   private disposed = false;
+  /** Device mechanism while the state may live on the device; null = host path. */
+  private io: DeviceStateIo | null = null;
+  /** Current state on the device per kind (null: the host copy is current for that kind). */
+  private dev: Record<StateKind, DeviceSet | null> = { p: null, m: null, v: null };
+  /** Device runs completed (the first failing one falls back to the host path). */
+  private deviceRuns = 0;
+  /** Host downloads done by syncToHost (for tests and the benchmark). */
+  downloads = 0;
+  readonly notes: string[] = [];
 
   private constructor(private readonly opts: TrainingEngineOptions) {
     const { config } = opts;
@@ -174,9 +213,47 @@ export class TrainingEngine {
     if (opts.bf16 && opts.device === 'cpu') {
       throw new SftError('bf16 needs --device cuda: the CPU execution provider of onnxruntime has no bfloat16 MatMul/Gemm kernels (train in fp32 on the CPU)', 'bf16');
     }
+    if (opts.evalBatchesPerRun !== undefined && !(Number.isInteger(opts.evalBatchesPerRun) && opts.evalBatchesPerRun >= 1)) {
+      throw new SftError(`evalBatchesPerRun must be a positive integer, got ${opts.evalBatchesPerRun}`, 'evalBatchesPerRun');
+    }
     const e = new TrainingEngine(opts);
     if (opts.device === 'cuda') await e.session('eval'); // fail early and clearly when CUDA is unavailable
     return e;
+  }
+
+  private note(m: string): void {
+    this.notes.push(m);
+    this.opts.onNote?.(m);
+  }
+
+  /** Decided before the first training run (an eval-only engine never probes). */
+  private residencyDecided = false;
+
+  private async chooseResidency(): Promise<void> {
+    if (this.residencyDecided) return;
+    this.residencyDecided = true;
+    const r = this.opts.stateResidency ?? 'auto';
+    if (typeof r === 'object') {
+      this.io = r;
+      return;
+    }
+    if (r === 'host' || this.opts.device !== 'cuda') return;
+    if (!deviceStateWanted()) {
+      this.note('training state kept on the host between runs (SFT_CUDA_STATE_ON_DEVICE=0)');
+      return;
+    }
+    const probe = await probeCudaDeviceState();
+    if (probe.ok) {
+      this.io = new CudaGpuBufferIo();
+      this.note('training state kept on the GPU between runs');
+    } else {
+      this.note(`training state kept on the host between runs: onnxruntime-node cannot keep CUDA tensors between runs here (${probe.detail})`);
+    }
+  }
+
+  /** 'device' while parameters and moments stay on the accelerator between runs, else 'host' (decided at the first runSteps). */
+  get stateResidency(): 'host' | 'device' {
+    return this.io ? 'device' : 'host';
   }
 
   get config(): GPT2Config {
@@ -188,25 +265,88 @@ export class TrainingEngine {
     return this.step;
   }
 
-  private session(kind: 'train1' | 'trainA' | 'grads' | 'eval'): Promise<ort.InferenceSession> {
+  private session(kind: 'train1' | 'trainA' | 'grads' | 'eval' | 'evalLoop'): Promise<ort.InferenceSession> {
     if (this.disposed) throw new Error('TrainingEngine used after dispose()');
-    let s = this.sessions.get(kind);
+    const train = kind === 'train1' || kind === 'trainA';
+    // Device-state training sessions are separate entries: a failed device run falls back to plain ones.
+    const key = train && this.io ? `${kind}:dev` : kind;
+    let s = this.sessions.get(key);
     if (!s) {
       const { config } = this.opts;
       const gopts = { dropout: dropoutRates(config, this.opts.dropout), bf16: !!this.opts.bf16, seed: this.opts.seed ?? 0 };
-      const graph =
-        kind === 'train1' || kind === 'trainA'
-          ? buildTrainGraph(config, this.hyper, { ...gopts, accumulate: kind === 'trainA' })
-          : kind === 'grads'
-            ? buildGradsGraph(config, gopts)
+      const graph = train
+        ? buildTrainGraph(config, this.hyper, { ...gopts, accumulate: kind === 'trainA' })
+        : kind === 'grads'
+          ? buildGradsGraph(config, gopts)
+          : kind === 'evalLoop'
+            ? buildEvalLoopGraph(config, { bf16: gopts.bf16 })
             : buildEvalGraph(config, { bf16: gopts.bf16 });
-      // The training graph's main graph is already just its Loop; the others get wrapped (see toModelBytes).
+      // The training and eval-loop graphs' main graphs are already just their Loop; the others get wrapped (see toModelBytes).
       const bytes = graph.toModelBytes({ singleIterationLoop: kind === 'grads' || kind === 'eval' });
-      s = createSession(bytes, { device: this.opts.device, threads: this.opts.threads });
-      this.sessions.set(kind, s);
-      s.catch(() => this.sessions.delete(kind));
+      let preferredOutputLocation: Record<string, ort.Tensor.DataLocation> | undefined;
+      if (train && this.io) {
+        preferredOutputLocation = { loss: 'cpu', grad_norm: 'cpu', tokens: 'cpu' };
+        for (const { name } of paramSpecs(config)) for (const k of STATE_KINDS) preferredOutputLocation[`${k}_out:${name}`] = this.io.outputLocation;
+      }
+      s = createSession(bytes, { device: this.opts.device, threads: this.opts.threads, preferredOutputLocation, allowSpinning: this.allowSpinning() });
+      this.sessions.set(key, s);
+      s.catch(() => this.sessions.delete(key));
     }
     return s;
+  }
+
+  private allowSpinning(): boolean | undefined {
+    if (this.opts.allowSpinning !== undefined) return this.opts.allowSpinning;
+    const v = process.env.SFT_ORT_SPINNING;
+    return v === undefined || v === '' ? undefined : !/^(0|false|no|off)$/i.test(v.trim());
+  }
+
+  private hostSet(k: StateKind): ParamSet {
+    return k === 'p' ? this.params : k === 'm' ? this.m : this.v;
+  }
+
+  /** Feeds `<k>:<name>` from the device copy when it is current, else from the host copy. */
+  private stateFeeds(k: StateKind, prefix: string, out: Record<string, ort.Tensor>): void {
+    const d = this.dev[k];
+    if (!d) return paramFeeds(this.opts.config, this.hostSet(k), prefix, out);
+    for (const { name } of paramSpecs(this.opts.config)) out[prefix + name] = d.tensors.get(name)!.tensor;
+  }
+
+  private disposeDevice(k: StateKind): void {
+    const d = this.dev[k];
+    this.dev[k] = null;
+    if (d) for (const t of d.tensors.values()) t.dispose();
+  }
+
+  /**
+   * Makes the host copies current (downloads what lives only on the device; the device copies stay in use).
+   * Call before getParams/getOptimizerState; a no-op when the state is on the host.
+   */
+  async syncToHost(): Promise<void> {
+    if (!this.io) return;
+    const { config } = this.opts;
+    const specs = paramSpecs(config);
+    for (const k of STATE_KINDS) {
+      const d = this.dev[k];
+      if (!d || d.synced) continue;
+      const data = await this.io.download(specs.map(({ name, shape }) => ({ tensor: d.tensors.get(name)!, shape })));
+      const set: ParamSet = new Map();
+      specs.forEach(({ name, shape }, i) => {
+        if (data[i]!.length !== shape.reduce((a, b) => a * b, 1)) throw new Error(`download of ${k}:${name} gave ${data[i]!.length} values`);
+        set.set(name, { shape: shape.slice(), data: data[i]! });
+      });
+      if (k === 'p') this.params = set;
+      else if (k === 'm') this.m = set;
+      else this.v = set;
+      d.synced = true;
+      this.downloads++;
+    }
+    this.spare = null;
+  }
+
+  private hostCurrent(k: StateKind): boolean {
+    const d = this.dev[k];
+    return !d || d.synced;
   }
 
   /** Runs `steps` (1..K) optimizer steps in one session.run; returns per-step metrics. */
@@ -214,6 +354,7 @@ export class TrainingEngine {
     if (this.running) throw new Error('TrainingEngine.runSteps called while a run is in progress');
     this.running = true;
     try {
+      await this.chooseResidency();
       return await this.runStepsOnce(steps);
     } finally {
       this.running = false;
@@ -282,10 +423,41 @@ export class TrainingEngine {
       cond: new OrtTensor('bool', Uint8Array.of(1), []),
     };
     if (A > 1) feeds.n_micro = new OrtTensor('int64', nMicro, [K]);
+    let out: ort.InferenceSession.ReturnType;
+    if (this.io) {
+      try {
+        out = await this.runOnDevice(A > 1 ? 'trainA' : 'train1', feeds);
+      } catch (e) {
+        if (this.deviceRuns > 0 || STATE_KINDS.some((k) => this.dev[k])) throw e;
+        // The first device run failed while the state was still on the host: keep it there from now on.
+        this.note(`training state kept on the host between runs: the first run with the state on the device failed (${(e instanceof Error ? e.message : String(e)).split('\n')[0]!.slice(0, 300)})`);
+        const io = this.io;
+        this.io = null;
+        await io.release();
+        for (const key of [...this.sessions.keys()].filter((k) => k.endsWith(':dev'))) {
+          const s = this.sessions.get(key)!;
+          this.sessions.delete(key);
+          await s.then((x) => x.release()).catch(() => undefined);
+        }
+        out = await this.runOnHost(A > 1 ? 'trainA' : 'train1', feeds);
+      }
+    } else {
+      out = await this.runOnHost(A > 1 ? 'trainA' : 'train1', feeds);
+    }
+    this.step += K;
+    const loss = toF32(out.loss!);
+    const norm = toF32(out.grad_norm!);
+    const tokens = toF32(out.tokens!);
+    return steps.map((_, k) => ({ loss: loss[k]!, gradNorm: norm[k]!, tokens: tokens[k]! }));
+  }
+
+  /** Host path: state fed from and returned to host arrays. */
+  private async runOnHost(kind: 'train1' | 'trainA', feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.ReturnType> {
+    const { config } = this.opts;
     paramFeeds(config, this.params, 'p:', feeds);
     paramFeeds(config, this.m, 'm:', feeds);
     paramFeeds(config, this.v, 'v:', feeds);
-    const session = await this.session(A > 1 ? 'trainA' : 'train1');
+    const session = await this.session(kind);
     const next = this.spare ?? { p: emptySet(config), m: emptySet(config), v: emptySet(config) };
     this.spare = null;
     const fetches: Record<string, ort.Tensor | null> = { loss: null, grad_norm: null, tokens: null };
@@ -293,25 +465,63 @@ export class TrainingEngine {
     paramFeeds(config, next.m, 'm_out:', fetches as Record<string, ort.Tensor>);
     paramFeeds(config, next.v, 'v_out:', fetches as Record<string, ort.Tensor>);
     const out = await session.run(feeds, fetches);
-    // ORT writes the updated state into `next`; make sure (a binding that ignored them would return new data).
-    for (const [prefix, set] of [['p_out:', next.p], ['m_out:', next.m], ['v_out:', next.v]] as const) {
-      for (const { name } of paramSpecs(config)) {
-        const got = out[prefix + name]!;
-        const data = toF32(got);
+    // ORT writes the updated state into `next`; onnxruntime-node 1.29 also returns it copied into new arrays.
+    // Either holds the run's result: take the returned arrays (no third pass over 3 × |params| floats) and
+    // keep `next` as the spare output buffers of the following run.
+    const fresh = { p: new Map(), m: new Map(), v: new Map() } as { p: ParamSet; m: ParamSet; v: ParamSet };
+    let reusable = true;
+    for (const [prefix, set, dst] of [['p_out:', next.p, fresh.p], ['m_out:', next.m, fresh.m], ['v_out:', next.v, fresh.v]] as const) {
+      for (const { name, shape } of paramSpecs(config)) {
+        const data = toF32(out[prefix + name]!);
         const t = set.get(name)!;
-        if (data.buffer !== t.data.buffer || data.byteOffset !== t.data.byteOffset) t.data.set(data);
+        if (data.length !== t.data.length) throw new Error(`training run returned ${data.length} values for ${prefix}${name}, expected ${t.data.length}`);
+        if (data.buffer === t.data.buffer && data.byteOffset === t.data.byteOffset) reusable = false;
+        dst.set(name, { shape: shape.slice(), data });
       }
     }
-    if (!this.exposed) this.spare = { p: this.params, m: this.m, v: this.v };
+    this.spare = reusable ? next : this.exposed ? null : { p: this.params, m: this.m, v: this.v };
     this.exposed = false;
-    this.params = next.p;
-    this.m = next.m;
-    this.v = next.v;
-    this.step += K;
-    const loss = toF32(out.loss!);
-    const norm = toF32(out.grad_norm!);
-    const tokens = toF32(out.tokens!);
-    return steps.map((_, k) => ({ loss: loss[k]!, gradNorm: norm[k]!, tokens: tokens[k]! }));
+    this.params = fresh.p;
+    this.m = fresh.m;
+    this.v = fresh.v;
+    return out;
+  }
+
+  /** Device path: state fed from the device copies (or the host on the first run) and kept on the device. */
+  private async runOnDevice(kind: 'train1' | 'trainA', feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.ReturnType> {
+    const io = this.io!;
+    const { config } = this.opts;
+    for (const k of STATE_KINDS) this.stateFeeds(k, `${k}:`, feeds);
+    const session = await this.session(kind);
+    const fetches: Record<string, null> = { loss: null, grad_norm: null, tokens: null };
+    for (const { name } of paramSpecs(config)) for (const k of STATE_KINDS) fetches[`${k}_out:${name}`] = null;
+    const out = await session.run(feeds, fetches);
+    const adopted: DeviceTensor[] = [];
+    const next: Record<StateKind, DeviceSet> = { p: { tensors: new Map(), synced: false }, m: { tensors: new Map(), synced: false }, v: { tensors: new Map(), synced: false } };
+    try {
+      for (const k of STATE_KINDS) {
+        for (const { name } of paramSpecs(config)) {
+          const t = io.adopt(out[`${k}_out:${name}`]!, `${k}_out:${name}`);
+          adopted.push(t);
+          next[k].tensors.set(name, t);
+        }
+      }
+    } catch (e) {
+      for (const t of adopted) t.dispose();
+      for (const { name } of paramSpecs(config)) for (const k of STATE_KINDS) {
+        const t = out[`${k}_out:${name}`];
+        if (t && t.location !== 'cpu' && !adopted.some((a) => a.tensor === t)) t.dispose();
+      }
+      throw e;
+    }
+    // The run has finished with the old device tensors: release them and make the new ones current.
+    for (const k of STATE_KINDS) {
+      this.disposeDevice(k);
+      this.dev[k] = next[k];
+    }
+    this.spare = null;
+    this.deviceRuns++;
+    return out;
   }
 
   /** Σ w·NLL and Σ w of one micro-batch (no dropout, no update). */
@@ -325,9 +535,72 @@ export class TrainingEngine {
     const { config } = this.opts;
     checkMicroBatch(config, mb, 'eval batch');
     const feeds = mbFeeds(config, mb);
-    paramFeeds(config, this.params, 'p:', feeds);
+    this.stateFeeds('p', 'p:', feeds);
     const out = await (await this.session('eval')).run(feeds);
     return { nllSum: toNumber(out.nll_sum!), tokens: toNumber(out.tokens!), nll: toF32(out.nll!), lse: toF32(out.lse!) };
+  }
+
+  /**
+   * evalBatch over several micro-batches, in order. With evalBatchesPerRun > 1 (the default on CUDA) up to
+   * that many micro-batches go to one run of the eval Loop (the parameters are sent once per run, or not at
+   * all when they live on the device); with 1 (the CPU default) it is exactly evalBatch per micro-batch.
+   */
+  async evalBatches(mbs: readonly MicroBatch[]): Promise<{ nllSum: number; tokens: number }[]> {
+    const { config } = this.opts;
+    const E = this.opts.evalBatchesPerRun ?? (this.opts.device === 'cuda' ? 64 : 1);
+    const res: { nllSum: number; tokens: number }[] = [];
+    if (E === 1) {
+      for (const mb of mbs) res.push(await this.evalBatch(mb));
+      return res;
+    }
+    for (let i0 = 0; i0 < mbs.length; i0 += E) {
+      const chunk = mbs.slice(i0, i0 + E);
+      let B = 0;
+      let T = 0;
+      chunk.forEach((mb, j) => {
+        checkMicroBatch(config, mb, `eval batch ${i0 + j}`);
+        B = Math.max(B, mb.B);
+        T = Math.max(T, mb.T);
+      });
+      const n = chunk.length * B * T;
+      const ids = new Int32Array(n);
+      const targets = new Int32Array(n);
+      const weights = new Float32Array(n);
+      const positions = new Int32Array(n);
+      const segments = new Int32Array(n);
+      const mbDims = new BigInt64Array(chunk.length * 2);
+      chunk.forEach((mb, j) => {
+        const tg = safeTargets(config, mb);
+        for (let b = 0; b < mb.B; b++) {
+          const src = b * mb.T;
+          const dst = (j * B + b) * T;
+          ids.set(mb.inputIds.subarray(src, src + mb.T), dst);
+          targets.set(tg.subarray(src, src + mb.T), dst);
+          weights.set(mb.weights.subarray(src, src + mb.T), dst);
+          positions.set(mb.positions.subarray(src, src + mb.T), dst);
+          segments.set(mb.segments.subarray(src, src + mb.T), dst);
+        }
+        mbDims[j * 2] = BigInt(mb.B);
+        mbDims[j * 2 + 1] = BigInt(mb.T);
+      });
+      const dims = [chunk.length, B, T];
+      const feeds: Record<string, ort.Tensor> = {
+        ids: new OrtTensor('int32', ids, dims),
+        targets: new OrtTensor('int32', targets, dims),
+        weights: new OrtTensor('float32', weights, dims),
+        positions: new OrtTensor('int32', positions, dims),
+        segments: new OrtTensor('int32', segments, dims),
+        mb_dims: new OrtTensor('int64', mbDims, [chunk.length, 2]),
+        trip: new OrtTensor('int64', BigInt64Array.of(BigInt(chunk.length)), []),
+        cond: new OrtTensor('bool', Uint8Array.of(1), []),
+      };
+      this.stateFeeds('p', 'p:', feeds);
+      const out = await (await this.session('evalLoop')).run(feeds);
+      const nll = toF32(out.nll_sum!);
+      const tok = toF32(out.tokens!);
+      chunk.forEach((_, j) => res.push({ nllSum: nll[j]!, tokens: tok[j]! }));
+    }
+    return res;
   }
 
   /**
@@ -348,7 +621,7 @@ export class TrainingEngine {
     for (const mb of mbs) {
       const feeds = mbFeeds(config, mb);
       feeds.inv_n = scalarF32(invN);
-      paramFeeds(config, this.params, 'p:', feeds);
+      this.stateFeeds('p', 'p:', feeds);
       const out = await session.run(feeds);
       nll += toNumber(out.nll_sum!);
       for (const { name, shape } of paramSpecs(config)) {
@@ -367,8 +640,13 @@ export class TrainingEngine {
     return { loss: nll * invN, tokens: N, gradNorm: Math.sqrt(sq), grads };
   }
 
-  /** The current parameters (host copies owned by the engine; do not mutate). */
+  private requireHost(kinds: readonly StateKind[], what: string): void {
+    if (kinds.some((k) => !this.hostCurrent(k))) throw new Error(`TrainingEngine.${what}: the current state is on the device; await syncToHost() first`);
+  }
+
+  /** The current parameters (host copies owned by the engine; do not mutate). Device state: syncToHost() first. */
   getParams(): ParamSet {
+    this.requireHost(['p'], 'getParams');
     this.exposed = true;
     return this.params;
   }
@@ -376,11 +654,14 @@ export class TrainingEngine {
   /** Replaces the parameters (e.g. after loading a checkpoint); moments are kept. */
   setParams(params: ParamSet): void {
     checkParamSet(this.opts.config, params, 'params');
+    this.disposeDevice('p');
     this.params = cloneSet(params);
     this.spare = null;
   }
 
+  /** The moments and step (host copies; do not mutate). Device state: syncToHost() first. */
   getOptimizerState(): OptimizerState {
+    this.requireHost(['m', 'v'], 'getOptimizerState');
     this.exposed = true;
     return { m: this.m, v: this.v, step: this.step };
   }
@@ -388,6 +669,8 @@ export class TrainingEngine {
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
+    for (const k of STATE_KINDS) this.disposeDevice(k);
+    if (this.io) await this.io.release();
     const all = [...this.sessions.values()];
     this.sessions.clear();
     for (const s of all) {

@@ -56,11 +56,17 @@ export interface EngineCreateOptions {
   eps: number;
   maxGradNorm: number;
   seed: number;
+  /** Choices the engine reports (e.g. where the training state lives between runs). */
+  onNote?: (message: string) => void;
 }
 
 export interface StepEngine {
   runSteps(steps: StepInput[]): Promise<StepMetrics[]>;
   evalBatch(mb: MicroBatch): Promise<{ nllSum: number; tokens: number }>;
+  /** Several micro-batches at once (fewer runs on CUDA); evalBatch per micro-batch when absent. */
+  evalBatches?(mbs: readonly MicroBatch[]): Promise<{ nllSum: number; tokens: number }[]>;
+  /** Makes getParams/getOptimizerState current when the state lives on the device (engine/deviceState.ts). */
+  syncToHost?(): Promise<void>;
   getParams(): ParamSet;
   getOptimizerState(): OptimizerState;
   dispose(): void | Promise<void>;
@@ -308,6 +314,7 @@ export class Trainer {
         eps: config.adam_epsilon,
         maxGradNorm: config.max_grad_norm,
         seed: config.seed,
+        onNote: (m) => listener.log?.('info', m),
       });
     } catch (e) {
       throw engineError(e, config, K, 'creating the training session');
@@ -406,6 +413,7 @@ export class Trainer {
     this.state.global_step = step;
     this.state.epoch = epochAfter(this.schedule, step);
     this.state.data_cursor = { epoch: cursor.epoch, micro_batch: cursor.microStart };
+    await this.engine.syncToHost?.();
     const params = this.engine.getParams();
     try {
       await saveCheckpoint(this.outputDir, {
@@ -533,6 +541,7 @@ export class Trainer {
       this.setStatus('finished', `stopped at step ${this.step} of ${total}`);
       return { status: 'stopped', step: this.step, outputDir: this.outputDir, lastCheckpoint, finalEval };
     }
+    await this.engine.syncToHost?.();
     await saveModel(this.outputDir, { config: this.model.config, params: this.engine.getParams(), tokenizer: this.model.tokenizer });
     this.setStatus('finished', `finished ${total} steps; model saved in ${this.outputDir}`);
     return { status: 'finished', step: this.step, outputDir: this.outputDir, lastCheckpoint, finalEval };
@@ -540,9 +549,22 @@ export class Trainer {
 }
 
 /** Eval loss of micro-batches with an engine: Σ NLL / Σ trained tokens. */
-export async function evalLoss(engine: Pick<StepEngine, 'evalBatch'>, batches: readonly MicroBatch[], c: RunConfig, K: number): Promise<{ eval_loss: number; eval_tokens: number }> {
+export async function evalLoss(engine: Pick<StepEngine, 'evalBatch' | 'evalBatches'>, batches: readonly MicroBatch[], c: RunConfig, K: number): Promise<{ eval_loss: number; eval_tokens: number }> {
   let nll = 0;
   let tokens = 0;
+  if (engine.evalBatches) {
+    let rs: { nllSum: number; tokens: number }[];
+    try {
+      rs = await engine.evalBatches(batches);
+    } catch (e) {
+      throw engineError(e, c, K, 'during evaluation (per_device_eval_batch_size)');
+    }
+    for (const r of rs) {
+      nll += r.nllSum;
+      tokens += r.tokens;
+    }
+    return { eval_loss: tokens > 0 ? nll / tokens : 0, eval_tokens: tokens };
+  }
   for (const mb of batches) {
     let r: { nllSum: number; tokens: number };
     try {

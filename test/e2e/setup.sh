@@ -12,6 +12,10 @@ NODE_VERSION=24.21.0
 CODE_SERVER_VERSION=4.139.1
 STAMP="node-$NODE_VERSION code-server-$CODE_SERVER_VERSION"
 mkdir -p "$E2E"
+# Run through `npm run e2e:setup`, this script inherits npm's npm_* variables (npm_config_user_agent names the
+# outer Node 20, which code-server's postinstall reads as the Node version): the installs below start clean.
+while read -r v; do unset "$v"; done < <(env | sed -n 's/^\(npm_[A-Za-z0-9_]*\)=.*/\1/p')
+unset NODE
 if [[ -f "$E2E/.ready" && "$(cat "$E2E/.ready")" == "$STAMP" && -x /usr/bin/chromium ]]; then
   echo "e2e setup: already installed ($STAMP)"
   exit 0
