@@ -21,7 +21,7 @@ import type * as ort from 'onnxruntime-node';
 import type { GPT2Config } from '../model/types';
 import { Graph, type Tensor } from './graph/graph';
 import { hiddenStates, lmHeadLogits, modelContext, paramSpecs, tokenNll, trueConst, type WeightMap } from './gpt2Graph';
-import { createSession, toF32 } from './ortSession';
+import { createSession, releaseSessions, toF32 } from './ortSession';
 
 /** One state tensor held by the device (owned: dispose exactly once). */
 export interface DeviceTensor {
@@ -94,15 +94,7 @@ export class CudaGpuBufferIo implements DeviceStateIo {
   }
 
   async release(): Promise<void> {
-    const all = [...this.downloads.values()];
-    this.downloads.clear();
-    for (const s of all) {
-      try {
-        await (await s).release();
-      } catch {
-        // nothing to release
-      }
-    }
+    await releaseSessions(this.downloads);
   }
 }
 

@@ -59,6 +59,19 @@ const ORT_TYPE: Record<DType, ort.Tensor.Type> = {
   uint8: 'uint8',
 };
 
+/** Empties a cache of sessions (created or still being created) and releases each; one that failed to create has nothing to release. */
+export async function releaseSessions(cache: Map<string, Promise<ort.InferenceSession>>): Promise<void> {
+  const all = [...cache.values()];
+  cache.clear();
+  for (const s of all) {
+    try {
+      await (await s).release();
+    } catch {
+      // a session that failed to create has nothing to release
+    }
+  }
+}
+
 export function ortType(d: DType): ort.Tensor.Type {
   return ORT_TYPE[d];
 }

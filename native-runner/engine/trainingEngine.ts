@@ -20,7 +20,7 @@ import type * as ort from 'onnxruntime-node';
 import type { GPT2Config, ParamSet, ParamTensor } from '../model/types';
 import { SftError } from '../util/errors';
 import { dropoutRates, paramSpecs } from './gpt2Graph';
-import { createSession, f32, scalarF32, toF32, toNumber, type Device } from './ortSession';
+import { createSession, f32, releaseSessions, scalarF32, toF32, toNumber, type Device } from './ortSession';
 import { buildEvalGraph, buildForwardGraph, buildGradsGraph, buildTrainGraph, type ForwardOutput, type OptimizerHyper } from './trainGraph';
 import { buildEvalLoopGraph, CudaGpuBufferIo, deviceStateWanted, probeCudaDeviceState, type DeviceStateIo, type DeviceTensor } from './deviceState';
 import type { MicroBatch, StepInput, StepMetrics } from './types';
@@ -144,6 +144,47 @@ function mbFeeds(config: GPT2Config, mb: MicroBatch): Record<string, ort.Tensor>
     weights: new OrtTensor('float32', mb.weights, dims),
     positions: new OrtTensor('int32', mb.positions, dims),
     segments: new OrtTensor('int32', mb.segments, dims),
+  };
+}
+
+/**
+ * The token feeds of a Loop graph run: `slots` (slot i = micro-batch i in the order of the `lead` dims;
+ * undefined = an unused slot, left all zeros) stacked into [...lead, B, T] buffers, each row left-aligned
+ * and zero-padded to T; mb_dims [...lead, 2] = each slot's (rows, length); trip = lead[0] iterations.
+ */
+function loopMbFeeds(config: GPT2Config, slots: readonly (MicroBatch | undefined)[], lead: readonly number[], B: number, T: number): Record<string, ort.Tensor> {
+  const n = slots.length * B * T;
+  const ids = new Int32Array(n);
+  const targets = new Int32Array(n);
+  const weights = new Float32Array(n);
+  const positions = new Int32Array(n);
+  const segments = new Int32Array(n);
+  const mbDims = new BigInt64Array(slots.length * 2);
+  slots.forEach((mb, i) => {
+    if (!mb) return;
+    const tg = safeTargets(config, mb);
+    for (let b = 0; b < mb.B; b++) {
+      const src = b * mb.T;
+      const dst = (i * B + b) * T;
+      ids.set(mb.inputIds.subarray(src, src + mb.T), dst);
+      targets.set(tg.subarray(src, src + mb.T), dst);
+      weights.set(mb.weights.subarray(src, src + mb.T), dst);
+      positions.set(mb.positions.subarray(src, src + mb.T), dst);
+      segments.set(mb.segments.subarray(src, src + mb.T), dst);
+    }
+    mbDims[i * 2] = BigInt(mb.B);
+    mbDims[i * 2 + 1] = BigInt(mb.T);
+  });
+  const dims = [...lead, B, T];
+  return {
+    ids: new OrtTensor('int32', ids, dims),
+    targets: new OrtTensor('int32', targets, dims),
+    weights: new OrtTensor('float32', weights, dims),
+    positions: new OrtTensor('int32', positions, dims),
+    segments: new OrtTensor('int32', segments, dims),
+    mb_dims: new OrtTensor('int64', mbDims, [...lead, 2]),
+    trip: new OrtTensor('int64', BigInt64Array.of(BigInt(lead[0]!)), []),
+    cond: new OrtTensor('bool', Uint8Array.of(1), []),
   };
 }
 
@@ -378,50 +419,20 @@ export class TrainingEngine {
         T = Math.max(T, mb.T);
       });
     });
-    const n = K * A * B * T;
-    const ids = new Int32Array(n);
-    const targets = new Int32Array(n);
-    const weights = new Float32Array(n);
-    const positions = new Int32Array(n);
-    const segments = new Int32Array(n);
-    const mbDims = new BigInt64Array(K * A * 2);
+    const slots: (MicroBatch | undefined)[] = [];
     const nMicro = new BigInt64Array(K);
     const hyper = new Float32Array(K * 3);
     steps.forEach((s, k) => {
       nMicro[k] = BigInt(s.microBatches.length);
-      s.microBatches.forEach((mb, a) => {
-        const base = (k * A + a) * B * T;
-        const tg = safeTargets(config, mb);
-        for (let b = 0; b < mb.B; b++) {
-          const src = b * mb.T;
-          const dst = base + b * T;
-          ids.set(mb.inputIds.subarray(src, src + mb.T), dst);
-          targets.set(tg.subarray(src, src + mb.T), dst);
-          weights.set(mb.weights.subarray(src, src + mb.T), dst);
-          positions.set(mb.positions.subarray(src, src + mb.T), dst);
-          segments.set(mb.segments.subarray(src, src + mb.T), dst);
-        }
-        mbDims[(k * A + a) * 2] = BigInt(mb.B);
-        mbDims[(k * A + a) * 2 + 1] = BigInt(mb.T);
-      });
+      for (let a = 0; a < A; a++) slots.push(s.microBatches[a]);
       const t = this.step + k + 1;
       const { beta1, beta2, weightDecay } = this.hyper;
       hyper[k * 3] = s.lr / (1 - Math.pow(beta1, t));
       hyper[k * 3 + 1] = Math.sqrt(1 - Math.pow(beta2, t));
       hyper[k * 3 + 2] = 1 - s.lr * weightDecay;
     });
-    const dims = [K, A, B, T];
-    const feeds: Record<string, ort.Tensor> = {
-      ids: new OrtTensor('int32', ids, dims),
-      targets: new OrtTensor('int32', targets, dims),
-      weights: new OrtTensor('float32', weights, dims),
-      positions: new OrtTensor('int32', positions, dims),
-      segments: new OrtTensor('int32', segments, dims),
-      mb_dims: new OrtTensor('int64', mbDims, [K, A, 2]),
-      hyper: new OrtTensor('float32', hyper, [K, 3]),
-      trip: new OrtTensor('int64', BigInt64Array.of(BigInt(K)), []),
-      cond: new OrtTensor('bool', Uint8Array.of(1), []),
-    };
+    const feeds = loopMbFeeds(config, slots, [K, A], B, T);
+    feeds.hyper = new OrtTensor('float32', hyper, [K, 3]);
     if (A > 1) feeds.n_micro = new OrtTensor('int64', nMicro, [K]);
     let out: ort.InferenceSession.ReturnType;
     if (this.io) {
@@ -562,38 +573,7 @@ export class TrainingEngine {
         B = Math.max(B, mb.B);
         T = Math.max(T, mb.T);
       });
-      const n = chunk.length * B * T;
-      const ids = new Int32Array(n);
-      const targets = new Int32Array(n);
-      const weights = new Float32Array(n);
-      const positions = new Int32Array(n);
-      const segments = new Int32Array(n);
-      const mbDims = new BigInt64Array(chunk.length * 2);
-      chunk.forEach((mb, j) => {
-        const tg = safeTargets(config, mb);
-        for (let b = 0; b < mb.B; b++) {
-          const src = b * mb.T;
-          const dst = (j * B + b) * T;
-          ids.set(mb.inputIds.subarray(src, src + mb.T), dst);
-          targets.set(tg.subarray(src, src + mb.T), dst);
-          weights.set(mb.weights.subarray(src, src + mb.T), dst);
-          positions.set(mb.positions.subarray(src, src + mb.T), dst);
-          segments.set(mb.segments.subarray(src, src + mb.T), dst);
-        }
-        mbDims[j * 2] = BigInt(mb.B);
-        mbDims[j * 2 + 1] = BigInt(mb.T);
-      });
-      const dims = [chunk.length, B, T];
-      const feeds: Record<string, ort.Tensor> = {
-        ids: new OrtTensor('int32', ids, dims),
-        targets: new OrtTensor('int32', targets, dims),
-        weights: new OrtTensor('float32', weights, dims),
-        positions: new OrtTensor('int32', positions, dims),
-        segments: new OrtTensor('int32', segments, dims),
-        mb_dims: new OrtTensor('int64', mbDims, [chunk.length, 2]),
-        trip: new OrtTensor('int64', BigInt64Array.of(BigInt(chunk.length)), []),
-        cond: new OrtTensor('bool', Uint8Array.of(1), []),
-      };
+      const feeds = loopMbFeeds(config, chunk, [chunk.length], B, T);
       this.stateFeeds('p', 'p:', feeds);
       const out = await (await this.session('evalLoop')).run(feeds);
       const nll = toF32(out.nll_sum!);
@@ -671,15 +651,7 @@ export class TrainingEngine {
     this.disposed = true;
     for (const k of STATE_KINDS) this.disposeDevice(k);
     if (this.io) await this.io.release();
-    const all = [...this.sessions.values()];
-    this.sessions.clear();
-    for (const s of all) {
-      try {
-        await (await s).release();
-      } catch {
-        // a session that failed to create has nothing to release
-      }
-    }
+    await releaseSessions(this.sessions);
   }
 }
 

@@ -14,9 +14,9 @@
  * len in lm-eval; the same as bytes for ASCII text); ties go to the first choice (np.argmax).
  * Aggregation: mean, stderr = sample standard deviation / √n (lm-eval's mean_stderr; null for n < 2).
  */
-import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { SftError } from '../util/errors';
+import { readTextFile } from '../util/textFile';
 import type { LoglikRequest, LoglikScorer } from './loglik';
 
 export const TASKS = ['hellaswag', 'arc_easy', 'arc_challenge', 'piqa', 'winogrande', 'truthfulqa_mc2'] as const;
@@ -225,12 +225,7 @@ export async function readTaskRows(file: string): Promise<TaskRow[]> {
     }
     return rows.map((row, i) => ({ row, where: `${file}: row ${i + 1}` }));
   }
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8').replace(/^\uFEFF/, '');
-  } catch (e) {
-    throw new SftError(`cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
-  }
+  const text = readTextFile(file);
   // A JSON array (or the datasets viewer's {"rows":[{"row":…}]}) — else JSON Lines, which is also what
   // datasets' to_json() writes under a .json name.
   const trimmed = text.trimStart();

@@ -2,12 +2,12 @@
  * Shared pieces of the inference commands (chat, compare, perplexity, score, bench): the sampling and
  * device options, output streams that tests can replace, and the prompts-file reader.
  */
-import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { numberOption } from '../cli/command';
 import type { Device } from '../engine/ortSession';
 import { SftError } from '../util/errors';
+import { readTextFile } from '../util/textFile';
 
 export interface CommandIO {
   stdin: Readable & { isTTY?: boolean };
@@ -83,12 +83,7 @@ export function positiveInt(v: string | undefined, name: string, fallback?: numb
  * text (one prompt per non-empty line). Objects use "prompt", "instruction", "question" or "text".
  */
 export function readPromptsFile(file: string): string[] {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8').replace(/^\uFEFF/, '');
-  } catch (e) {
-    throw new SftError(`cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
-  }
+  const text = readTextFile(file);
   const fromValue = (v: unknown, where: string): string => {
     if (typeof v === 'string') return v;
     if (v && typeof v === 'object' && !Array.isArray(v)) {

@@ -7,13 +7,14 @@
  *   perplexityOfText / perplexityOfFile / evalLossOfExamples   measurement helpers
  *   closeInferenceModels()           frees every cached model
  */
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { LoadedModel } from '../model/types';
 import type { TokenizedExample } from '../data/types';
 import { loadModel } from '../model/modelFolder';
 import type { Device } from '../engine/ortSession';
 import { SftError } from '../util/errors';
+import { readTextFile } from '../util/textFile';
 import { EngineLM } from './engineLM';
 import { buildPrompt, chatStopIds, extractAnswer, hasChatTokens, type ChatMessage, type PromptMode } from './chatFormat';
 import { generate, maxPromptTokens, type StopReason } from './generate';
@@ -216,12 +217,7 @@ export async function perplexityOfFile(
   file: string,
   opts: { device?: Device; window?: number; stride?: number; batchSize?: number; signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
 ): Promise<PerplexityResult> {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8').replace(/^\uFEFF/, '');
-  } catch (e) {
-    throw new SftError(`cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
-  }
+  const text = readTextFile(file);
   const m = await openInferenceModel(modelDir, opts.device ?? 'cpu');
   return perplexityOfText(m, text, opts);
 }

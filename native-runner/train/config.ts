@@ -12,6 +12,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { TrainingDataOptions } from '../data/dataset';
+import type { FormatChoice } from '../data/formats';
 import { SftError } from '../util/errors';
 
 export type SchedulerType = 'linear' | 'cosine' | 'constant' | 'constant_with_warmup';
@@ -318,4 +320,33 @@ export function runConfigToJson(c: RunConfig): Record<string, unknown> {
 export function defaultStepsPerRun(c: RunConfig, loggingEvery: number): number {
   if (c.steps_per_run !== null) return c.steps_per_run;
   return Math.max(1, Math.min(loggingEvery, c.device === 'cuda' ? 32 : 8));
+}
+
+/**
+ * The loadTrainingData options of a run: its data keys, max_length cut at the model's context
+ * (`nPositions`), and the tokenizer training uses. Shared by `sft train` and the pre-flight plan so
+ * both see the same examples.
+ */
+export function trainingDataOptions(
+  c: RunConfig,
+  nPositions: number,
+  tokenizer: TrainingDataOptions['tokenizer'],
+  signal?: AbortSignal,
+): TrainingDataOptions {
+  return {
+    dataset: c.dataset,
+    dataset_format: c.dataset_format as FormatChoice,
+    eval_dataset: c.eval_dataset ?? undefined,
+    test_size: c.eval_dataset ? undefined : c.test_size,
+    seed: c.seed,
+    max_length: Math.min(c.max_length, nPositions),
+    assistant_only_loss: c.assistant_only_loss,
+    on_bad_line: c.on_bad_line,
+    oasst_paths: c.oasst_paths,
+    oasst_lang: c.oasst_lang ?? undefined,
+    tokenizer,
+    per_device_train_batch_size: c.per_device_train_batch_size,
+    packing: c.packing,
+    signal,
+  };
 }

@@ -15,7 +15,7 @@ import { loadTokenizer, type HfTokenizer } from '../model/tokenizer';
 import { readConfig } from '../model/config';
 import { downloadModel, looksLikeHubId } from '../util/download';
 import { SftError } from '../util/errors';
-import type { RunConfig } from './config';
+import { trainingDataOptions, type RunConfig } from './config';
 import { computePlan } from './plan';
 import { configFromParam, type RequestContext, type ServiceHandlers } from './server';
 import { defaultPreviewModel } from '../cli/commands/preview';
@@ -42,22 +42,7 @@ export async function planRun(config: RunConfig, ctx?: Pick<RequestContext, 'sig
   const tokenizer = modelTokenizer(dir);
   const nPositions = readConfig(dir).n_positions;
   const maxLength = Math.min(config.max_length, nPositions);
-  const data = await loadTrainingData({
-    dataset: config.dataset,
-    dataset_format: config.dataset_format as FormatChoice,
-    eval_dataset: config.eval_dataset ?? undefined,
-    test_size: config.eval_dataset ? undefined : config.test_size,
-    seed: config.seed,
-    max_length: maxLength,
-    assistant_only_loss: config.assistant_only_loss,
-    on_bad_line: config.on_bad_line,
-    oasst_paths: config.oasst_paths,
-    oasst_lang: config.oasst_lang ?? undefined,
-    tokenizer,
-    per_device_train_batch_size: config.per_device_train_batch_size,
-    packing: config.packing,
-    signal: ctx?.signal,
-  });
+  const data = await loadTrainingData(trainingDataOptions(config, nPositions, tokenizer, ctx?.signal));
   const order = epochOrder(data.train.length, config.seed, 0, config.shuffle);
   const plan = computePlan(
     { ...config, max_length: maxLength },

@@ -25,7 +25,6 @@ import type { LoadedModel, ParamSet } from '../model/types';
 import { buildMicroBatch, makeMicroBatches, microBatchCount, planRows, epochOrder } from '../data/batching';
 import { loadTrainingData, type TrainingData } from '../data/dataset';
 import type { TokenizedExample } from '../data/types';
-import type { FormatChoice } from '../data/formats';
 import { loadModel, saveModel } from '../model/modelFolder';
 import { writeFileAtomic } from '../util/atomic';
 import { downloadModel, looksLikeHubId } from '../util/download';
@@ -35,7 +34,7 @@ import {
   checkpointDir, checkpointProblem, findLatestCheckpoint, listCheckpointDirs, newTrainerState, readOptimizerState, readTrainerState,
   removeStaleTemp, saveCheckpoint, type OptimizerState, type PendingLog, type TrainerState,
 } from './checkpoint';
-import { defaultStepsPerRun, runConfigToJson, type RunConfig } from './config';
+import { defaultStepsPerRun, runConfigToJson, trainingDataOptions, type RunConfig } from './config';
 import { MetricsLog } from './metricsLog';
 import { computePlan, runEvents, type RunEvents } from './plan';
 import { computeStepSchedule, cursorOfStep, epochAfter, learningRateAt, type LrSchedule, type StepSchedule } from './schedule';
@@ -232,21 +231,7 @@ export class Trainer {
     model = prepared.model;
 
     // data
-    const data = await loadTrainingData({
-      dataset: config.dataset,
-      dataset_format: config.dataset_format as FormatChoice,
-      eval_dataset: config.eval_dataset ?? undefined,
-      test_size: config.eval_dataset ? undefined : config.test_size,
-      seed: config.seed,
-      max_length: Math.min(config.max_length, model.config.n_positions),
-      assistant_only_loss: config.assistant_only_loss,
-      on_bad_line: config.on_bad_line,
-      oasst_paths: config.oasst_paths,
-      oasst_lang: config.oasst_lang ?? undefined,
-      tokenizer: model.tokenizer,
-      per_device_train_batch_size: config.per_device_train_batch_size,
-      packing: config.packing,
-    });
+    const data = await loadTrainingData(trainingDataOptions(config, model.config.n_positions, model.tokenizer));
     if (config.max_length > model.config.n_positions) log(`max_length ${config.max_length} > the model's n_positions ${model.config.n_positions}: examples are cut at ${model.config.n_positions}`);
     for (const n of data.notes) log(n);
     log(`data: ${data.train.length} train / ${data.eval.length} eval examples (${data.formatUsed})`);

@@ -8,7 +8,7 @@ import * as vscode from 'vscode';
 import { ChatFromWebview, type ChatMsgFromWebview, type ChatMsgToWebview, type ModelChoice, type SamplingParams } from '../../protocol/webview';
 import { RunnerService } from '../runnerService';
 import type { WorkspaceRuns } from '../workspaceRuns';
-import { WebviewChannel } from './webviewChannel';
+import { openChannelPanel, type WebviewChannel } from './webviewChannel';
 import { listModelChoices, pickModel } from '../modelChoices';
 
 export const DEFAULT_SAMPLING: SamplingParams = { temperature: 0.7, top_p: 0.9, top_k: 0, max_new_tokens: 150, seed: 42 };
@@ -44,19 +44,15 @@ export class ChatPanel implements vscode.Disposable {
   ) {
     this.selection = models;
     this.sideBySide = sideBySide;
-    this.panel = vscode.window.createWebviewPanel('sft.chat', sideBySide ? 'SFT Compare' : 'SFT Chat', vscode.ViewColumn.Active, {
-      enableScripts: true,
-      localResourceRoots: [vscode.Uri.joinPath(ctx.extensionUri, 'media')],
-    });
-    this.panel.iconPath = vscode.Uri.joinPath(ctx.extensionUri, 'media', 'sft.svg');
-    this.channel = new WebviewChannel(this.panel.webview, ctx.extensionUri, 'chat', 'SFT Chat', ChatFromWebview, (l) => ctx.runner.output.appendLine(l), (m) => this.onMessage(m));
-    this.subs.push(
-      this.channel,
-      this.panel.onDidDispose(() => this.dispose()),
-      this.panel.onDidChangeViewState((e) => {
-        if (!e.webviewPanel.visible) this.channel.reset();
-      }),
+    const opened = openChannelPanel<ChatMsgFromWebview, ChatMsgToWebview>(
+      ctx,
+      { viewType: 'sft.chat', tabTitle: sideBySide ? 'SFT Compare' : 'SFT Chat', panel: 'chat', title: 'SFT Chat', parser: ChatFromWebview, retainContextWhenHidden: false },
+      (m) => this.onMessage(m),
+      () => this.dispose(),
     );
+    this.panel = opened.panel;
+    this.channel = opened.channel;
+    this.subs.push(...opened.disposables);
   }
 
   private async sendInit(): Promise<void> {

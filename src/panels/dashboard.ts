@@ -10,7 +10,7 @@ import { DashboardFromWebview, type DashboardMsgFromWebview, type DashboardMsgTo
 import { listCheckpoints, nearestCheckpoint, readMetrics, readRun } from '../runFolder';
 import type { RunnerService } from '../runnerService';
 import type { WorkspaceRuns } from '../workspaceRuns';
-import { WebviewChannel } from './webviewChannel';
+import { openChannelPanel, type WebviewChannel } from './webviewChannel';
 
 export class DashboardPanel implements vscode.Disposable {
   static current: DashboardPanel | undefined;
@@ -36,19 +36,16 @@ export class DashboardPanel implements vscode.Disposable {
     runDirs: string[],
   ) {
     this.runDirs = [...new Set(runDirs)];
-    this.panel = vscode.window.createWebviewPanel('sft.dashboard', 'SFT Dashboard', vscode.ViewColumn.Active, {
-      enableScripts: true,
-      retainContextWhenHidden: false,
-      localResourceRoots: [vscode.Uri.joinPath(ctx.extensionUri, 'media')],
-    });
-    this.panel.iconPath = vscode.Uri.joinPath(ctx.extensionUri, 'media', 'sft.svg');
-    this.channel = new WebviewChannel(this.panel.webview, ctx.extensionUri, 'dashboard', 'SFT Dashboard', DashboardFromWebview, (l) => ctx.runner.output.appendLine(l), (m) => this.onMessage(m));
+    const opened = openChannelPanel<DashboardMsgFromWebview, DashboardMsgToWebview>(
+      ctx,
+      { viewType: 'sft.dashboard', tabTitle: 'SFT Dashboard', panel: 'dashboard', title: 'SFT Dashboard', parser: DashboardFromWebview, retainContextWhenHidden: false },
+      (m) => this.onMessage(m),
+      () => this.dispose(),
+    );
+    this.panel = opened.panel;
+    this.channel = opened.channel;
     this.subs.push(
-      this.channel,
-      this.panel.onDidDispose(() => this.dispose()),
-      this.panel.onDidChangeViewState((e) => {
-        if (!e.webviewPanel.visible) this.channel.reset();
-      }),
+      ...opened.disposables,
       ctx.runner.onMetrics(({ runDir, record }) => {
         if (!runDir) return;
         if (!this.runDirs.includes(runDir)) {

@@ -10,7 +10,7 @@ import { basename, dirname, isAbsolute, join, relative } from 'node:path';
 import { TrainFormFromWebview, type TrainFormMsgFromWebview, type TrainFormMsgToWebview } from '../../protocol/webview';
 import { RunnerService } from '../runnerService';
 import { renderPlan } from '../planView';
-import { WebviewChannel } from './webviewChannel';
+import { openChannelPanel, type WebviewChannel } from './webviewChannel';
 
 export class TrainFormPanel implements vscode.Disposable {
   static current: TrainFormPanel | undefined;
@@ -31,14 +31,15 @@ export class TrainFormPanel implements vscode.Disposable {
     private config: Record<string, unknown>,
     private configPath: string,
   ) {
-    this.panel = vscode.window.createWebviewPanel('sft.trainForm', `Start Training: ${basename(configPath)}`, vscode.ViewColumn.Active, {
-      enableScripts: true,
-      retainContextWhenHidden: true,
-      localResourceRoots: [vscode.Uri.joinPath(ctx.extensionUri, 'media')],
-    });
-    this.panel.iconPath = vscode.Uri.joinPath(ctx.extensionUri, 'media', 'sft.svg');
-    this.channel = new WebviewChannel(this.panel.webview, ctx.extensionUri, 'train', 'Start Training', TrainFormFromWebview, (l) => ctx.runner.output.appendLine(l), (m) => this.onMessage(m));
-    this.subs.push(this.channel, this.panel.onDidDispose(() => this.dispose()));
+    const opened = openChannelPanel<TrainFormMsgFromWebview, TrainFormMsgToWebview>(
+      ctx,
+      { viewType: 'sft.trainForm', tabTitle: `Start Training: ${basename(configPath)}`, panel: 'train', title: 'Start Training', parser: TrainFormFromWebview, retainContextWhenHidden: true },
+      (m) => this.onMessage(m),
+      () => this.dispose(),
+    );
+    this.panel = opened.panel;
+    this.channel = opened.channel;
+    this.subs.push(...opened.disposables);
   }
 
   private async onMessage(m: TrainFormMsgFromWebview): Promise<void> {

@@ -75,3 +75,43 @@ export class WebviewChannel<In extends { type: string }, Out extends { type: str
     for (const s of this.subs) s.dispose();
   }
 }
+
+/** What a panel's webview is: its view type, tab title, bundle name (media/dist/<panel>.js) and document title. */
+export interface ChannelPanelSpec<In> {
+  viewType: string;
+  tabTitle: string;
+  panel: string;
+  title: string;
+  parser: Parser<In>;
+  retainContextWhenHidden: boolean;
+}
+
+/**
+ * An editor-tab webview panel (the extension's icon, media/ as its only resource root) with its channel,
+ * logging to the runner's output channel. The returned disposables are the channel, the panel's close →
+ * `onDispose`, and, unless the context is retained while hidden, a channel reset each time the panel is
+ * hidden (its document reloads when shown).
+ */
+export function openChannelPanel<In extends { type: string }, Out extends { type: string }>(
+  ctx: { extensionUri: vscode.Uri; runner: { output: { appendLine(line: string): void } } },
+  spec: ChannelPanelSpec<In>,
+  onMessage: (m: In) => void | Promise<void>,
+  onDispose: () => void,
+): { panel: vscode.WebviewPanel; channel: WebviewChannel<In, Out>; disposables: vscode.Disposable[] } {
+  const panel = vscode.window.createWebviewPanel(spec.viewType, spec.tabTitle, vscode.ViewColumn.Active, {
+    enableScripts: true,
+    retainContextWhenHidden: spec.retainContextWhenHidden,
+    localResourceRoots: [vscode.Uri.joinPath(ctx.extensionUri, 'media')],
+  });
+  panel.iconPath = vscode.Uri.joinPath(ctx.extensionUri, 'media', 'sft.svg');
+  const channel = new WebviewChannel<In, Out>(panel.webview, ctx.extensionUri, spec.panel, spec.title, spec.parser, (l) => ctx.runner.output.appendLine(l), onMessage);
+  const disposables: vscode.Disposable[] = [channel, panel.onDidDispose(onDispose)];
+  if (!spec.retainContextWhenHidden) {
+    disposables.push(
+      panel.onDidChangeViewState((e) => {
+        if (!e.webviewPanel.visible) channel.reset();
+      }),
+    );
+  }
+  return { panel, channel, disposables };
+}

@@ -12,7 +12,7 @@ import { splitTrainEval } from '../../native-runner/data/split';
 import { trainedCount } from '../../native-runner/data/tokenize';
 import { epochMicroBatches, trainedTargets } from '../../native-runner/data/batching';
 import { SftError } from '../../native-runner/util/errors';
-import { OASST_COLUMNS, writeParquet } from './parquetFixture';
+import { OASST_COLUMNS, writeParquet } from '../helpers/parquet';
 
 const ROOT = path.join(__dirname, '../..');
 const tok = loadTokenizer(path.join(ROOT, 'samples/tiny-gpt2-chat'));

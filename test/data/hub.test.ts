@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { resolveHubDataset, datasetCacheDir } from '../../native-runner/data/hub';
 import { loadTrainingData } from '../../native-runner/data/dataset';
 import { loadTokenizer } from '../../native-runner/model/tokenizer';
-import { OASST_COLUMNS, writeParquet } from './parquetFixture';
+import { OASST_COLUMNS, writeParquet } from '../helpers/parquet';
 
 const FIX = path.join(__dirname, '../fixtures/data');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-data-hub-'));

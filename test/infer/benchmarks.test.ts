@@ -175,19 +175,19 @@ test('--limit takes the first rows; malformed rows name file and line', async ()
 });
 
 test('Parquet rows (as the Hub serves datasets) read like JSONL; INT64 labels arrive as bigint', async () => {
-  const { writeParquet } = await import('./parquetWriter');
+  const { writeParquet } = await import('../helpers/parquet');
   const dir = mkdtempSync(join(tmpdir(), 'sft-bench-pq-'));
   const file = join(dir, 'piqa-validation.parquet');
   const jsonl = await readTaskRows(join(DIR, 'piqa.jsonl'));
-  const col = (k: string) => jsonl.map((r) => r.row[k]);
-  writeFileSync(
+  writeParquet(
     file,
-    writeParquet([
-      { name: 'goal', kind: 'string', values: col('goal') as string[] },
-      { name: 'sol1', kind: 'string', values: col('sol1') as string[] },
-      { name: 'sol2', kind: 'string', values: col('sol2') as string[] },
-      { name: 'label', kind: 'int64', values: col('label') as number[] },
-    ]),
+    [
+      { name: 'goal', type: 'string' },
+      { name: 'sol1', type: 'string' },
+      { name: 'sol2', type: 'string' },
+      { name: 'label', type: 'int64' },
+    ],
+    jsonl.map((r) => r.row),
   );
   const rows = await readTaskRows(file);
   assert.equal(typeof rows[0]!.row.label, 'bigint');

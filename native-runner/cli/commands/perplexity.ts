@@ -4,12 +4,11 @@
  * n_positions) every S tokens (default N/2), each token after the first predicted once. --json: last line
  * {"tokens","predicted","nll_sum","ppl"}.
  */
-import { readFileSync } from 'node:fs';
 import type { Command } from '../command';
 import { parseOptions, required } from '../command';
 import { openInferenceModel, perplexityOfText } from '../../infer/service';
 import { deviceArg, fmt, positiveInt, println, processIO, isTTY, type CommandIO } from '../../infer/cliSupport';
-import { SftError } from '../../util/errors';
+import { readTextFile } from '../../util/textFile';
 
 const USAGE = 'sft perplexity --model DIR --file TEXT [--window N] [--stride S] [--batch_size 4] [--device cpu|cuda] [--json]';
 
@@ -21,12 +20,7 @@ export async function runPerplexity(argv: string[], io: CommandIO = processIO())
   );
   const dir = required(values.model, 'model', USAGE);
   const file = required(values.file, 'file', USAGE);
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8').replace(/^\uFEFF/, '');
-  } catch (e) {
-    throw new SftError(`cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
-  }
+  const text = readTextFile(file);
   const m = await openInferenceModel(dir, deviceArg(values.device));
   const window = positiveInt(values.window, 'window', m.lm.nPositions)!;
   const stride = positiveInt(values.stride, 'stride', Math.max(1, Math.floor(window / 2)))!;

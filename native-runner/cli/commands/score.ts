@@ -4,24 +4,19 @@
  * Output: one line {"loglik","is_greedy","n_tokens"} per request, in order (JSON Lines), with or without
  * --json (accepted like the other commands' --json; stdout holds nothing but these lines either way).
  */
-import { readFileSync } from 'node:fs';
 import type { Command } from '../command';
 import { parseOptions, required } from '../command';
 import { openInferenceModel } from '../../infer/service';
 import { CausalLMScorer, type LoglikRequest } from '../../infer/loglik';
 import { deviceArg, positiveInt, println, processIO, isTTY, type CommandIO } from '../../infer/cliSupport';
 import { SftError } from '../../util/errors';
+import { readTextFile } from '../../util/textFile';
 
 const USAGE = 'sft score --model DIR --requests FILE.jsonl [--batch_size 8] [--device cpu|cuda] [--json]';
 
 /** Reads {"context","continuation"} lines; errors name file:line. */
 export function readLoglikRequests(file: string): LoglikRequest[] {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8').replace(/^\uFEFF/, '');
-  } catch (e) {
-    throw new SftError(`cannot read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, file);
-  }
+  const text = readTextFile(file);
   const out: LoglikRequest[] = [];
   text.split(/\r?\n/).forEach((line, i) => {
     if (!line.trim()) return;

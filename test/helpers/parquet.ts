@@ -1,15 +1,17 @@
-// Test helper (not a test): writes a small, uncompressed, single-row-group Parquet file so the oasst1
-// Parquet path can be tested on data of our own. Format facts from the Parquet spec (parquet.thrift):
-// "PAR1" magic, one PLAIN-encoded v1 data page per column, definition levels for optional columns as an
-// RLE/bit-packed hybrid with a 4-byte length prefix, FileMetaData in Thrift compact protocol, its length
-// (4 bytes LE) and "PAR1" at the end.
+// Test helper (not a test): writes a small, uncompressed, single-row-group Parquet file so the Parquet
+// readers (oasst1 data, benchmark task rows) can be tested on data of our own. Columns are flat UTF-8
+// strings, DOUBLE, BOOLEAN or INT64, REQUIRED or OPTIONAL (nullable). Format facts from the Parquet spec
+// (parquet.thrift): "PAR1" magic, one PLAIN-encoded v1 data page per column, definition levels for
+// optional columns as an RLE/bit-packed hybrid with a 4-byte length prefix, FileMetaData in Thrift compact
+// protocol, its length (4 bytes LE) and "PAR1" at the end.
 import * as fs from 'node:fs';
 
-export type ColumnType = 'string' | 'double' | 'boolean';
+export type ColumnType = 'string' | 'double' | 'boolean' | 'int64';
 export interface ColumnSpec {
   name: string;
   type: ColumnType;
-  optional: boolean;
+  /** OPTIONAL (null/undefined values allowed); default REQUIRED. */
+  optional?: boolean;
 }
 
 /** Thrift compact protocol writer (only what FileMetaData and PageHeader need). */
@@ -85,7 +87,8 @@ class Compact {
   }
 }
 
-const PHYSICAL: Record<ColumnType, number> = { boolean: 0, double: 5, string: 6 };
+/** parquet.thrift Type: BOOLEAN 0, INT64 2, DOUBLE 5, BYTE_ARRAY 6. */
+const PHYSICAL: Record<ColumnType, number> = { boolean: 0, int64: 2, double: 5, string: 6 };
 
 function plainValues(type: ColumnType, values: unknown[]): Buffer {
   if (type === 'string') return Buffer.concat(values.map((v) => {
@@ -97,6 +100,11 @@ function plainValues(type: ColumnType, values: unknown[]): Buffer {
   if (type === 'double') return Buffer.concat(values.map((v) => {
     const b = Buffer.alloc(8);
     b.writeDoubleLE(v as number);
+    return b;
+  }));
+  if (type === 'int64') return Buffer.concat(values.map((v) => {
+    const b = Buffer.alloc(8);
+    b.writeBigInt64LE(BigInt(v as number | bigint));
     return b;
   }));
   const out = Buffer.alloc(Math.ceil(values.length / 8));
@@ -119,7 +127,8 @@ function defLevels(present: boolean[]): Buffer {
   return Buffer.concat([len, body]);
 }
 
-export function writeParquet(file: string, columns: ColumnSpec[], rows: Record<string, unknown>[]): void {
+/** The bytes of a Parquet file holding `rows` (one object per row, keyed by column name). */
+export function parquetBytes(columns: ColumnSpec[], rows: Record<string, unknown>[]): Buffer {
   const parts: Buffer[] = [Buffer.from('PAR1')];
   let offset = 4;
   const chunks: { col: ColumnSpec; offset: number; size: number }[] = [];
@@ -130,8 +139,8 @@ export function writeParquet(file: string, columns: ColumnSpec[], rows: Record<s
     const data = Buffer.concat([col.optional ? defLevels(present) : Buffer.alloc(0), plainValues(col.type, vals.filter((_, i) => present[i]))]);
     const h = new Compact();
     h.structBody((w) => {
-      w.i32(1, 0).i32(2, data.length).i32(3, data.length);
-      w.struct(5, (d) => d.i32(1, rows.length).i32(2, 0).i32(3, 3).i32(4, 3));
+      w.i32(1, 0).i32(2, data.length).i32(3, data.length); // DATA_PAGE, sizes
+      w.struct(5, (d) => d.i32(1, rows.length).i32(2, 0).i32(3, 3).i32(4, 3)); // PLAIN values, RLE levels
     });
     const header = Buffer.from(h.bytes);
     chunks.push({ col, offset, size: header.length + data.length });
@@ -169,15 +178,20 @@ export function writeParquet(file: string, columns: ColumnSpec[], rows: Record<s
   const len = Buffer.alloc(4);
   len.writeUInt32LE(metaBuf.length);
   parts.push(metaBuf, len, Buffer.from('PAR1'));
-  fs.writeFileSync(file, Buffer.concat(parts));
+  return Buffer.concat(parts);
+}
+
+/** Writes parquetBytes(columns, rows) to `file`. */
+export function writeParquet(file: string, columns: ColumnSpec[], rows: Record<string, unknown>[]): void {
+  fs.writeFileSync(file, parquetBytes(columns, rows));
 }
 
 /** The oasst1 columns this project reads. */
 export const OASST_COLUMNS: ColumnSpec[] = [
-  { name: 'message_id', type: 'string', optional: false },
+  { name: 'message_id', type: 'string' },
   { name: 'parent_id', type: 'string', optional: true },
-  { name: 'role', type: 'string', optional: false },
-  { name: 'text', type: 'string', optional: false },
+  { name: 'role', type: 'string' },
+  { name: 'text', type: 'string' },
   { name: 'lang', type: 'string', optional: true },
   { name: 'rank', type: 'double', optional: true },
   { name: 'deleted', type: 'boolean', optional: true },
