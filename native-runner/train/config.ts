@@ -319,7 +319,8 @@ export function runConfigToJson(c: RunConfig): Record<string, unknown> {
 /** Steps-per-run default: min(logging_steps, 8) on cpu, min(logging_steps, 32) on cuda (integers only). */
 export function defaultStepsPerRun(c: RunConfig, loggingEvery: number): number {
   if (c.steps_per_run !== null) return c.steps_per_run;
-  return Math.max(1, Math.min(loggingEvery, c.device === 'cuda' ? 32 : 8));
+  // CUDA runs span logging steps (trainer.ts nextBoundary), so K is not tied to logging_steps there.
+  return c.device === 'cuda' ? 32 : Math.max(1, Math.min(loggingEvery, 8));
 }
 
 /**

@@ -385,8 +385,12 @@ export class Trainer {
 
   private nextBoundary(from: number): number {
     const after = (list: number[]) => list.find((s) => s > from) ?? Infinity;
-    const logging = (Math.floor(from / this.events.loggingEvery) + 1) * this.events.loggingEvery;
-    const first = this.config.logging_first_step && from === 0 ? 1 : Infinity;
+    // Logging needs only the per-step metrics every run returns, so on CUDA (where each run boundary may
+    // cost a host round trip of the state) runs span logging steps; on the CPU they end there, which keeps
+    // progress fine-grained at no cost.
+    const spanLogging = this.config.device === 'cuda';
+    const logging = spanLogging ? Infinity : (Math.floor(from / this.events.loggingEvery) + 1) * this.events.loggingEvery;
+    const first = !spanLogging && this.config.logging_first_step && from === 0 ? 1 : Infinity;
     return Math.min(this.schedule.totalSteps, logging, first, after(this.events.evalAt), after(this.events.saveAt));
   }
 
@@ -443,12 +447,15 @@ export class Trainer {
       const end = this.nextBoundary(this.step);
       const n = Math.min(this.stepsPerRun, end - this.step);
       const inputs: StepInput[] = [];
-      let real = 0;
+      const realPerStep: number[] = [];
       for (let s = this.step; s < this.step + n; s++) {
         const microBatches = this.stepBatches(s);
+        let real = 0;
         for (const mb of microBatches) real += realTokens(mb);
+        realPerStep.push(real);
         inputs.push({ microBatches, lr: learningRateAt(lr, s) });
       }
+      const real = realPerStep.reduce((a, b) => a + b, 0);
       const t0 = performance.now();
       let results: StepMetrics[];
       try {
@@ -474,32 +481,34 @@ export class Trainer {
         window.grad_norm_last = r.gradNorm;
         this.state.tokens_seen += r.tokens;
         this.lastLoss = r.loss;
+        // A run's time is shared evenly among its steps (the engine reports no per-step time).
+        window.seconds += seconds / n;
+        windowReal += realPerStep[i]!;
+        this.state.elapsed_s += seconds / n;
+        const done = this.step + i + 1;
+        if (done % this.events.loggingEvery === 0 || (this.config.logging_first_step && done === 1) || done === total) {
+          const rec: TrainRecord = {
+            type: 'train',
+            step: done,
+            epoch: epochAfter(this.schedule, done),
+            loss: window.loss_sum / window.steps,
+            grad_norm: window.grad_norm_last,
+            learning_rate: learningRateAt(lr, done - 1),
+            tokens: window.tokens,
+            tokens_per_second: window.seconds > 0 ? windowReal / window.seconds : 0,
+            elapsed_s: this.state.elapsed_s,
+          };
+          this.emit(rec);
+          Object.assign(window, emptyWindow());
+          windowReal = 0;
+        }
       }
-      window.seconds += seconds;
-      windowReal += real;
-      this.state.elapsed_s += seconds;
       stepSeconds = seconds / n;
       recentTps = seconds > 0 ? real / seconds : 0;
       this.step += n;
       const step = this.step;
       const epoch = epochAfter(this.schedule, step);
 
-      if (step % this.events.loggingEvery === 0 || (this.config.logging_first_step && step === 1) || step === total) {
-        const rec: TrainRecord = {
-          type: 'train',
-          step,
-          epoch,
-          loss: window.loss_sum / window.steps,
-          grad_norm: window.grad_norm_last,
-          learning_rate: learningRateAt(lr, step - 1),
-          tokens: window.tokens,
-          tokens_per_second: window.seconds > 0 ? windowReal / window.seconds : 0,
-          elapsed_s: this.state.elapsed_s,
-        };
-        this.emit(rec);
-        Object.assign(window, emptyWindow());
-        windowReal = 0;
-      }
       if (this.events.evalAt.includes(step)) {
         const ev = await this.evaluate();
         if (ev) {
