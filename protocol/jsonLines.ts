@@ -49,7 +49,7 @@ export class JsonLineDecoder {
       const line = this.pending + piece;
       this.pending = '';
       if (line.length > this.maxLine) {
-        out.push(this.oversized(line.length));
+        out.push(this.oversized(this.lineNo, line.length));
         continue;
       }
       const item = this.parse(line);
@@ -59,7 +59,7 @@ export class JsonLineDecoder {
     if (!this.discarding) {
       this.pending += rest;
       if (this.pending.length > this.maxLine) {
-        out.push(this.oversized(this.pending.length));
+        out.push(this.oversized(this.lineNo + 1, this.pending.length));
         this.pending = '';
         this.discarding = true;
       }
@@ -76,8 +76,8 @@ export class JsonLineDecoder {
     return out;
   }
 
-  private oversized(length: number): DecodedLine {
-    return { ok: false, error: `line ${this.lineNo + (this.discarding ? 0 : 1)}: longer than ${this.maxLine} characters (${length}+), dropped` };
+  private oversized(lineNo: number, length: number): DecodedLine {
+    return { ok: false, error: `line ${lineNo}: longer than ${this.maxLine} characters (${length}+), dropped` };
   }
 
   private parse(raw: string): DecodedLine | null {

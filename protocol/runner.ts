@@ -17,7 +17,7 @@
  * emits `state {status:'idle'}` and it exits when its stdin closes or after `shutdown`.
  */
 import {
-  any, arrayOf, bool, int, literal, nullable, num, obj, oneOf, opt, range, record, str, tagged,
+  arrayOf, bool, int, literal, nullable, num, obj, oneOf, opt, range, record, str, tagged,
   type Check, type Checked,
 } from './schema';
 
@@ -349,6 +349,3 @@ export function parseHostMessage(value: unknown, methodOf: (id: number) => Runne
   }
   return { ok: false, reason: `message.kind: expected "reply" or "event", got ${JSON.stringify(value.kind)}` };
 }
-
-/** Free-form payload check re-exported for consumers that validate nested configs themselves. */
-export const anyValue = any;

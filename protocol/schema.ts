@@ -43,9 +43,6 @@ export function nullable<T>(c: Check<T>): Check<T | null> {
   return (v, p) => (v === null ? null : c(v, p));
 }
 
-/** Anything JSON (used for free-form payloads such as a run config object). */
-export const any: Check<unknown> = () => null;
-
 export function arrayOf<T>(c: Check<T>, maxLength = Infinity): Check<T[]> {
   return (v, p) => {
     if (!Array.isArray(v)) return `${p}: expected array, got ${describe(v)}`;

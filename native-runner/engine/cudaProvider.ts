@@ -497,9 +497,8 @@ export function explainCudaFailure(error: unknown, opts: DiagnoseOptions = {}): 
   return new SftError(describeCudaProblem(d, original), 'device cuda');
 }
 
-/** `sft doctor`: one line per check, ✓ / ✗ / ! first. */
-export function cudaReport(opts: DiagnoseOptions = {}): string[] {
-  const d = diagnoseCuda(opts);
+/** `sft doctor`: one line per check, ✓ / ✗ / ! first (of `d` when the caller already has the diagnosis). */
+export function cudaReport(opts: DiagnoseOptions = {}, d: CudaDiagnosis = diagnoseCuda(opts)): string[] {
   const lines: string[] = [];
   const mark = (ok: boolean) => (ok ? '✓' : '✗');
   lines.push(`${mark(d.platformSupported)} platform ${d.platform}${d.platformSupported ? '' : ' (CUDA needs linux x64)'}`);

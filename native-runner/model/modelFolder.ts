@@ -228,7 +228,8 @@ export async function saveModel(dir: string, m: SaveModelInput): Promise<void> {
     });
     return;
   }
-  // The folder holds other things: stage the files in a sibling temp folder, then rename each into place.
+  // The folder holds other things: stage the files in a temp folder inside it (a leftover one is cleared by
+  // train/checkpoint removeStaleTemp), then rename each into place.
   const stage = path.join(dir, `.save-${process.pid}-${Date.now()}`);
   fs.mkdirSync(stage);
   try {

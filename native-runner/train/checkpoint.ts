@@ -14,6 +14,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { MetricsRecord } from '../../protocol/runner';
+import type { OptimizerState } from '../engine/trainingEngine';
 import type { ParamSet } from '../model/types';
 import { readSafetensors, writeSafetensorsSynced } from '../model/safetensors';
 import { fsyncDir, writeDirAtomic, writeFileSynced } from '../util/atomic';
@@ -25,12 +26,8 @@ export const TRAINER_STATE_FILE = 'trainer_state.json';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 const STATE_FORMAT = 'sft-studio/trainer_state';
 
-export interface OptimizerState {
-  m: ParamSet;
-  v: ParamSet;
-  /** AdamW step count t (bias correction). */
-  step: number;
-}
+/** AdamW moments by parameter name and the step count (the engine's type). */
+export type { OptimizerState };
 
 /** Sum of per-step losses, trained tokens, steps still open at the checkpoint (logged at the next logging step). */
 export interface PendingLog {
@@ -172,11 +169,11 @@ export function rotateCheckpoints(outputDir: string, limit: number | null, log: 
   return removed;
 }
 
-/** Removes leftovers of interrupted saves/deletes (`*.tmp-*`, `*.deleting`) in outputDir. */
+/** Removes leftovers of interrupted saves/deletes (`*.tmp-*`, `*.deleting`, saveModel's `.save-*` staging) in outputDir. */
 export function removeStaleTemp(outputDir: string, log: (message: string) => void = () => {}): void {
   if (!fs.existsSync(outputDir)) return;
   for (const name of fs.readdirSync(outputDir)) {
-    if (/\.tmp-\d+-\d+(\.old)?$/.test(name) || name.endsWith('.deleting')) {
+    if (/\.tmp-\d+-\d+(\.old)?$/.test(name) || name.endsWith('.deleting') || /^\.save-\d+-\d+$/.test(name)) {
       fs.rmSync(path.join(outputDir, name), { recursive: true, force: true });
       log(`removed ${name} (left by an interrupted save)`);
     }

@@ -13,7 +13,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { TrainingDataOptions } from '../data/dataset';
-import type { FormatChoice } from '../data/formats';
+import { DATASET_FORMATS, type FormatChoice } from '../data/formats';
+import { HUB_ID } from '../util/download';
 import { SftError } from '../util/errors';
 
 export type SchedulerType = 'linear' | 'cosine' | 'constant' | 'constant_with_warmup';
@@ -112,8 +113,6 @@ export const RUN_CONFIG_DEFAULTS: Omit<RunConfig, 'model_name_or_path' | 'datase
   oasst_lang: null,
 };
 
-export const DATASET_FORMATS = ['auto', 'dolly', 'oasst1', 'sharegpt', 'messages', 'prompt_completion', 'text'] as const;
-
 type Parser = (v: unknown, key: string) => unknown;
 
 function fail(_key: string, expected: string, v: unknown): never {
@@ -143,7 +142,7 @@ const interval: Parser = (v, k) =>
 const KEYS: Record<keyof RunConfig, Parser> = {
   model_name_or_path: str,
   dataset: str,
-  dataset_format: oneOf(...DATASET_FORMATS),
+  dataset_format: oneOf('auto', ...DATASET_FORMATS),
   eval_dataset: nullableStr,
   test_size: numIn(0, Infinity),
   output_dir: str,
@@ -236,7 +235,6 @@ export function closestKey(key: string): string | undefined {
   return best !== undefined && bestD <= Math.max(2, Math.floor(key.length / 4)) ? best : undefined;
 }
 
-const HUB_ID = /^[A-Za-z0-9][\w.-]*(\/[A-Za-z0-9][\w.-]*)?$/;
 const FILE_EXT = /\.(jsonl|json|parquet|txt|safetensors)$/i;
 
 /**
@@ -288,7 +286,9 @@ export function parseRunConfig(json: unknown, baseDir: string, where = 'run.json
   config.dataset = resolveLocalOrHub(config.dataset, baseDir);
   if (config.eval_dataset !== null) config.eval_dataset = resolveLocalOrHub(config.eval_dataset, baseDir);
   config.output_dir = path.resolve(baseDir, config.output_dir);
-  if (config.device === 'cpu' && config.bf16) notes.push('bf16 on cpu: ONNX Runtime CPU may not run bf16 MatMul; set bf16 false if the session fails');
+  if (config.device === 'cpu' && config.bf16) {
+    throw new SftError('needs "device": "cuda" (ONNX Runtime has no bfloat16 MatMul/Gemm kernels on the CPU); set bf16 false to train on the CPU', `${where}: bf16`);
+  }
   return { config, baseDir, notes };
 }
 

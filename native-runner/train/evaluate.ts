@@ -63,12 +63,16 @@ export async function evalModelOnFile(o: EvalFileOptions): Promise<EvalFileResul
   try {
     let nll = 0;
     let tokens = 0;
-    for (let i = 0; i < batches.length; i++) {
+    // On CUDA several micro-batches go to one eval run (the parameters are uploaded once per run, as in
+    // training's eval); on the CPU one per call, which keeps progress and cancellation per micro-batch.
+    const perCall = o.device === 'cuda' ? 64 : 1;
+    for (let i = 0; i < batches.length; i += perCall) {
       if (o.signal?.aborted) throw new SftError('evaluation cancelled', 'evaluate');
-      const r = await engine.evalBatch(batches[i]!);
-      nll += r.nllSum;
-      tokens += r.tokens;
-      o.onProgress?.(i + 1, batches.length);
+      for (const r of await engine.evalBatches(batches.slice(i, i + perCall))) {
+        nll += r.nllSum;
+        tokens += r.tokens;
+      }
+      o.onProgress?.(Math.min(i + perCall, batches.length), batches.length);
     }
     return { eval_loss: tokens > 0 ? nll / tokens : 0, eval_tokens: tokens, examples: data.train.length };
   } finally {

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import type { RequestResult } from '../../protocol/runner';
 import { isFormatChoice } from '../data/formats';
 import { TrainingEngine } from '../engine/trainingEngine';
-import { chat, openInferenceModel, perplexityOfText } from '../infer/service';
+import { chat, perplexityOfFile } from '../infer/service';
 import { prepareForChat } from '../model/chat';
 import { SftError } from '../util/errors';
 import { evalModelOnFile } from './evaluate';
@@ -70,14 +70,7 @@ export function defaultServices(cwd: string = process.cwd()): ServiceHandlers {
         return { kind: 'eval_loss', eval_loss: r.eval_loss, eval_tokens: r.eval_tokens };
       }
       if (!p.file) throw new SftError('perplexity needs a text file', 'file');
-      let text: string;
-      try {
-        text = fs.readFileSync(path.resolve(cwd, p.file), 'utf8').replace(/^\uFEFF/, '');
-      } catch (e) {
-        throw new SftError(`cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, p.file);
-      }
-      const m = await openInferenceModel(model, p.device ?? 'cpu');
-      const r = await perplexityOfText(m, text, { window: p.window, stride: p.stride, signal: ctx.signal });
+      const r = await perplexityOfFile(model, path.resolve(cwd, p.file), { device: p.device, window: p.window, stride: p.stride, signal: ctx.signal });
       return { kind: 'perplexity', ppl: r.ppl, nll_sum: r.nllSum, tokens: r.tokens, predicted: r.predicted };
     },
   };

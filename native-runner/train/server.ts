@@ -188,13 +188,21 @@ export class RunnerServer {
       progress: (p) => this.event('progress', p),
       state: (status, message) => this.event('state', message === undefined ? { status, run_dir: parsed.config.output_dir } : { status, run_dir: parsed.config.output_dir, message }),
     };
-    this.training = Promise.resolve(); // reserve the slot while preparing
+    // Reserve the slot while preparing (loading, downloading); a shutdown meanwhile waits for it.
+    let prepared!: () => void;
+    this.training = new Promise<void>((resolve) => (prepared = resolve));
     let trainer: Trainer;
     try {
       trainer = await Trainer.prepare(parsed.config, this.o.deps, { resume: params.resume, listener, notes: parsed.notes });
+      if (this.exiting) {
+        await trainer.discard();
+        throw new SftError('the runner is shutting down', 'train');
+      }
     } catch (e) {
       this.training = null;
       throw e;
+    } finally {
+      prepared();
     }
     this.trainer = trainer;
     this.training = trainer

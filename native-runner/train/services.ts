@@ -10,6 +10,7 @@ import { previewDataset } from '../data/preview';
 import { loadTrainingData } from '../data/dataset';
 import { epochOrder } from '../data/batching';
 import { DATASET_FORMATS, isFormatChoice, type FormatChoice } from '../data/formats';
+import { missingRoleTokens } from '../model/chat';
 import { ROLE_TOKENS } from '../model/chatTemplate';
 import { loadTokenizer, type HfTokenizer } from '../model/tokenizer';
 import { readConfig } from '../model/config';
@@ -33,7 +34,7 @@ export async function resolveModelDir(spec: string, log?: (m: string) => void): 
 /** The tokenizer of a model folder with the chat role tokens added when missing (what training uses). */
 export function modelTokenizer(dir: string): HfTokenizer {
   const t = loadTokenizer(dir);
-  return ROLE_TOKENS.every((r) => t.specialTokens[r] !== undefined) ? t : t.withSpecialTokens(ROLE_TOKENS);
+  return missingRoleTokens(t).length === 0 ? t : t.withSpecialTokens(ROLE_TOKENS);
 }
 
 /** The pre-flight plan of a parsed config: loads the tokenizer and the data, as `sft train` would. */

@@ -24,8 +24,7 @@ import type { MicroBatch, StepInput, StepMetrics } from '../engine/types';
 import type { LoadedModel, ParamSet } from '../model/types';
 import { buildMicroBatch, makeMicroBatches, microBatchCount, planRows, epochOrder } from '../data/batching';
 import { loadTrainingData, type TrainingData } from '../data/dataset';
-import type { TokenizedExample } from '../data/types';
-import { loadModel, saveModel } from '../model/modelFolder';
+import { loadModel, saveModel, writeModelFiles } from '../model/modelFolder';
 import { writeFileAtomic } from '../util/atomic';
 import { downloadModel, looksLikeHubId } from '../util/download';
 import { describeError, SftError } from '../util/errors';
@@ -308,7 +307,7 @@ export class Trainer {
     writeFileAtomic(path.join(config.output_dir, 'run.json'), `${JSON.stringify(runConfigToJson(config), null, 2)}\n`);
     const t = new Trainer(config, model, data, schedule, events, K, engine, state, resumeDir, listener);
     t.metrics.reset(state.log_history);
-    const plan = computePlan(config, {
+    const plan = computePlan({ ...config, max_length: batchOpts.maxLength }, {
       trainLengths: data.train.map((e) => e.inputIds.length),
       trainedCounts: data.train.map((e) => e.trained.reduce((a, b) => a + b, 0)),
       evalExamples: data.eval.length,
@@ -321,6 +320,11 @@ export class Trainer {
     );
     for (const w of plan.warnings) listener.log?.('warn', w);
     return t;
+  }
+
+  /** Releases the engine of a prepared trainer that will not run (run() releases it otherwise). */
+  async discard(): Promise<void> {
+    await this.engine.dispose();
   }
 
   /** Ends the loop at the next run boundary; with `save` a checkpoint is written there. */
@@ -407,7 +411,7 @@ export class Trainer {
     try {
       await saveCheckpoint(this.outputDir, {
         step,
-        writeModel: (tmp) => saveModel(tmp, { config: this.model.config, params, tokenizer: this.model.tokenizer }),
+        writeModel: (tmp) => writeModelFiles(tmp, { config: this.model.config, params, tokenizer: this.model.tokenizer }),
         optimizer: this.engine.getOptimizerState(),
         state: this.state,
         saveTotalLimit: this.config.save_total_limit,
@@ -571,5 +575,3 @@ export async function evalLoss(engine: Pick<StepEngine, 'evalBatch' | 'evalBatch
   }
   return { eval_loss: tokens > 0 ? nll / tokens : 0, eval_tokens: tokens };
 }
-
-export type { TokenizedExample };

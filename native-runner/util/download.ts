@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import * as path from 'node:path';
+import { readShardIndex } from '../model/safetensors';
 import { fsyncDir, writeFileAtomic } from './atomic';
 import { SftError } from './errors';
 
@@ -213,7 +214,8 @@ export interface ModelDownloadOptions {
   signal?: AbortSignal;
 }
 
-const HUB_ID = /^[A-Za-z0-9][\w.-]*(\/[A-Za-z0-9][\w.-]*)?$/;
+/** A hub model or dataset id: `owner/name` or a legacy one-word id such as `gpt2`. */
+export const HUB_ID = /^[A-Za-z0-9][\w.-]*(\/[A-Za-z0-9][\w.-]*)?$/;
 
 /**
  * Fetches a GPT-2-class model from `$HF_ENDPOINT/{id}/resolve/{revision}/{file}`: config.json,
@@ -268,13 +270,9 @@ export async function downloadModel(id: string, opts: ModelDownloadOptions = {})
     if (!(await fetchOne('model.safetensors.index.json', true))) {
       throw new SftError(`"${id}" has neither model.safetensors nor model.safetensors.index.json (only safetensors checkpoints are supported)`, base);
     }
-    const index = JSON.parse(fs.readFileSync(path.join(dir, 'model.safetensors.index.json'), 'utf8')) as { weight_map?: Record<string, string> };
-    const shards = [...new Set(Object.values(index.weight_map ?? {}))];
-    if (shards.length === 0) throw new SftError('weight_map is empty', path.join(dir, 'model.safetensors.index.json'));
-    for (const s of shards) {
-      if (s.includes('..') || path.isAbsolute(s)) throw new SftError(`unsafe shard name "${s}"`, path.join(dir, 'model.safetensors.index.json'));
-      await fetchOne(s, false);
-    }
+    // readShardIndex names the file on bad JSON and refuses shard names outside the folder.
+    const index = readShardIndex(path.join(dir, 'model.safetensors.index.json'));
+    for (const s of new Set(index.weightMap.values())) await fetchOne(s, false);
   }
   for (const f of HUB_MODEL_FILES_OPTIONAL) await fetchOne(f, true);
   if (!fs.existsSync(path.join(dir, 'tokenizer.json')) && !fs.existsSync(path.join(dir, 'vocab.json'))) {

@@ -43,12 +43,13 @@ test('an oversized line is dropped with one error, spread over many chunks, and 
   assert.deepEqual(values(out), [{ ok: 1 }, { ok: 2 }]);
   const errs = errors(out);
   assert.equal(errs.length, 1);
-  assert.match(errs[0]!, /longer than 1000 characters/);
-  // a complete oversized line in one chunk
+  assert.match(errs[0]!, /^line 2: longer than 1000 characters/);
+  // a complete oversized line in one chunk: the error names that line
   const d2 = new JsonLineDecoder(10);
-  const out2 = d2.push(`${JSON.stringify({ s: 'y'.repeat(20) })}\n{"z":0}\n`);
-  assert.deepEqual(values(out2), [{ z: 0 }]);
+  const out2 = d2.push(`{"a":1}\n${JSON.stringify({ s: 'y'.repeat(20) })}\n{"z":0}\n`);
+  assert.deepEqual(values(out2), [{ a: 1 }, { z: 0 }]);
   assert.equal(errors(out2).length, 1);
+  assert.match(errors(out2)[0]!, /^line 2: longer than 10 characters/);
 });
 
 test('the last line without a newline is delivered at end(); a truncated multi-byte tail becomes U+FFFD, not a crash', () => {

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { loadModel } from '../../native-runner/model/modelFolder';
 import type { LoadedModel } from '../../native-runner/model/types';
 import {
-  checkpointProblem, findLatestCheckpoint, listCheckpointDirs, readOptimizerState, readTrainerState, COMPLETE_MARKER,
+  checkpointProblem, findLatestCheckpoint, listCheckpointDirs, readOptimizerState, readTrainerState, removeStaleTemp, COMPLETE_MARKER,
 } from '../../native-runner/train/checkpoint';
 import { Rng } from '../../native-runner/util/rng';
 
@@ -122,6 +122,21 @@ test('a checkpoint folder without its marker, or with a file of the wrong size, 
     const r = findLatestCheckpoint(out, (m) => messages.push(m));
     assert.equal(r, null);
     assert.match(messages[1]!, /model\.safetensors has 100 bytes, the marker says \d+/);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('removeStaleTemp clears leftovers of interrupted saves (checkpoint temp folders, saveModel staging) and nothing else', () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-stale-'));
+  try {
+    const stale = ['checkpoint-4.tmp-123-1', 'checkpoint-2.tmp-123-2.old', 'checkpoint-1.deleting', '.save-123-1700000000000'];
+    const kept = ['checkpoint-3', 'metrics.jsonl', 'run.json', '.saved-notes'];
+    for (const n of [...stale, ...kept]) fs.mkdirSync(path.join(out, n));
+    const messages: string[] = [];
+    removeStaleTemp(out, (m) => messages.push(m));
+    assert.deepEqual(fs.readdirSync(out).sort(), [...kept].sort());
+    assert.equal(messages.length, stale.length);
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
   }

@@ -63,6 +63,18 @@ test('sft train: a bad run.json is one error line naming file and key; a good on
   }
 });
 
+test('sft train --json-events: a config that cannot be read is an error event on stdout, nothing else', { timeout: 60_000 }, async () => {
+  const r = await sft(['train', '--config', 'no-such-run.json', '--json-events']);
+  assert.equal(r.code, 1);
+  const lines = r.stdout.trim().split('\n');
+  assert.equal(lines.length, 1, r.stdout);
+  const ev = JSON.parse(lines[0]!);
+  assert.equal(ev.kind, 'event');
+  assert.equal(ev.event, 'error');
+  assert.match(ev.data.message, /no-such-run\.json: cannot read the run config \(ENOENT\)/);
+  assert.equal(ev.data.where, 'no-such-run.json');
+});
+
 test('sft eval --json: last line is {"eval_loss","eval_tokens"}; equals the golden forward loss', { timeout: 60_000 }, async () => {
   const r = await sft(['eval', '--model', 'samples/tiny-gpt2-chat', '--dataset', 'test/fixtures/train/golden-pair.jsonl', '--dataset_format', 'dolly', '--json']);
   assert.equal(r.code, 0, r.stderr);

@@ -70,6 +70,8 @@ test('unknown keys and bad values are errors naming the key (typos get a suggest
   throwsNaming({ ...base, warmup_ratio: 1.5 }, /warmup_ratio: expected a number >= 0 and <= 1/);
   throwsNaming({ ...base, packing: 'yes' }, /packing: expected true or false/);
   throwsNaming({ ...base, device: 'tpu' }, /device: expected one of cpu \| cuda/);
+  throwsNaming({ ...base, bf16: true }, /^cfg\/run\.json: bf16: needs "device": "cuda"/);
+  assert.equal(parseRunConfig({ ...base, bf16: true, device: 'cuda' }, '/tmp').config.bf16, true);
   throwsNaming({ ...base, logging_steps: 2.5 }, /logging_steps: expected a positive integer/);
   throwsNaming({ dataset: 'x.jsonl' }, /model_name_or_path: missing/);
   throwsNaming({ ...base, optim: 'sgd' }, /optim: only AdamW/);

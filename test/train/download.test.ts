@@ -159,3 +159,38 @@ test('downloadModel fetches config, weights (via redirect) and the tokenizer fil
     fs.rmSync(cache, { recursive: true, force: true });
   }
 });
+
+test('downloadModel: a sharded index that is not JSON or names a shard outside the folder is an SftError naming the index', async () => {
+  const repo = tmp();
+  const to = tmp();
+  fs.copyFileSync(path.join(MODEL_DIR, 'config.json'), path.join(repo, 'config.json'));
+  const srv = http.createServer((req, res) => {
+    const m = /^\/bad\/index\/resolve\/main\/(.+)$/.exec(decodeURIComponent(req.url ?? ''));
+    const p = m ? path.join(repo, m[1]!) : '';
+    if (!m || !fs.existsSync(p)) {
+      res.writeHead(404);
+      res.end();
+      return;
+    }
+    const body = fs.readFileSync(p);
+    res.writeHead(200, { 'content-length': body.length });
+    res.end(body);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const saved = process.env.HF_ENDPOINT;
+  process.env.HF_ENDPOINT = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+  try {
+    const index = path.join(repo, 'model.safetensors.index.json');
+    fs.writeFileSync(index, '{"weight_map": {"a": "model-1.safetensors",}');
+    await assert.rejects(downloadModel('bad/index', { to }), (e: unknown) => e instanceof SftError && /model\.safetensors\.index\.json: invalid JSON/.test(e.message));
+    fs.rmSync(path.join(to, 'model.safetensors.index.json'));
+    fs.writeFileSync(index, JSON.stringify({ weight_map: { a: '../escape.safetensors' } }));
+    await assert.rejects(downloadModel('bad/index', { to }), (e: unknown) => e instanceof SftError && /must name a file in the same folder/.test(e.message));
+  } finally {
+    if (saved === undefined) delete process.env.HF_ENDPOINT;
+    else process.env.HF_ENDPOINT = saved;
+    srv.close();
+    fs.rmSync(repo, { recursive: true, force: true });
+    fs.rmSync(to, { recursive: true, force: true });
+  }
+});

@@ -12,7 +12,7 @@ export const command: Command = {
   async run(argv) {
     const { values } = parseOptions(argv, { json: { type: 'boolean' } }, usage);
     const diagnosis = diagnoseCuda();
-    for (const line of cudaReport()) console.log(line);
+    for (const line of cudaReport({}, diagnosis)) console.log(line);
     if (values.json) console.log(JSON.stringify(diagnosis));
     return diagnosis.ok ? 0 : 1;
   },

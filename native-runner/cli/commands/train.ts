@@ -74,7 +74,6 @@ export const command: Command = {
     const { values } = parseOptions(rest, { config: { type: 'string' }, 'json-events': { type: 'boolean' } }, usage);
     const configFile = required(values.config, 'config', usage);
     const json = values['json-events'] === true;
-    const parsed = readRunConfig(configFile);
     const out = process.stdout;
     const tty = !json && out.isTTY === true;
     if (json) {
@@ -85,6 +84,16 @@ export const command: Command = {
     const emit = <E extends RunnerEventName>(name: E, data: RunnerEvents[E]) => {
       if (checkEvent(name, data) === null) out.write(encodeJsonLine(makeEvent(name, data)));
     };
+    const emitError = (e: unknown) => {
+      if (json) emit('error', { message: describeError(e), where: e instanceof SftError ? e.where : undefined });
+    };
+    let parsed: ReturnType<typeof readRunConfig>;
+    try {
+      parsed = readRunConfig(configFile);
+    } catch (e) {
+      emitError(e);
+      throw e;
+    }
     let barShown = false;
     const clearBar = () => {
       if (barShown) out.write('\r\x1b[K');
@@ -123,7 +132,7 @@ export const command: Command = {
     try {
       trainer = await Trainer.prepare(parsed.config, defaultDeps(), { resume, listener, notes: parsed.notes });
     } catch (e) {
-      if (json) emit('error', { message: describeError(e), where: e instanceof SftError ? e.where : undefined });
+      emitError(e);
       throw e;
     }
     total = trainer.totalSteps;
@@ -144,7 +153,7 @@ export const command: Command = {
       return 0;
     } catch (e) {
       clearBar();
-      if (json) emit('error', { message: describeError(e), where: e instanceof SftError ? e.where : undefined });
+      emitError(e);
       throw e;
     } finally {
       process.off('SIGINT', onSigint);

@@ -3,7 +3,7 @@
 // checkpoint's weights and moments encode its step (wte[0] = step, m[0] = 10·step, v[0] = 100·step).
 import * as path from 'node:path';
 import type { ParamSet } from '../../../native-runner/model/types';
-import { loadModel, saveModel } from '../../../native-runner/model/modelFolder';
+import { loadModel, writeModelFiles } from '../../../native-runner/model/modelFolder';
 import { findLatestCheckpoint, newTrainerState, readTrainerState, removeStaleTemp, saveCheckpoint } from '../../../native-runner/train/checkpoint';
 import { Rng } from '../../../native-runner/util/rng';
 
@@ -28,7 +28,7 @@ async function main() {
     process.stdout.write(`saving ${step}\n`);
     await saveCheckpoint(out, {
       step,
-      writeModel: (dir) => saveModel(dir, { config: model.config, params: marked(model.params, step), tokenizer: model.tokenizer }),
+      writeModel: (dir) => writeModelFiles(dir, { config: model.config, params: marked(model.params, step), tokenizer: model.tokenizer }),
       optimizer: { m: marked(zeros, step * 10), v: marked(zeros, step * 100), step },
       state: newTrainerState({
         global_step: step, epoch: step / 10, data_cursor: { epoch: 0, micro_batch: step * 2 }, rng: new Rng(step).getState(),

@@ -1,0 +1,81 @@
+// RunnerServer in-process: stdin closing while a `train` request is still being prepared (model and data
+// loading, engine creation) must not leave a run going after onExit — the prepared run is refused and its
+// engine released, and onExit waits for that.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { JsonLineDecoder } from '../../protocol/jsonLines';
+import { makeRequest } from '../../protocol/runner';
+import { prepareForChat } from '../../native-runner/model/chat';
+import { RunnerServer, type ServiceHandlers } from '../../native-runner/train/server';
+import type { StepEngine } from '../../native-runner/train/trainer';
+
+const ROOT = path.join(__dirname, '../..');
+
+test('input ending while train is preparing: the run never starts, its engine is released before onExit', { timeout: 60_000 }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-server-shutdown-'));
+  const calls: string[] = [];
+  const engine: StepEngine = {
+    async runSteps(steps) {
+      calls.push('runSteps');
+      return steps.map(() => ({ loss: 1, gradNorm: 1, tokens: 1 }));
+    },
+    async evalBatch() {
+      return { nllSum: 0, tokens: 0 };
+    },
+    getParams: () => new Map(),
+    getOptimizerState: () => ({ m: new Map(), v: new Map(), step: 0 }),
+    dispose() {
+      calls.push('dispose');
+    },
+  };
+  const unused = async (): Promise<never> => {
+    throw new Error('not used');
+  };
+  const lines: string[] = [];
+  let exited: (code: number) => void;
+  const exit = new Promise<number>((r) => (exited = r));
+  const server = new RunnerServer({
+    write: (l) => lines.push(l),
+    deps: {
+      prepareForChat,
+      createEngine: async () => {
+        await new Promise((r) => setTimeout(r, 200)); // still preparing when the input ends
+        calls.push('created');
+        return engine;
+      },
+    },
+    services: { plan: unused, preview: unused, chat: unused, evaluate: unused } as ServiceHandlers,
+    onExit: (code) => {
+      calls.push('exit');
+      exited(code);
+    },
+    cwd: ROOT,
+  });
+  try {
+    server.start();
+    const config = {
+      model_name_or_path: 'samples/tiny-gpt2-chat',
+      dataset: 'test/fixtures/train/dolly-small.jsonl',
+      dataset_format: 'dolly',
+      output_dir: out,
+      test_size: 0,
+      max_steps: 3,
+      logging_steps: 1,
+    };
+    server.push(JSON.stringify(makeRequest(1, 'train', { config, base_dir: ROOT })) + '\n');
+    server.end();
+    assert.equal(await exit, 0);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(calls, ['created', 'dispose', 'exit']);
+    const msgs = new JsonLineDecoder().push(lines.join('')).map((i) => (i.ok ? i.value : i.error)) as { kind: string; id?: number; ok?: boolean; error?: { message: string } }[];
+    const reply = msgs.find((m) => m.kind === 'reply' && m.id === 1);
+    assert.equal(reply?.ok, false);
+    assert.match(reply?.error?.message ?? '', /shutting down/);
+    assert.ok(!fs.existsSync(path.join(out, 'model.safetensors')));
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
