@@ -286,8 +286,12 @@ export function parseRunConfig(json: unknown, baseDir: string, where = 'run.json
   config.dataset = resolveLocalOrHub(config.dataset, baseDir);
   if (config.eval_dataset !== null) config.eval_dataset = resolveLocalOrHub(config.eval_dataset, baseDir);
   config.output_dir = path.resolve(baseDir, config.output_dir);
-  if (config.device === 'cpu' && config.bf16) {
-    throw new SftError('needs "device": "cuda" (ONNX Runtime has no bfloat16 MatMul/Gemm kernels on the CPU); set bf16 false to train on the CPU', `${where}: bf16`);
+  // The recipe's "bf16 on GPU": unset means bf16 on CUDA and fp32 on the CPU. A pasted `bf16: true` on the CPU
+  // trains in fp32 with a note (ONNX Runtime has no bfloat16 MatMul/Gemm kernels on the CPU).
+  if (values.bf16 === undefined) config.bf16 = config.device === 'cuda';
+  else if (config.device === 'cpu' && config.bf16) {
+    notes.push('bf16: needs "device": "cuda" (ONNX Runtime has no bfloat16 MatMul/Gemm kernels on the CPU); this CPU run trains in fp32');
+    config.bf16 = false;
   }
   return { config, baseDir, notes };
 }

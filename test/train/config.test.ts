@@ -70,8 +70,13 @@ test('unknown keys and bad values are errors naming the key (typos get a suggest
   throwsNaming({ ...base, warmup_ratio: 1.5 }, /warmup_ratio: expected a number >= 0 and <= 1/);
   throwsNaming({ ...base, packing: 'yes' }, /packing: expected true or false/);
   throwsNaming({ ...base, device: 'tpu' }, /device: expected one of cpu \| cuda/);
-  throwsNaming({ ...base, bf16: true }, /^cfg\/run\.json: bf16: needs "device": "cuda"/);
+  // bf16: unset → on for cuda, off for cpu; a pasted bf16 true on the cpu trains in fp32 with a note naming bf16
+  const cpuBf16 = parseRunConfig({ ...base, bf16: true }, '/tmp');
+  assert.equal(cpuBf16.config.bf16, false);
+  assert.ok(cpuBf16.notes.some((n) => /^bf16: needs "device": "cuda"/.test(n)), cpuBf16.notes.join('; '));
   assert.equal(parseRunConfig({ ...base, bf16: true, device: 'cuda' }, '/tmp').config.bf16, true);
+  assert.equal(parseRunConfig({ ...base, device: 'cuda' }, '/tmp').config.bf16, true);
+  assert.equal(parseRunConfig({ ...base, bf16: false, device: 'cuda' }, '/tmp').config.bf16, false);
   throwsNaming({ ...base, logging_steps: 2.5 }, /logging_steps: expected a positive integer/);
   throwsNaming({ dataset: 'x.jsonl' }, /model_name_or_path: missing/);
   throwsNaming({ ...base, optim: 'sgd' }, /optim: only AdamW/);
