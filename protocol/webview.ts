@@ -99,7 +99,8 @@ const metricRecord = obj({
 }, false);
 export type MetricRecord = Infer<typeof metricRecord>;
 
-const progress = obj({ step: int(0), total: int(0), loss: num(), lr: num(), tokens_per_second: num(), eta_s: num(), epoch: num() });
+/** As the runner's progress event: loss is null before the first step (or when not finite), eta_s null while unknown. */
+const progress = obj({ step: int(0), total: int(0), loss: orNull(num()), lr: num(), tokens_per_second: num(), eta_s: orNull(num()), epoch: num() });
 export type ProgressInfo = Infer<typeof progress>;
 
 // ---------------------------------------------------------------------------------------------------
@@ -197,6 +198,8 @@ export const PreviewToWebview = messages({
     examples: arr(previewExample, 1000),
     stats: previewStats,
     badLines: arr(badLine, 10_000),
+    /** All bad lines of the file (badLines lists the first ones). */
+    badLineCount: int(0),
   },
   error: { message: str(20_000) },
   empty: { message: str(2000) },

@@ -3,7 +3,7 @@
  * models and complete checkpoints (newest first), plus "Browse…" for any model folder.
  */
 import * as vscode from 'vscode';
-import { basename } from 'node:path';
+import { basename, isAbsolute, join } from 'node:path';
 import { existsSync } from 'node:fs';
 import type { ModelChoice } from '../protocol/webview';
 import { formatLoss } from './treeModel';
@@ -24,7 +24,7 @@ export async function listModelChoices(runs: WorkspaceRuns): Promise<ModelChoice
   }
   const root = runs.workspaceRoot;
   const def = vscode.workspace.getConfiguration('sft').get<string>('defaultModel');
-  const resolve = (p: string) => (root && !p.startsWith('/') ? vscode.Uri.joinPath(vscode.Uri.file(root), p).fsPath : p);
+  const resolve = (p: string) => (root && !isAbsolute(p) ? join(root, p) : p);
   if (def) add(resolve(def), `${basename(def)} (base, default)`, resolve(def));
   for (const r of all) if (r.baseModel && existsSync(r.baseModel)) add(r.baseModel, `${basename(r.baseModel)} (base)`, r.baseModel);
   return out;

@@ -23,7 +23,7 @@ export function formatStepList(steps: number[], max = 6): string {
 }
 
 export function formatLr(x: number): string {
-  return x === 0 ? '0' : x.toExponential(2).replace('e-', 'e-').replace('e+', 'e');
+  return x === 0 ? '0' : x.toExponential(2).replace('e+', 'e');
 }
 
 export function renderPlan(plan: TrainingPlan): PlanView {

@@ -43,5 +43,6 @@ export function previewToView(
       maxLength: o.maxLength,
     },
     badLines: r.bad_lines.map((b) => ({ file: b.file ?? o.dataset, line: b.line, reason: b.reason })),
+    badLineCount: Math.max(r.bad_line_count ?? 0, r.bad_lines.length),
   };
 }

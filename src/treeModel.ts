@@ -122,7 +122,7 @@ export function isDatasetCandidate(relPath: string): boolean {
   const p = relPath.split(sep).join('/');
   const name = basename(p).toLowerCase();
   if (!DATASET_EXT.has(extname(name))) return false;
-  if (NOT_DATASETS.has(name) || name.startsWith('tokenizer') || name.endsWith('.golden.json') || /golden/.test(name)) return false;
+  if (NOT_DATASETS.has(name) || name.startsWith('tokenizer') || name.includes('golden')) return false;
   if (/(^|\/)(node_modules|\.git|\.vscode|\.e2e|dist|out|\.tmp)\//.test(p)) return false;
   if (/(^|\/)checkpoint-\d+\//.test(p)) return false;
   return true;

@@ -3,6 +3,7 @@
  * built by treeModel.ts from WorkspaceRuns. Refreshed when the workspace's run files or the runner change.
  */
 import * as vscode from 'vscode';
+import { isAbsolute, join } from 'node:path';
 import { checkpointTree, datasetNodes, runNode, type TreeNode } from './treeModel';
 import type { WorkspaceRuns } from './workspaceRuns';
 
@@ -32,8 +33,7 @@ abstract class NodeTree implements vscode.TreeDataProvider<TreeNode>, vscode.Dis
     item.description = n.description;
     item.tooltip = n.tooltip;
     item.contextValue = n.contextValue;
-    const [icon, modifier] = n.icon.split('~');
-    item.iconPath = new vscode.ThemeIcon(modifier ? `${icon}~${modifier}` : icon!);
+    item.iconPath = new vscode.ThemeIcon(n.icon); // e.g. "sync~spin": the ~modifier is part of the icon id
     if (n.path && !n.children) item.resourceUri = vscode.Uri.file(n.path);
     if (n.command) item.command = { command: n.command, title: n.label, arguments: [n] };
     return item;
@@ -64,7 +64,7 @@ export class DatasetsTree extends NodeTree {
     const root = this.runs.workspaceRoot;
     const configured = [cfg.get<string>('defaultDataset') ?? '', ...(cfg.get<string[]>('datasets') ?? [])]
       .filter(Boolean)
-      .map((p) => (root && !p.startsWith('/') ? vscode.Uri.joinPath(vscode.Uri.file(root), p).fsPath : p));
+      .map((p) => (root && !isAbsolute(p) ? join(root, p) : p));
     return datasetNodes(await this.runs.getDatasets(), configured, root);
   }
 }

@@ -87,7 +87,7 @@ export class WorkspaceRuns implements vscode.Disposable {
       const isLive = live.runDir === dir && (live.status === 'training' || live.status === 'stopping');
       out.push(readRun(dir, isLive ? { status: live.status as 'training' | 'stopping', step: live.progress?.step, total: live.progress?.total } : undefined));
     }
-    // Live run first, then by most recent activity (highest step as a proxy), then name.
+    // The run being trained first, then by folder path.
     this.runs = out.sort((a, b) => Number(b.state === 'training') - Number(a.state === 'training') || a.dir.localeCompare(b.dir));
   }
 

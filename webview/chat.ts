@@ -29,7 +29,7 @@ let state: State = {
   panes: [{ model: null, history: [], streaming: null, error: null }],
   sideBySide: false,
   system: '',
-  params: { temperature: 0.7, top_p: 0.9, top_k: 0, max_new_tokens: 150, seed: 42 },
+  params: { temperature: 0.7, top_p: 0.9, top_k: 50, max_new_tokens: 150, seed: 42 },
   draft: '',
   initKey: '',
 };

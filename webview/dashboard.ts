@@ -10,7 +10,8 @@ import {
 } from 'chart.js';
 import { DashboardToWebview, type DashboardMsgFromWebview, type DashboardMsgToWebview, type MetricRecord, type ProgressInfo } from '../protocol/webview';
 import { connect } from './lib/host';
-import { clear, el, formatEta } from './lib/dom';
+import { clear, el } from './lib/dom';
+import { formatEta } from '../src/statusText';
 
 /** Publishes where the eval points are drawn (canvas pixels) as data-eval-points, for keyboard-free tests and tools. */
 const evalPointsAttr = {

@@ -143,7 +143,8 @@ function renderBadLines(d: Data): HTMLElement | null {
       ),
     );
   }
-  return el('div', { class: 'bad' }, el('h4', {}, `${d.badLines.length} bad line(s) skipped`), list);
+  const more = d.badLineCount - Math.min(d.badLines.length, 200);
+  return el('div', { class: 'bad' }, el('h4', {}, `${d.badLineCount} bad line(s) skipped`), list, more > 0 ? el('div', { class: 'muted small' }, `… and ${more} more`) : null);
 }
 
 const prev = host.getState<{ data?: Data }>();

@@ -201,19 +201,18 @@ export async function resolveDatasetPath(
   throw new SftError(`file not found: ${spec}`, key);
 }
 
+/** Tokenises conversations that loadConversations kept (each has an assistant turn or is raw text). */
 function tokenizeAll(
   convs: readonly Conversation[],
   tokenizer: Pick<TextTokenizer, 'encode'>,
   opts: { max_length: number; assistant_only_loss?: boolean; template?: ChatTemplate },
-): { examples: TokenizedExample[]; skipped: number } {
+): TokenizedExample[] {
   const examples: TokenizedExample[] = [];
-  let skipped = 0;
   for (const c of convs) {
     const ex = tokenizeConversation(tokenizer, c, { maxLength: opts.max_length, assistantOnlyLoss: opts.assistant_only_loss ?? true, template: opts.template });
     if (ex) examples.push(ex);
-    else skipped++;
   }
-  return { examples, skipped };
+  return examples;
 }
 
 /** Loads, splits, renders and tokenises the training (and eval) data. */
@@ -263,16 +262,16 @@ export async function loadTrainingData(opts: TrainingDataOptions): Promise<Train
     }
   }
   const tOpts = { max_length: opts.max_length, assistant_only_loss: opts.assistant_only_loss, template };
-  const tr = tokenizeAll(trainConvs, opts.tokenizer, tOpts);
-  const ev = tokenizeAll(evalConvs, opts.tokenizer, tOpts);
-  if (tr.examples.length === 0) throw new SftError(`no usable training examples (${skipped} skipped, ${badLineCount} bad lines)`, label);
+  const train = tokenizeAll(trainConvs, opts.tokenizer, tOpts);
+  const evalExamples = tokenizeAll(evalConvs, opts.tokenizer, tOpts);
+  if (train.length === 0) throw new SftError(`no usable training examples (${skipped} skipped, ${badLineCount} bad lines)`, label);
   const statOpts = { maxLength: opts.max_length, batchSize: opts.per_device_train_batch_size ?? 8, packing: opts.packing };
-  const stats = computeStats(tr.examples, { ...statOpts, skipped });
-  const evalStats = ev.examples.length ? computeStats(ev.examples, statOpts) : null;
+  const stats = computeStats(train, { ...statOpts, skipped });
+  const evalStats = evalExamples.length ? computeStats(evalExamples, statOpts) : null;
   if (stats.noTrainedTokens > 0) notes.push(`${stats.noTrainedTokens} training example(s) have nothing trained (cut before their answer at max_length ${opts.max_length})`);
   return {
-    train: tr.examples,
-    eval: ev.examples,
+    train,
+    eval: evalExamples,
     formatUsed: main.formatUsed,
     datasetPath: resolved.file,
     badLines,

@@ -139,12 +139,12 @@ export async function previewDataset(opts: PreviewOptions): Promise<PreviewResul
   if (!cache || cache.key !== key || !opts.tokenizerKey) {
     const label = path.isAbsolute(opts.dataset) || resolved.format ? resolved.file : opts.dataset;
     const set = await loadConversations(resolved.file, { format, onBadLine: 'skip', oasstPaths: opts.oasst_paths, oasstLang: opts.oasst_lang, label });
+    // loadConversations already skipped (and counted) conversations without an assistant turn.
+    const skipped = set.skipped;
     const examples: TokenizedExample[] = [];
-    let skipped = set.skipped;
     for (const c of set.conversations) {
       const ex = tokenizeConversation(opts.tokenizer, c, { maxLength, assistantOnlyLoss: aol, template });
       if (ex) examples.push(ex);
-      else skipped++;
     }
     cache = {
       key,

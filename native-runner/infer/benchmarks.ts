@@ -160,8 +160,9 @@ export function buildTaskDoc(task: TaskName, row: Record<string, unknown>, where
       if (typeof t !== 'object') throw new SftError('"mc2_targets" must be an object {choices, labels}', where);
       const choices = strList(field(t, 'choices', `${where}: mc2_targets`), 'mc2_targets.choices', where);
       const rawLabels = field(t, 'labels', `${where}: mc2_targets`);
-      const labels = (ArrayBuffer.isView(rawLabels) ? Array.from(rawLabels as unknown as ArrayLike<number>) : (rawLabels as unknown[])).map((l) => intLike(l, 'mc2_targets.labels', where));
-      if (!Array.isArray(labels) || labels.length !== choices.length) throw new SftError(`"mc2_targets.labels" must have one label per choice (${choices.length})`, where);
+      const labelList = ArrayBuffer.isView(rawLabels) ? Array.from(rawLabels as unknown as ArrayLike<number>) : rawLabels;
+      if (!Array.isArray(labelList) || labelList.length !== choices.length) throw new SftError(`"mc2_targets.labels" must be a list with one label per choice (${choices.length})`, where);
+      const labels = labelList.map((l: unknown) => intLike(l, 'mc2_targets.labels', where));
       const nTrue = labels.indexOf(0);
       if (nTrue <= 0) throw new SftError('"mc2_targets.labels" must start with true (1) answers and contain a false (0) one', where);
       const doc = mc(`${TRUTHFULQA_QA_PROMPT}\n\nQ: ${q}\nA:`, choices, 0);

@@ -38,10 +38,12 @@ const cache = new Map<string, CacheEntry>();
 /** Models kept loaded at once (least recently used ones are closed first). */
 let maxCached = 2;
 
-/** Sets how many models stay loaded (≥ 1); extra ones are closed, least recently used first. */
-export function setInferenceCacheSize(n: number): void {
+/** Sets how many models stay loaded (≥ 1); extra ones are closed, least recently used first. Returns the previous size. */
+export function setInferenceCacheSize(n: number): number {
+  const previous = maxCached;
   maxCached = Math.max(1, Math.floor(n));
   evictOverflow();
+  return previous;
 }
 
 function evictOverflow(): void {

@@ -5,13 +5,13 @@
  * vs SFT or two checkpoints. The host only relays validated requests; the webview renders text as text.
  */
 import * as vscode from 'vscode';
-import { ChatFromWebview, type ChatMsgFromWebview, type ChatMsgToWebview, type ModelChoice, type SamplingParams } from '../../protocol/webview';
+import { ChatFromWebview, type ChatMsgFromWebview, type ChatMsgToWebview, type ModelChoice } from '../../protocol/webview';
+import { chatRequestParams, DEFAULT_SAMPLING } from '../chatRequest';
 import { RunnerService } from '../runnerService';
 import type { WorkspaceRuns } from '../workspaceRuns';
 import { openChannelPanel, type WebviewChannel } from './webviewChannel';
 import { listModelChoices, pickModel } from '../modelChoices';
 
-export const DEFAULT_SAMPLING: SamplingParams = { temperature: 0.7, top_p: 0.9, top_k: 0, max_new_tokens: 150, seed: 42 };
 
 export class ChatPanel implements vscode.Disposable {
   static current: ChatPanel | undefined;
@@ -85,17 +85,7 @@ export class ChatPanel implements vscode.Disposable {
         try {
           const r = await this.ctx.runner.request(
             'chat',
-            {
-              model: m.model,
-              messages: m.messages,
-              ...(m.system.trim() ? { system: m.system } : {}),
-              temperature: m.params.temperature,
-              top_p: m.params.top_p,
-              ...(m.params.top_k > 0 ? { top_k: m.params.top_k } : {}),
-              max_new_tokens: m.params.max_new_tokens,
-              seed: m.params.seed,
-              device: vscode.workspace.getConfiguration('sft').get<'cpu' | 'cuda'>('device') ?? 'cpu',
-            },
+            chatRequestParams(m, vscode.workspace.getConfiguration('sft').get<'cpu' | 'cuda'>('device') ?? 'cpu'),
             {
               onId: (i) => {
                 id = i;

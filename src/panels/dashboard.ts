@@ -66,7 +66,7 @@ export class DashboardPanel implements vscode.Disposable {
           this.channel.postLatest({
             type: 'progress',
             runDir,
-            progress: { step: p.step, total: p.total, loss: p.loss ?? NaN, lr: p.lr, tokens_per_second: p.tokens_per_second, eta_s: p.eta_s ?? -1, epoch: p.epoch },
+            progress: { step: p.step, total: p.total, loss: p.loss, lr: p.lr, tokens_per_second: p.tokens_per_second, eta_s: p.eta_s, epoch: p.epoch },
           });
         }
       }),

@@ -21,19 +21,29 @@ export class PreviewViewProvider implements vscode.WebviewViewProvider, vscode.D
   private maxLength = 512;
   private assistantOnlyLoss = true;
   private format = 'auto';
+  /** The runner request of the latest load, cancelled when a newer load starts; only the latest load's reply is shown. */
   private pendingId: number | undefined;
+  private loadSeq = 0;
 
   constructor(
     private readonly extensionUri: vscode.Uri,
     private readonly runner: RunnerService,
   ) {}
 
+  /** Called again whenever VS Code recreates the view: the previous view's channel and listeners are released. */
   resolveWebviewView(view: vscode.WebviewView): void {
+    for (const s of this.subs.splice(0)) s.dispose();
     this.channel?.dispose();
-    this.channel = new WebviewChannel(view.webview, this.extensionUri, 'preview', 'Dataset Preview', PreviewFromWebview, (l) => this.runner.output.appendLine(l), (m) => this.onMessage(m));
+    const channel = new WebviewChannel<PreviewMsgFromWebview, PreviewMsgToWebview>(view.webview, this.extensionUri, 'preview', 'Dataset Preview', PreviewFromWebview, (l) => this.runner.output.appendLine(l), (m) => this.onMessage(m));
+    this.channel = channel;
     this.subs.push(
       view.onDidChangeVisibility(() => {
-        if (!view.visible) this.channel?.reset();
+        if (!view.visible) channel.reset();
+      }),
+      view.onDidDispose(() => {
+        if (this.channel !== channel) return;
+        channel.dispose();
+        this.channel = undefined; // posting to a disposed webview throws; the next resolve brings a new channel
       }),
     );
   }
@@ -64,6 +74,7 @@ export class PreviewViewProvider implements vscode.WebviewViewProvider, vscode.D
       return;
     }
     const dataset = this.dataset;
+    const seq = ++this.loadSeq;
     ch.postLatest({ type: 'loading', dataset });
     if (this.pendingId !== undefined) void this.runner.request('cancel', { requestId: this.pendingId }).catch(() => undefined);
     const model = this.modelPath();
@@ -81,12 +92,12 @@ export class PreviewViewProvider implements vscode.WebviewViewProvider, vscode.D
         },
         { onId: (id) => (this.pendingId = id) },
       );
-      if (dataset !== this.dataset) return;
+      if (seq !== this.loadSeq) return;
       ch.postLatest(previewToView(r, { dataset, model: model ?? '(GPT-2 tokenizer)', maxLength: this.maxLength, assistantOnlyLoss: this.assistantOnlyLoss, limit: PAGE_SIZE }));
     } catch (e) {
-      if (dataset === this.dataset) ch.postLatest({ type: 'error', message: RunnerService.describe(e) });
+      if (seq === this.loadSeq) ch.postLatest({ type: 'error', message: RunnerService.describe(e) });
     } finally {
-      this.pendingId = undefined;
+      if (seq === this.loadSeq) this.pendingId = undefined;
     }
   }
 

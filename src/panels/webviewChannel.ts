@@ -11,6 +11,7 @@ type Parser<M> = { parse(v: unknown): { ok: true; message: M } | { ok: false; er
 
 export class WebviewChannel<In extends { type: string }, Out extends { type: string }> implements vscode.Disposable {
   private ready = false;
+  private disposed = false;
   private queue: Out[] = [];
   private readonly subs: vscode.Disposable[] = [];
 
@@ -60,7 +61,9 @@ export class WebviewChannel<In extends { type: string }, Out extends { type: str
     this.ready = false;
   }
 
+  /** Sends now, or when the webview is ready; a no-op once disposed (a reply arriving after the view closed). */
   post(m: Out): void {
+    if (this.disposed) return;
     if (this.ready) void this.webview.postMessage(m);
     else this.queue.push(m);
   }
@@ -72,6 +75,8 @@ export class WebviewChannel<In extends { type: string }, Out extends { type: str
   }
 
   dispose(): void {
+    this.disposed = true;
+    this.queue = [];
     for (const s of this.subs) s.dispose();
   }
 }

@@ -70,4 +70,8 @@ test('host → webview messages are validated the same way', () => {
   assert.ok(DashboardToWebview.parse(runs).ok, 'metrics records may carry fields this version does not know');
   rejects(DashboardToWebview, { ...runs, runs: [{ ...runs.runs[0], records: [{ type: 'train', step: 1, loss: 'NaN' }] }] }, /records\[0\]\.loss: expected a finite number/);
   rejects(TrainFormToWebview, { type: 'init', config: {}, configPath: 'x', device: 'tpu' }, /init\.device/);
+  // progress as the runner reports it: no loss yet (or not finite) and no ETA yet are null, and the message still arrives
+  const progress = { type: 'progress', runDir: '/r', progress: { step: 1, total: 10, loss: null, lr: 5e-5, tokens_per_second: 100, eta_s: null, epoch: 0.1 } };
+  assert.ok(DashboardToWebview.parse(progress).ok);
+  rejects(DashboardToWebview, { ...progress, progress: { ...progress.progress, loss: NaN } }, /progress\.loss: expected a finite number/);
 });

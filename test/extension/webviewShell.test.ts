@@ -47,6 +47,11 @@ test('preview reply → view: pieces and trained flags per token, truncation, st
   assert.deepEqual(v.stats.histogram[1], { from: 32, to: 64, count: 1 });
   assert.equal(v.stats.nothingTrained, 1);
   assert.deepEqual(v.badLines, [{ file: '/d.jsonl', line: 12, reason: 'missing "response"' }]);
+  assert.equal(v.badLineCount, 1, 'without bad_line_count the listed lines are all there are');
+  // the runner lists the first bad lines and counts all of them: the view says how many the file has
+  const many = previewToView({ ...reply, bad_lines: [reply.bad_lines[0]!], bad_line_count: 350 }, { dataset: '/d.jsonl', model: '/m', maxLength: 3, assistantOnlyLoss: true, limit: 5 });
+  assert.equal(many.badLineCount, 350);
+  assert.ok(PreviewToWebview.parse(many).ok);
 });
 
 test('status bar text and ETA', () => {

@@ -172,6 +172,8 @@ test('--limit takes the first rows; malformed rows name file and line', async ()
   assert.throws(() => buildTaskDoc('hellaswag', { activity_label: 'a', ctx_a: 'b', ctx_b: 'c', endings: ['x'], label: '' }, 'h.jsonl:4'), /h\.jsonl:4: "label" must be an integer label/);
   assert.throws(() => buildTaskDoc('arc_easy', { question: 'q', choices: { text: ['x'], label: ['A'] }, answerKey: 'B' }, 'a.jsonl:2'), /a\.jsonl:2: answerKey "B"/);
   assert.throws(() => buildTaskDoc('winogrande', { sentence: 'no blank', option1: 'a', option2: 'b', answer: '1' }, 'w:1'), /no "_" blank/);
+  // labels that are not a list are an input error naming the row, not a TypeError
+  assert.throws(() => buildTaskDoc('truthfulqa_mc2', { question: 'q', mc2_targets: { choices: ['a', 'b'], labels: '10' } }, 't.json:3'), /t\.json:3: "mc2_targets\.labels" must be a list with one label per choice \(2\)/);
 });
 
 test('Parquet rows (as the Hub serves datasets) read like JSONL; INT64 labels arrive as bigint', async () => {

@@ -64,6 +64,18 @@ test('sft chat without --prompt reads piped stdin turn by turn, keeps history an
   assert.equal(answers[1]!.slice('Assistant: '.length).trim(), withHistory.text);
 });
 
+test('sft chat: an error during an interactive turn releases stdin (the process can exit)', async () => {
+  const { PassThrough } = await import('node:stream');
+  const io = capture();
+  const stdin = new PassThrough(); // a terminal-like input that never ends on its own
+  io.stdin = stdin;
+  stdin.write('Hello\n');
+  // --top_p 2 is only checked when the answer is generated, i.e. inside the chat loop
+  await assert.rejects(runChat(['--model', MODEL, '--top_p', '2', '--max_new_tokens', '2'], io), /--top_p must be in \[0, 1\]/);
+  assert.equal(stdin.listenerCount('data') + stdin.listenerCount('end'), 0, 'readline detached from stdin');
+  stdin.destroy();
+});
+
 test('sft compare prints base (raw prompt) and SFT (template) answers with the same seed, as a grid', async () => {
   const io = capture();
   assert.equal(await runCompare(['--base', MODEL, '--model', MODEL, '--model', MODEL, '--prompts', 'test/fixtures/infer/prompts.txt', '--max_new_tokens', '10', '--json'], io), 0);
@@ -78,6 +90,27 @@ test('sft compare prints base (raw prompt) and SFT (template) answers with the s
   assert.equal(j.results[0].base, raw.text);
   assert.match(io.out(), /\[BASE MODEL\]/);
   assert.match(io.out(), /\[SFT MODEL 2\]/);
+});
+
+test('sft compare keeps the base model open while it opens more checkpoints than the model cache holds', async () => {
+  const { cpSync, mkdtempSync, rmSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const tmp = mkdtempSync(join((await import('node:os')).tmpdir(), 'sft-compare-'));
+  try {
+    const a = join(tmp, 'a');
+    const b = join(tmp, 'b');
+    cpSync(MODEL, a, { recursive: true });
+    cpSync(MODEL, b, { recursive: true });
+    const io = capture();
+    // base + two distinct folders: three models, one more than the default cache of two
+    assert.equal(await runCompare(['--base', MODEL, '--model', a, '--model', b, '--prompts', 'test/fixtures/infer/prompts.txt', '--max_new_tokens', '4', '--json'], io), 0);
+    const j = lastJson(io.out());
+    assert.equal(j.results.length, 2);
+    for (const r of j.results) assert.equal(r.answers[0], r.answers[1]); // copies of one model, same seed
+  } finally {
+    await closeInferenceModels();
+    rmSync(tmp, { recursive: true, force: true });
+  }
 });
 
 test('sft perplexity --json prints tokens, predicted, nll_sum, ppl', async () => {

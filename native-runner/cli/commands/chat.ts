@@ -60,29 +60,32 @@ export async function runChat(argv: string[], io: CommandIO = processIO()): Prom
   const rl = createInterface({ input: io.stdin, terminal: false });
   const lines = rl[Symbol.asyncIterator]();
   let turn = 0;
-  for (;;) {
-    if (interactive) io.stdout.write('\nYou: ');
-    const next = await lines.next();
-    if (next.done) break;
-    const text = String(next.value).trim();
-    if (['quit', 'exit', 'q'].includes(text.toLowerCase())) break;
-    if (!text) continue;
-    const messages: ChatMessage[] = mode === 'chat' ? [...history, { role: 'user', content: text }] : [{ role: 'user', content: text }];
-    io.stdout.write('Assistant: ');
-    // Ctrl-C while the model is answering stops that answer only (interactive terminals).
-    const ac = new AbortController();
-    const onSigint = () => ac.abort();
-    if (interactive) process.once('SIGINT', onSigint);
-    let r: ChatReply;
-    try {
-      r = await ask(messages, turn++, ac.signal);
-    } finally {
-      process.removeListener('SIGINT', onSigint);
+  try {
+    for (;;) {
+      if (interactive) io.stdout.write('\nYou: ');
+      const next = await lines.next();
+      if (next.done) break;
+      const text = String(next.value).trim();
+      if (['quit', 'exit', 'q'].includes(text.toLowerCase())) break;
+      if (!text) continue;
+      const messages: ChatMessage[] = mode === 'chat' ? [...history, { role: 'user', content: text }] : [{ role: 'user', content: text }];
+      io.stdout.write('Assistant: ');
+      // Ctrl-C while the model is answering stops that answer only (interactive terminals).
+      const ac = new AbortController();
+      const onSigint = () => ac.abort();
+      if (interactive) process.once('SIGINT', onSigint);
+      let r: ChatReply;
+      try {
+        r = await ask(messages, turn++, ac.signal);
+      } finally {
+        process.removeListener('SIGINT', onSigint);
+      }
+      println(io.stdout, r.stopReason === 'aborted' ? ' [stopped]' : '');
+      if (mode === 'chat') history.push({ role: 'user', content: text }, { role: 'assistant', content: r.text });
     }
-    println(io.stdout, r.stopReason === 'aborted' ? ' [stopped]' : '');
-    if (mode === 'chat') history.push({ role: 'user', content: text }, { role: 'assistant', content: r.text });
+  } finally {
+    rl.close(); // an error mid-chat must not leave stdin open: the process would wait on it instead of exiting
   }
-  rl.close();
   return 0;
 }
 

@@ -8,8 +8,9 @@
  */
 import type { Command } from '../command';
 import { parseOptions, required } from '../command';
-import { chatWith, openInferenceModel, type InferenceModel } from '../../infer/service';
-import { deviceArg, println, processIO, readPromptsFile, SAMPLING_OPTIONS, samplingArgs, type CommandIO } from '../../infer/cliSupport';
+import { chatWith, openInferenceModel, setInferenceCacheSize, type InferenceModel } from '../../infer/service';
+import { deviceArg, println, processIO, readPromptsFile, SAMPLING_OPTIONS, samplingArgs, type CommandIO, type SamplingArgs } from '../../infer/cliSupport';
+import type { Device } from '../../engine/ortSession';
 import { SftError } from '../../util/errors';
 
 const USAGE =
@@ -28,6 +29,16 @@ export async function runCompare(argv: string[], io: CommandIO = processIO()): P
   // compare_models.py: temperature 0.7, do_sample, max_new_tokens 100, generate()'s top_k 50 and top_p 1.
   const s = samplingArgs(values, { temperature: 0.7, top_p: 1, top_k: 50, max_new_tokens: 100, seed: 42 });
   const device = deviceArg(values.device);
+  // Every model stays in use until the last prompt: the cache must not close the base while opening the others.
+  const previousCacheSize = setInferenceCacheSize(Math.max(2, 1 + modelDirs.length));
+  try {
+    return await compareModels(baseDir, modelDirs, prompts, s, device, Boolean(values.json), io);
+  } finally {
+    setInferenceCacheSize(previousCacheSize);
+  }
+}
+
+async function compareModels(baseDir: string, modelDirs: string[], prompts: string[], s: SamplingArgs, device: Device, json: boolean, io: CommandIO): Promise<number> {
   const base = await openInferenceModel(baseDir, device);
   const models: InferenceModel[] = [];
   for (const d of modelDirs) models.push(await openInferenceModel(d, device));
@@ -56,7 +67,7 @@ export async function runCompare(argv: string[], io: CommandIO = processIO()): P
     println(io.stdout, `\n[BASE MODEL] ${base.dir}:\n${baseText}`);
     models.forEach((m, i) => println(io.stdout, `\n[SFT MODEL${models.length > 1 ? ` ${i + 1}` : ''}] ${m.dir}:\n${answers[i]}`));
   }
-  if (values.json) println(io.stdout, JSON.stringify({ seed: s.seed, base: base.dir, models: models.map((m) => m.dir), results }));
+  if (json) println(io.stdout, JSON.stringify({ seed: s.seed, base: base.dir, models: models.map((m) => m.dir), results }));
   return 0;
 }
 
