@@ -57,6 +57,9 @@ export class RunnerServer {
   private readonly inflight = new Map<number, { method: RunnerMethod; abort: AbortController }>();
   private trainer: Trainer | null = null;
   private training: Promise<unknown> | null = null;
+  /** A `stop` that arrived while a train request was still preparing: applied as soon as its trainer exists. */
+  private stopWhilePreparing: { save: boolean } | null = null;
+  private preparing = false;
   private exiting = false;
 
   constructor(private readonly o: ServerOptions) {
@@ -141,6 +144,10 @@ export class RunnerServer {
       case 'train':
         return this.startTraining(msg.params, cwd);
       case 'stop': {
+        if (this.preparing) {
+          this.stopWhilePreparing = { save: msg.params.save ?? true };
+          return { stopping: true, status: 'stopping' };
+        }
         const t = this.trainer;
         const stopping = t ? t.requestStop(msg.params.save ?? true) : false;
         return { stopping, status: t ? t.currentStatus : 'idle' };
@@ -191,6 +198,8 @@ export class RunnerServer {
     // Reserve the slot while preparing (loading, downloading); a shutdown meanwhile waits for it.
     let prepared!: () => void;
     this.training = new Promise<void>((resolve) => (prepared = resolve));
+    this.preparing = true;
+    this.stopWhilePreparing = null;
     let trainer: Trainer;
     try {
       trainer = await Trainer.prepare(parsed.config, this.o.deps, { resume: params.resume, listener, notes: parsed.notes });
@@ -202,9 +211,14 @@ export class RunnerServer {
       this.training = null;
       throw e;
     } finally {
+      this.preparing = false;
       prepared();
     }
     this.trainer = trainer;
+    // A stop during preparation ends the run at its first boundary, before any step.
+    const pendingStop = this.stopWhilePreparing as { save: boolean } | null; // set by a `stop` during the await above
+    if (pendingStop) trainer.requestStop(pendingStop.save);
+    this.stopWhilePreparing = null;
     this.training = trainer
       .run()
       .catch((e: unknown) => this.event('error', { message: describeError(e), where: e instanceof SftError ? e.where : undefined }))

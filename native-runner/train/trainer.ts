@@ -327,8 +327,15 @@ export class Trainer {
     await this.engine.dispose();
   }
 
-  /** Ends the loop at the next run boundary; with `save` a checkpoint is written there. */
+  /**
+   * Ends the loop at the next run boundary; with `save` a checkpoint is written there. On a prepared trainer
+   * that has not started yet, the run then ends before its first step.
+   */
   requestStop(save: boolean): boolean {
+    if (this.status === 'idle') {
+      this.stopRequested = { save };
+      return true;
+    }
     if (this.status !== 'training') return false;
     this.stopRequested = { save };
     this.setStatus('stopping');

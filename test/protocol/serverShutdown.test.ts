@@ -79,3 +79,66 @@ test('input ending while train is preparing: the run never starts, its engine is
     fs.rmSync(out, { recursive: true, force: true });
   }
 });
+
+test('stop while train is preparing: the reply says stopping, and the run ends before its first step', { timeout: 60_000 }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-server-stop-'));
+  const calls: string[] = [];
+  const engine: StepEngine = {
+    async runSteps(steps) {
+      calls.push('runSteps');
+      return steps.map(() => ({ loss: 1, gradNorm: 1, tokens: 1 }));
+    },
+    async evalBatch() {
+      return { nllSum: 0, tokens: 0 };
+    },
+    getParams: () => new Map(),
+    getOptimizerState: () => ({ m: new Map(), v: new Map(), step: 0 }),
+    dispose() {
+      calls.push('dispose');
+    },
+  };
+  const unused = async (): Promise<never> => {
+    throw new Error('not used');
+  };
+  const lines: string[] = [];
+  const server = new RunnerServer({
+    write: (l) => lines.push(l),
+    deps: {
+      prepareForChat,
+      createEngine: async () => {
+        await new Promise((r) => setTimeout(r, 300)); // the stop arrives meanwhile
+        calls.push('created');
+        return engine;
+      },
+    },
+    services: { plan: unused, preview: unused, chat: unused, evaluate: unused } as ServiceHandlers,
+    cwd: ROOT,
+  });
+  try {
+    server.start();
+    const config = {
+      model_name_or_path: 'samples/tiny-gpt2-chat',
+      dataset: 'test/fixtures/train/dolly-small.jsonl',
+      dataset_format: 'dolly',
+      output_dir: out,
+      test_size: 0,
+      max_steps: 3,
+      logging_steps: 1,
+    };
+    server.push(JSON.stringify(makeRequest(1, 'train', { config, base_dir: ROOT })) + '\n');
+    await new Promise((r) => setTimeout(r, 50));
+    server.push(JSON.stringify(makeRequest(2, 'stop', { save: true })) + '\n');
+    for (let i = 0; i < 200 && !calls.includes('dispose'); i++) await new Promise((r) => setTimeout(r, 25));
+    await server.idle();
+    const msgs = new JsonLineDecoder().push(lines.join('')).map((i) => (i.ok ? i.value : i.error)) as { kind: string; id?: number; ok?: boolean; result?: { stopping?: boolean } }[];
+    const stopReply = msgs.find((m) => m.kind === 'reply' && m.id === 2);
+    assert.equal(stopReply?.ok, true);
+    assert.equal(stopReply?.result?.stopping, true);
+    assert.equal(msgs.find((m) => m.kind === 'reply' && m.id === 1)?.ok, true);
+    assert.ok(!calls.includes('runSteps'), `no step may run after the stop: ${calls.join(',')}`);
+    assert.ok(!fs.existsSync(path.join(out, 'model.safetensors')), 'a stopped run writes no final model');
+  } finally {
+    server.end();
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
