@@ -41,6 +41,8 @@ export interface ConversationOptions {
   label?: string;
   /** Bad lines kept in the result (all are counted). Default 1000. */
   keepBadLines?: number;
+  /** Stops reading with SftError "<label>: reading cancelled" once aborted (checked per record). */
+  signal?: AbortSignal;
 }
 
 export interface ConversationSet {
@@ -100,6 +102,7 @@ export async function loadConversations(file: string, opts: ConversationOptions 
   };
 
   for await (const item of readRecords(file, label)) {
+    if (opts.signal?.aborted) throw new SftError('reading cancelled', label);
     if (item.kind === 'bad') {
       // Keep file order of bad lines relative to pending records: pending ones are only ever non-bad.
       addBad(item.bad);
@@ -225,6 +228,7 @@ export async function loadTrainingData(opts: TrainingDataOptions): Promise<Train
     onBadLine: opts.on_bad_line ?? 'error',
     oasstPaths: opts.oasst_paths,
     oasstLang: opts.oasst_lang,
+    signal: opts.signal,
   };
   const main = await loadConversations(resolved.file, { ...convOpts, label });
   const notes: string[] = [];

@@ -16,6 +16,7 @@ import { computeStats, type DataStats } from './stats';
 import { tokenizeConversation } from './tokenize';
 import { splitTrainEval } from './split';
 import type { BadLine, TokenizedExample } from './types';
+import { SftError } from '../util/errors';
 
 export interface PreviewOptions {
   dataset: string;
@@ -43,7 +44,12 @@ export interface PreviewOptions {
   seed?: number;
   /** Progress of a hub dataset download (first use of a hub id). */
   onProgress?: (p: HubProgress) => void;
+  /** Cancels the download, the reading and the tokenisation (an SftError "… cancelled"); nothing is cached. */
+  signal?: AbortSignal;
 }
+
+/** Conversations tokenised between yields to the event loop (where a cancel can arrive). */
+const TOKENIZE_CHUNK = 256;
 
 export interface PreviewExampleJson {
   index: number;
@@ -131,19 +137,23 @@ function statsJson(s: DataStats): PreviewStatsJson {
 export async function previewDataset(opts: PreviewOptions): Promise<PreviewResult> {
   const maxLength = opts.max_length ?? 512;
   const aol = opts.assistant_only_loss ?? true;
-  const resolved = await resolveDatasetPath(opts.dataset, { baseDir: opts.baseDir, onProgress: opts.onProgress });
+  const resolved = await resolveDatasetPath(opts.dataset, { baseDir: opts.baseDir, onProgress: opts.onProgress, signal: opts.signal });
   const st = fs.statSync(resolved.file);
   const format = opts.dataset_format ?? resolved.format ?? 'auto';
   const template = opts.template ?? DEFAULT_TEMPLATE;
   const key = JSON.stringify([resolved.file, st.size, st.mtimeMs, format, opts.tokenizerKey ?? null, maxLength, aol, opts.oasst_paths ?? 'best', opts.oasst_lang ?? '', template]);
   if (!cache || cache.key !== key || !opts.tokenizerKey) {
     const label = path.isAbsolute(opts.dataset) || resolved.format ? resolved.file : opts.dataset;
-    const set = await loadConversations(resolved.file, { format, onBadLine: 'skip', oasstPaths: opts.oasst_paths, oasstLang: opts.oasst_lang, label });
+    const set = await loadConversations(resolved.file, { format, onBadLine: 'skip', oasstPaths: opts.oasst_paths, oasstLang: opts.oasst_lang, label, signal: opts.signal });
     // loadConversations already skipped (and counted) conversations without an assistant turn.
     const skipped = set.skipped;
     const examples: TokenizedExample[] = [];
-    for (const c of set.conversations) {
-      const ex = tokenizeConversation(opts.tokenizer, c, { maxLength, assistantOnlyLoss: aol, template });
+    for (let i = 0; i < set.conversations.length; i++) {
+      if (opts.signal && i % TOKENIZE_CHUNK === 0) {
+        if (i > 0) await new Promise((r) => setImmediate(r));
+        if (opts.signal.aborted) throw new SftError('preview cancelled', label);
+      }
+      const ex = tokenizeConversation(opts.tokenizer, set.conversations[i]!, { maxLength, assistantOnlyLoss: aol, template });
       if (ex) examples.push(ex);
     }
     cache = {

@@ -3,9 +3,15 @@
  *   openInferenceModel(dir, device)  loaded model + EngineLM, cached per (folder, device) — the 2 most recently
  *                                    used stay loaded (setInferenceCacheSize) — and reloaded when the weights
  *                                    file changes (a checkpoint overwritten by training)
+ *   holdInferenceModel(m)            keeps a cached model open until the returned release() is called
+ *   withInferenceModel(dir, dev, fn) runs fn on the opened model, held from before its load to fn's end
  *   chat(request)                    one answer to a conversation, streamed through onToken, cancellable
  *   perplexityOfText / perplexityOfFile / evalLossOfExamples   measurement helpers
  *   closeInferenceModels()           frees every cached model
+ * Models in use are reference counted: chat, chatWith, the perplexity and eval-loss helpers hold their model
+ * while they run (and holdInferenceModel holds it on request). Eviction never closes a held model: it skips
+ * it (the cache may hold more than its size meanwhile) and closes it once the last user releases it, if it is
+ * still over the size then. A replaced (weights changed) or closed model that is held is closed on release.
  */
 import { statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -31,14 +37,26 @@ export interface InferenceModel {
 }
 
 interface CacheEntry {
+  key: string;
   stamp: string;
   model: Promise<InferenceModel>;
+  /** Holders right now (calls in flight, holdInferenceModel); eviction never closes an entry with users. */
+  users: number;
+  /** Out of the cache (evicted, replaced by newer weights, or closeInferenceModels): closed once unused. */
+  retired: boolean;
+  closed: boolean;
 }
+/** Least recently used first. Every entry here is neither retired nor closed. */
 const cache = new Map<string, CacheEntry>();
+/** The entry of each loaded model (to hold the object a caller got from openInferenceModel). */
+const entryOf = new WeakMap<InferenceModel, CacheEntry>();
 /** Models kept loaded at once (least recently used ones are closed first). */
 let maxCached = 2;
 
-/** Sets how many models stay loaded (≥ 1); extra ones are closed, least recently used first. Returns the previous size. */
+/**
+ * Sets how many models stay loaded (≥ 1); extra ones are closed, least recently used first (models in use
+ * are closed when released). Returns the previous size.
+ */
 export function setInferenceCacheSize(n: number): number {
   const previous = maxCached;
   maxCached = Math.max(1, Math.floor(n));
@@ -46,12 +64,45 @@ export function setInferenceCacheSize(n: number): number {
   return previous;
 }
 
-function evictOverflow(): void {
-  while (cache.size > maxCached) {
-    const [key, entry] = cache.entries().next().value as [string, CacheEntry];
+function closeEntry(e: CacheEntry): Promise<void> {
+  if (e.closed) return Promise.resolve();
+  e.closed = true;
+  return e.model.then((m) => m.lm.dispose()).catch(() => undefined);
+}
+
+/** Takes `e` out of service: closed now when unused, else by its last release. */
+function retire(e: CacheEntry): void {
+  e.retired = true;
+  if (e.users === 0) void closeEntry(e);
+}
+
+/** Closes least recently used unheld models while the cache is over its size; `keep` (just opened) stays. */
+function evictOverflow(keep?: CacheEntry): void {
+  for (const [key, e] of cache) {
+    if (cache.size <= maxCached) break;
+    if (e.users > 0 || e === keep) continue;
     cache.delete(key);
-    void entry.model.then((m) => m.lm.dispose()).catch(() => undefined);
+    retire(e);
   }
+}
+
+/** Counts one more user of `e` (and marks it most recently used); the returned function releases it once. */
+function acquire(e: CacheEntry): () => void {
+  if (e.closed) throw new SftError('the model was closed');
+  e.users++;
+  if (!e.retired && cache.get(e.key) === e) {
+    cache.delete(e.key);
+    cache.set(e.key, e);
+  }
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    e.users--;
+    if (e.users > 0) return;
+    if (e.retired) void closeEntry(e);
+    else evictOverflow();
+  };
 }
 
 function weightsStamp(dir: string): string {
@@ -66,8 +117,8 @@ function weightsStamp(dir: string): string {
   return 'missing';
 }
 
-/** Loads (or reuses) a model folder for inference on `device`. */
-export async function openInferenceModel(dir: string, device: Device = 'cpu'): Promise<InferenceModel> {
+/** The cache entry of (dir, device), loading it when missing or when its weights file changed. */
+function openEntry(dir: string, device: Device): CacheEntry {
   const abs = resolve(dir);
   const key = `${device}\u0000${abs}`;
   const stamp = weightsStamp(abs);
@@ -75,37 +126,80 @@ export async function openInferenceModel(dir: string, device: Device = 'cpu'): P
   if (hit && hit.stamp === stamp) {
     cache.delete(key); // most recently used goes last
     cache.set(key, hit);
-    return hit.model;
+    return hit;
   }
   if (hit) {
     cache.delete(key);
-    void hit.model.then((m) => m.lm.dispose()).catch(() => undefined);
+    retire(hit);
   }
-  const model = (async () => {
+  const entry: CacheEntry = { key, stamp, model: undefined as unknown as Promise<InferenceModel>, users: 0, retired: false, closed: false };
+  entry.model = (async () => {
     const m = await loadModel(abs);
     const lm = new EngineLM(m.config, m.params, { device });
-    return { dir: abs, device, model: m, lm, defaultMode: hasChatTokens(m.tokenizer) ? 'chat' : 'raw' } satisfies InferenceModel;
+    const im: InferenceModel = { dir: abs, device, model: m, lm, defaultMode: hasChatTokens(m.tokenizer) ? 'chat' : 'raw' };
+    entryOf.set(im, entry);
+    return im;
   })();
-  const entry = { stamp, model };
   cache.set(key, entry);
-  model.catch(() => {
+  entry.model.catch(() => {
     if (cache.get(key) === entry) cache.delete(key);
   });
-  evictOverflow();
-  return model;
+  evictOverflow(entry);
+  return entry;
 }
 
-/** Frees every cached model. */
+/**
+ * Loads (or reuses) a model folder for inference on `device`. The model is not held: a later open of other
+ * models may close it once it is over the cache size and unused — hold it (holdInferenceModel) across calls.
+ */
+export async function openInferenceModel(dir: string, device: Device = 'cpu'): Promise<InferenceModel> {
+  return openEntry(dir, device).model;
+}
+
+/**
+ * Keeps `m` (from openInferenceModel) open until the returned release() is called (calling it again does
+ * nothing): eviction passes over it meanwhile. A model not from the cache is not tracked (release is a no-op).
+ * Throws "the model was closed" when it already was.
+ */
+export function holdInferenceModel(m: InferenceModel): () => void {
+  const e = entryOf.get(m);
+  return e ? acquire(e) : () => undefined;
+}
+
+/** Runs `fn` with `m` held. */
+async function withHeld<T>(m: InferenceModel, fn: () => Promise<T>): Promise<T> {
+  const release = holdInferenceModel(m);
+  try {
+    return await fn();
+  } finally {
+    release();
+  }
+}
+
+/**
+ * Opens (dir, device) and runs `fn` on it, held from before the load starts until `fn` settles — unlike
+ * openInferenceModel + holdInferenceModel, other opens during the load cannot close it.
+ */
+export async function withInferenceModel<T>(dir: string, device: Device, fn: (m: InferenceModel) => Promise<T>): Promise<T> {
+  const e = openEntry(dir, device);
+  const release = acquire(e);
+  try {
+    return await fn(await e.model);
+  } finally {
+    release();
+  }
+}
+
+/** Frees every cached model (one in use is closed when its call releases it). */
 export async function closeInferenceModels(): Promise<void> {
   const all = [...cache.values()];
   cache.clear();
+  const closing: Promise<void>[] = [];
   for (const e of all) {
-    try {
-      await (await e.model).lm.dispose();
-    } catch {
-      /* failed loads have nothing to free */
-    }
+    e.retired = true;
+    if (e.users === 0) closing.push(closeEntry(e));
   }
+  await Promise.all(closing);
 }
 
 export interface ChatRequest {
@@ -154,12 +248,15 @@ export interface ChatReply {
 
 /** One chat answer. Cancelling through `signal` returns what was generated so far (stopReason 'aborted'). */
 export async function chat(req: ChatRequest): Promise<ChatReply> {
-  const m = await openInferenceModel(req.model, req.device ?? 'cpu');
-  return chatWith(m, req);
+  return withInferenceModel(req.model, req.device ?? 'cpu', (m) => chatWith(m, req));
 }
 
-/** chat() on an already opened model. */
+/** chat() on an already opened model (held while it generates). */
 export async function chatWith(m: InferenceModel, req: Omit<ChatRequest, 'model' | 'device'>): Promise<ChatReply> {
+  return withHeld(m, () => chatOn(m, req));
+}
+
+async function chatOn(m: InferenceModel, req: Omit<ChatRequest, 'model' | 'device'>): Promise<ChatReply> {
   const tok = m.model.tokenizer;
   const sampling = samplingFrom({ temperature: req.temperature ?? 0.7, topP: req.top_p ?? 0.9, topK: req.top_k, repetitionPenalty: req.repetition_penalty });
   const maxNew = req.max_new_tokens ?? 150;
@@ -210,7 +307,7 @@ export async function perplexityOfText(
 ): Promise<PerplexityResult> {
   const ids = m.model.tokenizer.encode(text);
   if (ids.length < 2) throw new SftError(`the text has ${ids.length} token(s); perplexity needs at least 2`);
-  return perplexityOfIds(m.lm, ids, opts);
+  return withHeld(m, () => perplexityOfIds(m.lm, ids, opts));
 }
 
 /** perplexityOfText on a UTF-8 file of a model folder (the protocol's evaluate {kind:'perplexity'}). */
@@ -220,8 +317,7 @@ export async function perplexityOfFile(
   opts: { device?: Device; window?: number; stride?: number; batchSize?: number; signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
 ): Promise<PerplexityResult> {
   const text = readTextFile(file);
-  const m = await openInferenceModel(modelDir, opts.device ?? 'cpu');
-  return perplexityOfText(m, text, opts);
+  return withInferenceModel(modelDir, opts.device ?? 'cpu', (m) => perplexityOfText(m, text, opts));
 }
 
 /**
@@ -229,6 +325,10 @@ export async function perplexityOfFile(
  * trained[t+1] = 1, the data layer's shift). Examples longer than n_positions + 1 are cut to that length.
  */
 export async function evalLossOfExamples(m: InferenceModel, examples: TokenizedExample[], opts: { batchSize?: number; signal?: AbortSignal } = {}): Promise<{ loss: number; tokens: number }> {
+  return withHeld(m, () => evalLossHeld(m, examples, opts));
+}
+
+async function evalLossHeld(m: InferenceModel, examples: TokenizedExample[], opts: { batchSize?: number; signal?: AbortSignal }): Promise<{ loss: number; tokens: number }> {
   const P = m.lm.nPositions;
   const rows = examples.map((e) => e.inputIds.slice(0, P + 1)).filter((r) => r.length >= 2);
   const kept = examples.filter((e) => e.inputIds.length >= 2);

@@ -80,6 +80,7 @@ export function dataServices(cwd: string = process.cwd()): Pick<ServiceHandlers,
         offset: params.offset,
         limit: params.limit,
         baseDir: cwd,
+        signal: ctx.signal,
       });
       return { format_used: r.format_used, total: r.total, offset: r.offset, examples: r.examples, stats: r.stats, bad_lines: r.bad_lines, bad_line_count: r.bad_line_count };
     },

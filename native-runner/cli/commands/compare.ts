@@ -8,9 +8,8 @@
  */
 import type { Command } from '../command';
 import { parseOptions, required } from '../command';
-import { chatWith, openInferenceModel, setInferenceCacheSize, type InferenceModel } from '../../infer/service';
+import { chatWith, holdInferenceModel, openInferenceModel, type InferenceModel } from '../../infer/service';
 import { deviceArg, println, processIO, readPromptsFile, SAMPLING_OPTIONS, samplingArgs, type CommandIO, type SamplingArgs } from '../../infer/cliSupport';
-import type { Device } from '../../engine/ortSession';
 import { SftError } from '../../util/errors';
 
 const USAGE =
@@ -29,19 +28,32 @@ export async function runCompare(argv: string[], io: CommandIO = processIO()): P
   // compare_models.py: temperature 0.7, do_sample, max_new_tokens 100, generate()'s top_k 50 and top_p 1.
   const s = samplingArgs(values, { temperature: 0.7, top_p: 1, top_k: 50, max_new_tokens: 100, seed: 42 });
   const device = deviceArg(values.device);
-  // Every model stays in use until the last prompt: the cache must not close the base while opening the others.
-  const previousCacheSize = setInferenceCacheSize(Math.max(2, 1 + modelDirs.length));
+  // Every model is held until the last prompt, so opening the others (more than the cache holds) closes none.
+  const releases: (() => void)[] = [];
+  const open = async (dir: string) => {
+    const m = await openInferenceModel(dir, device);
+    releases.push(holdInferenceModel(m));
+    return m;
+  };
   try {
-    return await compareModels(baseDir, modelDirs, prompts, s, device, Boolean(values.json), io);
+    return await compareModels(open, baseDir, modelDirs, prompts, s, Boolean(values.json), io);
   } finally {
-    setInferenceCacheSize(previousCacheSize);
+    for (const release of releases) release();
   }
 }
 
-async function compareModels(baseDir: string, modelDirs: string[], prompts: string[], s: SamplingArgs, device: Device, json: boolean, io: CommandIO): Promise<number> {
-  const base = await openInferenceModel(baseDir, device);
+async function compareModels(
+  open: (dir: string) => Promise<InferenceModel>,
+  baseDir: string,
+  modelDirs: string[],
+  prompts: string[],
+  s: SamplingArgs,
+  json: boolean,
+  io: CommandIO,
+): Promise<number> {
+  const base = await open(baseDir);
   const models: InferenceModel[] = [];
-  for (const d of modelDirs) models.push(await openInferenceModel(d, device));
+  for (const d of modelDirs) models.push(await open(d));
   const answer = async (m: InferenceModel, prompt: string, mode: 'raw' | 'chat') =>
     (
       await chatWith(m, {
