@@ -12,7 +12,8 @@
  *
  * Semantics: `train` replies once the run has started (config checked, model/data loaded) and then
  * reports through `progress`, `metrics` and `state` events; `chat` streams `token` events tagged with its
- * request id and replies with the whole text; `cancel` aborts a running request (chat/evaluate/preview);
+ * request id and replies with the whole text; `evaluate` measures eval loss, perplexity or a benchmark task
+ * (params and result tagged by `kind`); `cancel` aborts a running request (chat/evaluate/preview);
  * `stop` ends training at the next step boundary (saving a checkpoint when asked). On startup the runner
  * emits `state {status:'idle'}` and it exits when its stdin closes or after `shutdown`.
  */
@@ -123,6 +124,60 @@ const badLineCheck = obj({ file: opt(str), line: int(0), reason: str });
 
 const configInputCheck = oneOf(record, str);
 
+/** The benchmark tasks `evaluate {kind:'task'}` runs (native-runner/infer/benchmarks.ts TASKS, same order). */
+export const BENCHMARK_TASKS = ['hellaswag', 'arc_easy', 'arc_challenge', 'piqa', 'winogrande', 'truthfulqa_mc2'] as const;
+export const benchmarkTaskCheck = literal(...BENCHMARK_TASKS);
+export type BenchmarkTask = Checked<typeof benchmarkTaskCheck>;
+
+const lossEvalParamsCheck = obj({
+  model: str,
+  kind: literal('eval_loss', 'perplexity'),
+  /** eval_loss: a dataset file and its format. */
+  dataset: opt(str),
+  dataset_format: opt(str),
+  max_length: opt(int(1)),
+  assistant_only_loss: opt(bool),
+  per_device_eval_batch_size: opt(int(1)),
+  /** perplexity: a text file, window and stride in tokens. */
+  file: opt(str),
+  window: opt(int(1)),
+  stride: opt(int(1)),
+  device: opt(deviceCheck),
+});
+const lossEvalResultCheck = obj(
+  {
+    kind: literal('eval_loss', 'perplexity'),
+    eval_loss: opt(num),
+    eval_tokens: opt(int(0)),
+    ppl: opt(num),
+    nll_sum: opt(num),
+    tokens: opt(int(0)),
+    predicted: opt(int(0)),
+  },
+  false,
+);
+/** task: the benchmark, its rows file (.jsonl/.json/.parquet), the first `limit` documents only, requests per forward batch. */
+const taskEvalParamsCheck = obj({
+  model: str,
+  kind: literal('task'),
+  task: benchmarkTaskCheck,
+  data: str,
+  limit: opt(int(1)),
+  batch_size: opt(int(1)),
+  device: opt(deviceCheck),
+});
+/** A benchmark metric: the mean over documents and lm-eval's stderr of the mean (null when n < 2). */
+const benchmarkMetricCheck = obj({ value: num, stderr: nullable(num) });
+export type BenchmarkMetric = Checked<typeof benchmarkMetricCheck>;
+/** acc (all but truthfulqa_mc2), acc_norm (hellaswag, arc_*, piqa), mc2 (truthfulqa_mc2); n documents scored. */
+const taskEvalResultCheck = obj({
+  kind: literal('task'),
+  task: benchmarkTaskCheck,
+  n: int(1),
+  metrics: obj({ acc: opt(benchmarkMetricCheck), acc_norm: opt(benchmarkMetricCheck), mc2: opt(benchmarkMetricCheck) }),
+});
+export type TaskEvalResult = Checked<typeof taskEvalResultCheck>;
+
 // ---- requests: method → [params, result] ---------------------------------------------------------
 
 const REQUEST_CHECKS = {
@@ -185,34 +240,13 @@ const REQUEST_CHECKS = {
   ],
   /** Abort request `requestId` (a chat, evaluate or preview); it then replies with what it has or an error. */
   cancel: [obj({ requestId: int(0) }), obj({ cancelled: bool })],
+  /**
+   * Measure a model: eval_loss (a dataset file), perplexity (a text file) or task (a zero-shot
+   * lm-evaluation-harness benchmark from a local dataset file: JSONL, JSON or Parquet rows).
+   */
   evaluate: [
-    obj({
-      model: str,
-      kind: literal('eval_loss', 'perplexity'),
-      /** eval_loss: a dataset file and its format. */
-      dataset: opt(str),
-      dataset_format: opt(str),
-      max_length: opt(int(1)),
-      assistant_only_loss: opt(bool),
-      per_device_eval_batch_size: opt(int(1)),
-      /** perplexity: a text file, window and stride in tokens. */
-      file: opt(str),
-      window: opt(int(1)),
-      stride: opt(int(1)),
-      device: opt(deviceCheck),
-    }),
-    obj(
-      {
-        kind: literal('eval_loss', 'perplexity'),
-        eval_loss: opt(num),
-        eval_tokens: opt(int(0)),
-        ppl: opt(num),
-        nll_sum: opt(num),
-        tokens: opt(int(0)),
-        predicted: opt(int(0)),
-      },
-      false,
-    ),
+    tagged('kind', { eval_loss: lossEvalParamsCheck, perplexity: lossEvalParamsCheck, task: taskEvalParamsCheck }),
+    tagged('kind', { eval_loss: lossEvalResultCheck, perplexity: lossEvalResultCheck, task: taskEvalResultCheck }),
   ],
   /** Stop everything (training stops at the next step boundary without saving) and exit. */
   shutdown: [obj({}), obj({})],

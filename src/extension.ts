@@ -19,7 +19,8 @@ import { pickModel } from './modelChoices';
 import { readRun } from './runFolder';
 import { formConfig, isRunConfig, newConfigPath } from './runConfigs';
 import type { TreeNode } from './treeModel';
-import type { RequestParams } from '../protocol/runner';
+import { BENCHMARK_TASKS, type RequestParams } from '../protocol/runner';
+import { evaluationText, parseDocLimit } from './evaluateText';
 
 let runnerService: RunnerService | undefined;
 
@@ -165,6 +166,7 @@ export function activate(context: vscode.ExtensionContext): void {
       [
         { label: 'Eval loss on a dataset', evalKind: 'eval_loss' as const },
         { label: 'Perplexity on a text file', evalKind: 'perplexity' as const },
+        { label: 'Benchmark task…', description: BENCHMARK_TASKS.join(', '), evalKind: 'task' as const },
       ],
       { title: 'Evaluate' },
     );
@@ -180,6 +182,33 @@ export function activate(context: vscode.ExtensionContext): void {
       if (!dataset) dataset = (await vscode.window.showOpenDialog({ canSelectMany: false }))?.[0]?.fsPath ?? '';
       if (!dataset) return;
       params = { model, kind: 'eval_loss', dataset, dataset_format: 'auto' };
+    } else if (kind.evalKind === 'task') {
+      const task = await vscode.window.showQuickPick(
+        BENCHMARK_TASKS.map((t) => ({ label: t, task: t })),
+        { title: 'Benchmark task (zero-shot, lm-evaluation-harness scoring)' },
+      );
+      if (!task) return;
+      const data = (
+        await vscode.window.showOpenDialog({
+          canSelectMany: false,
+          openLabel: `Run ${task.task} on this file`,
+          title: `${task.task} rows (the Hugging Face dataset split as JSONL, JSON or Parquet)`,
+          filters: { 'Benchmark rows': ['jsonl', 'json', 'parquet'] },
+        })
+      )?.[0]?.fsPath;
+      if (!data) return;
+      const limitText = await vscode.window.showInputBox({
+        title: `${task.task}: how many documents?`,
+        prompt: 'The first N documents of the file; leave empty for all of them',
+        placeHolder: 'all',
+        validateInput: (v) => {
+          const r = parseDocLimit(v);
+          return r.ok ? undefined : r.message;
+        },
+      });
+      if (limitText === undefined) return;
+      const limit = parseDocLimit(limitText);
+      params = { model, kind: 'task', task: task.task, data, ...(limit.ok && limit.limit !== undefined ? { limit: limit.limit } : {}) };
     } else {
       const file = (await vscode.window.showOpenDialog({ canSelectMany: false, openLabel: 'Perplexity on this text' }))?.[0]?.fsPath;
       if (!file) return;
@@ -188,10 +217,7 @@ export function activate(context: vscode.ExtensionContext): void {
     const r = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Evaluating ${basename(model)}…` }, () =>
       runner.request('evaluate', params),
     );
-    const text =
-      r.kind === 'eval_loss'
-        ? `eval loss ${r.eval_loss?.toFixed(4)} over ${r.eval_tokens} tokens (perplexity ${r.eval_loss !== undefined ? Math.exp(r.eval_loss).toFixed(2) : '—'})`
-        : `perplexity ${r.ppl?.toFixed(3)} over ${r.tokens} tokens`;
+    const text = evaluationText(r);
     runner.output.appendLine(`[evaluate] ${model}: ${text}`);
     void vscode.window.showInformationMessage(`${basename(model)}: ${text}`);
   });

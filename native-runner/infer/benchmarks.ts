@@ -13,11 +13,14 @@
  * loglik / len(choice) = gold] where len counts the choice's characters (Unicode code points, as Python's
  * len in lm-eval; the same as bytes for ASCII text); ties go to the first choice (np.argmax).
  * Aggregation: mean, stderr = sample standard deviation / √n (lm-eval's mean_stderr; null for n < 2).
+ * benchmarkOfFile runs a task on a model folder (`sft bench` and the protocol's evaluate {kind:'task'}).
  */
 import { extname } from 'node:path';
 import { SftError } from '../util/errors';
 import { readTextFile } from '../util/textFile';
-import type { LoglikRequest, LoglikScorer } from './loglik';
+import type { Device } from '../engine/ortSession';
+import { CausalLMScorer, type LoglikRequest, type LoglikScorer } from './loglik';
+import { withInferenceModel } from './service';
 
 export const TASKS = ['hellaswag', 'arc_easy', 'arc_challenge', 'piqa', 'winogrande', 'truthfulqa_mc2'] as const;
 export type TaskName = (typeof TASKS)[number];
@@ -290,4 +293,23 @@ export async function runBenchmark(
   const metrics: Partial<Record<MetricName, MetricSummary>> = {};
   for (const m of TASK_METRICS[task]) metrics[m] = meanWithStderr(perDoc.map((p) => p[m]!));
   return { task, n: docs.length, metrics, perDoc };
+}
+
+/**
+ * Runs `task` on the rows of `file` (.jsonl/.json/.parquet) with the model folder `modelDir` (cached by
+ * infer/service and held while scoring): the first `limit` documents, `batchSize` requests per forward pass
+ * (default 8). The rows are read before the model is loaded, so a bad data file fails fast.
+ */
+export async function benchmarkOfFile(
+  modelDir: string,
+  task: TaskName,
+  file: string,
+  opts: { device?: Device; limit?: number; batchSize?: number; signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
+): Promise<BenchmarkResult> {
+  const rows = await readTaskRows(file);
+  // Held from before it loads until scoring ends, so other requests cannot evict it meanwhile.
+  return withInferenceModel(modelDir, opts.device ?? 'cpu', (m) => {
+    const scorer = new CausalLMScorer(m.lm, m.model.tokenizer, opts.batchSize ?? 8);
+    return runBenchmark(scorer, task, rows, { limit: opts.limit, signal: opts.signal, onProgress: opts.onProgress });
+  });
 }

@@ -1,13 +1,14 @@
 /**
  * The production wiring of the trainer and the protocol server: the engine factory (engine/
  * trainingEngine), prepareForChat (model/chat) and the request services — plan/preview (data/),
- * chat/perplexity (infer/service), eval_loss (train/evaluate). CLI commands import from here.
+ * chat/perplexity/benchmark tasks (infer/service), eval_loss (train/evaluate). CLI commands import from here.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { RequestResult } from '../../protocol/runner';
 import { isFormatChoice } from '../data/formats';
 import { TrainingEngine } from '../engine/trainingEngine';
+import { benchmarkOfFile } from '../infer/benchmarks';
 import { chat, perplexityOfFile } from '../infer/service';
 import { prepareForChat } from '../model/chat';
 import { SftError } from '../util/errors';
@@ -68,6 +69,10 @@ export function defaultServices(cwd: string = process.cwd()): ServiceHandlers {
           signal: ctx.signal,
         });
         return { kind: 'eval_loss', eval_loss: r.eval_loss, eval_tokens: r.eval_tokens };
+      }
+      if (p.kind === 'task') {
+        const r = await benchmarkOfFile(model, p.task, path.resolve(cwd, p.data), { device: p.device, limit: p.limit, batchSize: p.batch_size, signal: ctx.signal });
+        return { kind: 'task', task: r.task, n: r.n, metrics: r.metrics };
       }
       if (!p.file) throw new SftError('perplexity needs a text file', 'file');
       const r = await perplexityOfFile(model, path.resolve(cwd, p.file), { device: p.device, window: p.window, stride: p.stride, signal: ctx.signal });

@@ -4,11 +4,10 @@
  * arc_challenge, piqa, winogrande, truthfulqa_mc2. Prints each metric with its standard error; --json: last
  * line {"task","n","acc","acc_stderr",…} (acc_norm for hellaswag/arc/piqa, mc2 for truthfulqa_mc2).
  */
+import { resolve } from 'node:path';
 import type { Command } from '../command';
 import { parseOptions, required } from '../command';
-import { openInferenceModel } from '../../infer/service';
-import { CausalLMScorer } from '../../infer/loglik';
-import { isTaskName, readTaskRows, runBenchmark, TASKS } from '../../infer/benchmarks';
+import { benchmarkOfFile, isTaskName, TASKS } from '../../infer/benchmarks';
 import { deviceArg, fmt, positiveInt, println, processIO, isTTY, type CommandIO } from '../../infer/cliSupport';
 import { SftError } from '../../util/errors';
 
@@ -23,18 +22,19 @@ export async function runBench(argv: string[], io: CommandIO = processIO()): Pro
   const dir = required(values.model, 'model', USAGE);
   const task = required(values.task, 'task', USAGE);
   if (!isTaskName(task)) throw new SftError(`--task must be one of ${TASKS.join(', ')}, got "${task}"`);
-  const rows = await readTaskRows(required(values.data, 'data', USAGE));
+  const data = required(values.data, 'data', USAGE);
   const limit = positiveInt(values.limit, 'limit');
-  const m = await openInferenceModel(dir, deviceArg(values.device));
-  const scorer = new CausalLMScorer(m.lm, m.model.tokenizer, positiveInt(values.batch_size, 'batch_size', 8));
+  const batchSize = positiveInt(values.batch_size, 'batch_size', 8);
   const t0 = performance.now();
-  const r = await runBenchmark(scorer, task, rows, {
+  const r = await benchmarkOfFile(dir, task, data, {
+    device: deviceArg(values.device),
     limit,
+    batchSize,
     onProgress: (d, n) => {
       if (isTTY(io.stderr)) io.stderr.write(`\rrequests ${d}/${n}${d === n ? '\n' : ''}`);
     },
   });
-  println(io.stdout, `${task}: ${r.n} documents, ${m.dir} (${fmt((performance.now() - t0) / 1000, 1)} s)`);
+  println(io.stdout, `${task}: ${r.n} documents, ${resolve(dir)} (${fmt((performance.now() - t0) / 1000, 1)} s)`);
   const flat: Record<string, unknown> = { task, n: r.n };
   for (const [name, v] of Object.entries(r.metrics)) {
     println(io.stdout, `  ${name.padEnd(9)} ${fmt(v.value)}${v.stderr === null ? '' : ` ± ${fmt(v.stderr)}`}`);
