@@ -19,8 +19,9 @@
 import { spawn } from 'node:child_process';
 import type * as ort from 'onnxruntime-node';
 import type { GPT2Config } from '../model/types';
-import { Graph, type Tensor } from './graph/graph';
-import { hiddenStates, lmHeadLogits, modelContext, paramSpecs, tokenNll, trueConst, type WeightMap } from './gpt2Graph';
+import { Graph } from './graph/graph';
+import { hiddenStates, lmHeadLogits, modelContext, tokenNll, trueConst } from './gpt2Graph';
+import { mbInputs, paramInputs, pickMicroBatch } from './trainGraph';
 import { createSession, releaseSessions, toF32 } from './ortSession';
 
 /** One state tensor held by the device (owned: dispose exactly once). */
@@ -179,14 +180,8 @@ export function resetDeviceProbe(): void {
  */
 export function buildEvalLoopGraph(config: GPT2Config, opts: { bf16?: boolean } = {}): Graph {
   const g = new Graph('eval_loop');
-  const w: WeightMap = new Map();
-  for (const s of paramSpecs(config)) w.set(s.name, g.input('p:' + s.name, 'float', s.shape));
-  const shape = ['E', 'B', 'T'];
-  const ids = g.input('ids', 'int32', shape);
-  const targets = g.input('targets', 'int32', shape);
-  const weights = g.input('weights', 'float', shape);
-  const positions = g.input('positions', 'int32', shape);
-  const segments = g.input('segments', 'int32', shape);
+  const w = paramInputs(g, config, 'p:');
+  const stacked = mbInputs(g, ['E']);
   const mbDims = g.input('mb_dims', 'int64', ['E', 2]);
   const trip = g.input('trip', 'int64', []);
   const cond = g.input('cond', 'bool', []);
@@ -194,9 +189,7 @@ export function buildEvalLoopGraph(config: GPT2Config, opts: { bf16?: boolean } 
   const body = g.subgraph('eval_step');
   const iter = body.freshInput('iter', 'int64', []);
   body.freshInput('cond_in', 'bool', []);
-  const dims = body.gather(mbDims, iter); // [2] = (rows, len)
-  const pick = (t: Tensor) => body.op('Slice', [body.gather(t, iter), body.ints([0, 0]), dims, body.ints([0, 1])], {}, { dtype: t.dtype, shape: ['B', 'T'] });
-  const mb = { ids: pick(ids), targets: pick(targets), weights: pick(weights), positions: pick(positions), segments: pick(segments) };
+  const mb = pickMicroBatch(body, stacked, iter, body.gather(mbDims, iter)); // dims [2] = (rows, len)
   const c = modelContext(body, config, w, body.shapeOf(mb.ids), { bf16: opts.bf16 });
   const logits = lmHeadLogits(c, hiddenStates(c, mb.ids, mb.positions, mb.segments)); // [N,V]
   const { nll } = tokenNll(body, logits, body.reshape(mb.targets, [-1], ['N']));

@@ -3,7 +3,7 @@
  * disabled, and a clear SftError when the CUDA provider library is missing), and host ⇄ ort.Tensor helpers.
  */
 import * as ort from 'onnxruntime-node';
-import { explainCudaFailure } from './cudaProvider';
+import { cudaSessionOptions, explainCudaFailure } from './cudaProvider';
 import type { DType } from './graph/graph';
 
 export type Device = 'cpu' | 'cuda';
@@ -26,22 +26,20 @@ export interface SessionOptions {
 
 /** `model`: ONNX bytes, or the path of a model file (external data next to it). */
 export async function createSession(model: Uint8Array | string, opts: SessionOptions): Promise<ort.InferenceSession> {
+  // CUDA: the EP with CPU fallback disabled, as cudaProvider defines it; CPU: the CPU EP.
+  const base: ort.InferenceSession.SessionOptions & { extra?: { session?: Record<string, string> } } =
+    opts.device === 'cuda'
+      ? cudaSessionOptions(0, { optimization: opts.optimization, threads: opts.threads })
+      : { executionProviders: ['cpu'], graphOptimizationLevel: opts.optimization ?? 'all', ...(opts.threads ? { intraOpNumThreads: opts.threads } : {}) };
   const so: ort.InferenceSession.SessionOptions = {
-    graphOptimizationLevel: opts.optimization ?? 'all',
-    ...(opts.threads ? { intraOpNumThreads: opts.threads } : {}),
+    ...base,
     ...(opts.preferredOutputLocation ? { preferredOutputLocation: opts.preferredOutputLocation } : {}),
     // SFT_ORT_ARENA=0 turns ONNX Runtime's CPU memory arena off: GPT-2 124M training peaks at ~6.6 GB instead
     // of ~9.2 GB, ~15 % slower (README, Performance).
     ...(process.env.SFT_ORT_ARENA === '0' ? { enableCpuMemArena: false } : {}),
   };
-  const session: Record<string, string> = {};
+  const session: Record<string, string> = { ...base.extra?.session };
   if (opts.allowSpinning === false) session['intra_op.allow_spinning'] = '0';
-  if (opts.device === 'cuda') {
-    so.executionProviders = [{ name: 'cuda', deviceId: 0 } as ort.InferenceSession.ExecutionProviderConfig];
-    session.disable_cpu_ep_fallback = '1';
-  } else {
-    so.executionProviders = ['cpu'];
-  }
   if (Object.keys(session).length > 0) (so as Record<string, unknown>).extra = { session };
   try {
     return typeof model === 'string' ? await ort.InferenceSession.create(model, so) : await ort.InferenceSession.create(model, so);

@@ -61,13 +61,13 @@ function microBatchLoss(c: ModelContext, mb: MbTensors): { nllSum: Tensor; token
   return { nllSum, tokens, nll, lse };
 }
 
-function paramInputs(g: Graph, config: GPT2Config, prefix: string): WeightMap {
+export function paramInputs(g: Graph, config: GPT2Config, prefix: string): WeightMap {
   const w: WeightMap = new Map();
   for (const s of paramSpecs(config)) w.set(s.name, g.input(prefix + s.name, 'float', s.shape));
   return w;
 }
 
-function mbInputs(g: Graph, lead: (string | number)[]): MbTensors {
+export function mbInputs(g: Graph, lead: (string | number)[]): MbTensors {
   const shape = [...lead, 'B', 'T'];
   return {
     ids: g.input('ids', 'int32', shape),
@@ -79,7 +79,7 @@ function mbInputs(g: Graph, lead: (string | number)[]): MbTensors {
 }
 
 /** Picks micro-batch `idx` of stacked [A,B,T] tensors and slices it to dims [2] = (rows, len). */
-function pickMicroBatch(g: Graph, stacked: MbTensors, idx: Tensor, dims: Tensor): MbTensors {
+export function pickMicroBatch(g: Graph, stacked: MbTensors, idx: Tensor, dims: Tensor): MbTensors {
   const pick = (t: Tensor) => g.op('Slice', [g.gather(t, idx), g.ints([0, 0]), dims, g.ints([0, 1])], {}, { dtype: t.dtype, shape: ['B', 'T'] });
   return { ids: pick(stacked.ids), targets: pick(stacked.targets), weights: pick(stacked.weights), positions: pick(stacked.positions), segments: pick(stacked.segments) };
 }
