@@ -14,9 +14,8 @@ import type { StepEngine } from '../../native-runner/train/trainer';
 
 const ROOT = path.join(__dirname, '../..');
 
-test('input ending while train is preparing: the run never starts, its engine is released before onExit', { timeout: 60_000 }, async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-server-shutdown-'));
-  const calls: string[] = [];
+/** A stand-in engine that records calls; `createDelayMs` keeps the train request preparing that long. */
+function recordingDeps(calls: string[], createDelayMs: number) {
   const engine: StepEngine = {
     async runSteps(steps) {
       calls.push('runSteps');
@@ -31,23 +30,44 @@ test('input ending while train is preparing: the run never starts, its engine is
       calls.push('dispose');
     },
   };
-  const unused = async (): Promise<never> => {
-    throw new Error('not used');
+  return {
+    prepareForChat,
+    createEngine: async () => {
+      await new Promise((r) => setTimeout(r, createDelayMs));
+      calls.push('created');
+      return engine;
+    },
   };
+}
+
+const unused = async (): Promise<never> => {
+  throw new Error('not used');
+};
+const noServices = { plan: unused, preview: unused, chat: unused, evaluate: unused } as ServiceHandlers;
+
+function trainRequest(out: string): string {
+  const config = {
+    model_name_or_path: 'samples/tiny-gpt2-chat',
+    dataset: 'test/fixtures/train/dolly-small.jsonl',
+    dataset_format: 'dolly',
+    output_dir: out,
+    test_size: 0,
+    max_steps: 3,
+    logging_steps: 1,
+  };
+  return JSON.stringify(makeRequest(1, 'train', { config, base_dir: ROOT })) + '\n';
+}
+
+test('input ending while train is preparing: the run never starts, its engine is released before onExit', { timeout: 60_000 }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-server-shutdown-'));
+  const calls: string[] = [];
   const lines: string[] = [];
   let exited: (code: number) => void;
   const exit = new Promise<number>((r) => (exited = r));
   const server = new RunnerServer({
     write: (l) => lines.push(l),
-    deps: {
-      prepareForChat,
-      createEngine: async () => {
-        await new Promise((r) => setTimeout(r, 200)); // still preparing when the input ends
-        calls.push('created');
-        return engine;
-      },
-    },
-    services: { plan: unused, preview: unused, chat: unused, evaluate: unused } as ServiceHandlers,
+    deps: recordingDeps(calls, 200), // still preparing when the input ends
+    services: noServices,
     onExit: (code) => {
       calls.push('exit');
       exited(code);
@@ -56,16 +76,7 @@ test('input ending while train is preparing: the run never starts, its engine is
   });
   try {
     server.start();
-    const config = {
-      model_name_or_path: 'samples/tiny-gpt2-chat',
-      dataset: 'test/fixtures/train/dolly-small.jsonl',
-      dataset_format: 'dolly',
-      output_dir: out,
-      test_size: 0,
-      max_steps: 3,
-      logging_steps: 1,
-    };
-    server.push(JSON.stringify(makeRequest(1, 'train', { config, base_dir: ROOT })) + '\n');
+    server.push(trainRequest(out));
     server.end();
     assert.equal(await exit, 0);
     await new Promise((r) => setTimeout(r, 50));
@@ -83,49 +94,16 @@ test('input ending while train is preparing: the run never starts, its engine is
 test('stop while train is preparing: the reply says stopping, and the run ends before its first step', { timeout: 60_000 }, async () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-server-stop-'));
   const calls: string[] = [];
-  const engine: StepEngine = {
-    async runSteps(steps) {
-      calls.push('runSteps');
-      return steps.map(() => ({ loss: 1, gradNorm: 1, tokens: 1 }));
-    },
-    async evalBatch() {
-      return { nllSum: 0, tokens: 0 };
-    },
-    getParams: () => new Map(),
-    getOptimizerState: () => ({ m: new Map(), v: new Map(), step: 0 }),
-    dispose() {
-      calls.push('dispose');
-    },
-  };
-  const unused = async (): Promise<never> => {
-    throw new Error('not used');
-  };
   const lines: string[] = [];
   const server = new RunnerServer({
     write: (l) => lines.push(l),
-    deps: {
-      prepareForChat,
-      createEngine: async () => {
-        await new Promise((r) => setTimeout(r, 300)); // the stop arrives meanwhile
-        calls.push('created');
-        return engine;
-      },
-    },
-    services: { plan: unused, preview: unused, chat: unused, evaluate: unused } as ServiceHandlers,
+    deps: recordingDeps(calls, 300), // the stop arrives meanwhile
+    services: noServices,
     cwd: ROOT,
   });
   try {
     server.start();
-    const config = {
-      model_name_or_path: 'samples/tiny-gpt2-chat',
-      dataset: 'test/fixtures/train/dolly-small.jsonl',
-      dataset_format: 'dolly',
-      output_dir: out,
-      test_size: 0,
-      max_steps: 3,
-      logging_steps: 1,
-    };
-    server.push(JSON.stringify(makeRequest(1, 'train', { config, base_dir: ROOT })) + '\n');
+    server.push(trainRequest(out));
     await new Promise((r) => setTimeout(r, 50));
     server.push(JSON.stringify(makeRequest(2, 'stop', { save: true })) + '\n');
     for (let i = 0; i < 200 && !calls.includes('dispose'); i++) await new Promise((r) => setTimeout(r, 25));
