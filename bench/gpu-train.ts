@@ -4,7 +4,7 @@
  * measurements in PyTorch (bench/pytorch_baseline.py) on the same machine, and the ratios.
  *
  *   npx tsx bench/gpu-train.ts [--device cuda|cpu] [--smoke] [--shapes 8x512,32x512] [--precisions fp32,bf16]
- *        [--k N] [--dolly-k 32] [--logging-steps 10] [--records 15000] [--epochs 3] [--dolly-max-s 60] [--dolly-modes padded,packed]
+ *        [--k N] [--dolly-k 256] [--logging-steps 0 (cuda) | 10 (cpu)] [--records 15000] [--epochs 3] [--dolly-max-s 60] [--dolly-modes padded,packed]
  *        [--dolly-precision bf16] [--no-throughput] [--no-dolly] [--no-pytorch] [--python python3]
  *        [--pytorch-args "--tf32"] [--out DIR]
  * `--device cpu --smoke` runs everything with a 2-layer 64-wide model and tiny shapes (< 2 min on 2 cores):
@@ -29,8 +29,8 @@
  *     evaluation, the recipe's 3 epochs of batches of 8 with 4-step accumulation, evaluation over the held-out
  *     set every 200 steps, a checkpoint (model.safetensors + optimizer.safetensors, fsynced; last 3 kept)
  *     every 500 steps and at the end; `padded` = one example per row padded to the longest, `packed` =
- *     best-fit-decreasing bins of 512 (data/batching). Runs hold up to --dolly-k steps and end at logging
- *     (--logging-steps, the recipe's 10), evaluation and save steps, as the trainer's runs do. Wall time
+ *     best-fit-decreasing bins of 512 (data/batching). Runs hold up to --dolly-k steps (the trainer's CUDA default) and end at
+ *     evaluation and save steps — and, on the CPU, at logging steps — as the trainer's runs do. Wall time
  *     from engine creation to the last save; when it would exceed --dolly-max-s the loop stops there and
  *     the total is extrapolated (steps × measured seconds per step + evals × measured eval + saves ×
  *     measured save), marked "extrapolated".
@@ -55,6 +55,7 @@ import type { MicroBatch, StepInput } from '../native-runner/engine/types';
 import { makeConfig } from '../native-runner/model/config';
 import { countParameters, initGpt2Params } from '../native-runner/model/gpt2Params';
 import { writeSafetensorsSynced } from '../native-runner/model/safetensors';
+import { CUDA_STEPS_PER_RUN } from '../native-runner/train/config';
 import type { GPT2Config, ParamSet } from '../native-runner/model/types';
 import { Rng } from '../native-runner/util/rng';
 import { dollyExamples, dollyLengths, lengthStats } from './dolly-lengths';
@@ -67,7 +68,7 @@ const { values: argv } = parseArgs({
     precisions: { type: 'string' },
     k: { type: 'string' },
     'dolly-k': { type: 'string' },
-    'logging-steps': { type: 'string', default: '10' },
+    'logging-steps': { type: 'string' },
     records: { type: 'string' },
     epochs: { type: 'string', default: '3' },
     'dolly-max-s': { type: 'string' },
@@ -101,9 +102,12 @@ const epochs = Number(argv.epochs);
 const evalSteps = smoke ? 10 : 200;
 const saveSteps = smoke ? 25 : 500;
 const dollyMaxS = Number(argv['dolly-max-s'] ?? (smoke ? 20 : 60));
-const dollyK = Number(argv['dolly-k'] ?? (smoke ? 4 : 32));
-/** The trainer also ends a run at every logging step (train/trainer.ts nextBoundary); 0 = do not. */
-const loggingSteps = Number(argv['logging-steps']);
+const dollyK = Number(argv['dolly-k'] ?? (smoke ? 4 : CUDA_STEPS_PER_RUN));
+/**
+ * On the CPU the trainer also ends a run at every logging step; on CUDA runs span them (train/trainer.ts
+ * nextBoundary). 0 = runs do not end at logging steps.
+ */
+const loggingSteps = Number(argv['logging-steps'] ?? (device === 'cuda' ? 0 : 10));
 const threads = Number(argv.threads);
 const outDir = argv.out ? path.resolve(argv.out) : null;
 if (outDir) fs.mkdirSync(outDir, { recursive: true });

@@ -20,7 +20,7 @@ import { spawn } from 'node:child_process';
 import type * as ort from 'onnxruntime-node';
 import type { GPT2Config } from '../model/types';
 import { Graph } from './graph/graph';
-import { hiddenStates, lmHeadLogits, modelContext, tokenNll, trueConst } from './gpt2Graph';
+import { hiddenStates, lmHeadLogits, modelContext, tokenNll, trueConst, type Bf16Mode } from './gpt2Graph';
 import { mbInputs, paramInputs, pickMicroBatch } from './trainGraph';
 import { createSession, releaseSessions, toF32 } from './ortSession';
 
@@ -178,7 +178,7 @@ export function resetDeviceProbe(): void {
  * mb_dims int64 [E,2]); trip int64 [] (= E), cond bool []. Outputs nll_sum [E], tokens [E] (Σ w·NLL and
  * Σ w of each micro-batch, computed on its true [B,T] exactly as the single-batch eval graph does).
  */
-export function buildEvalLoopGraph(config: GPT2Config, opts: { bf16?: boolean } = {}): Graph {
+export function buildEvalLoopGraph(config: GPT2Config, opts: { bf16?: Bf16Mode } = {}): Graph {
   const g = new Graph('eval_loop');
   const w = paramInputs(g, config, 'p:');
   const stacked = mbInputs(g, ['E']);

@@ -42,8 +42,11 @@ export interface TrainingEngineOptions {
   stepsPerRun: number;
   /** One rate for embd/attn/resid dropout; null/undefined = the config's rates. */
   dropout?: number | null;
-  /** bf16 MatMul/Gemm operands (fp32 master weights and moments). */
-  bf16?: boolean;
+  /**
+   * MatMul/Gemm precision (gpt2Graph.ts Bf16Mode; master weights and moments stay fp32): true = bf16 kernels
+   * (CUDA only), 'emulate' = bf16 rounding on fp32 kernels (any device; a numerics check, not a speed-up).
+   */
+  bf16?: boolean | 'emulate';
   weightDecay: number;
   beta1: number;
   beta2: number;
@@ -68,6 +71,13 @@ export interface TrainingEngineOptions {
   evalBatchesPerRun?: number;
   /** Notes about choices the engine made (state residency, fallbacks). */
   onNote?: (message: string) => void;
+  /**
+   * Run AdamW on one flat vector per parameter group inside the training Loop (trainGraph.ts GraphOptions
+   * flatState): ~1,800 fewer nodes per step for GPT-2 124M, at the price of copies of the state (on the CPU,
+   * 124M B4 T128: peak RSS 9.2 → 15 GB and slower, measured). Default: SFT_FLAT_STATE (0/1) if set, else on
+   * for device 'cuda' (kernel launches and tiny kernels dominate there), off on the CPU.
+   */
+  flatState?: boolean;
 }
 
 /** The state of one kind (p, m or v) on the device, by parameter name; `synced`: the host copy equals it. */
@@ -251,7 +261,8 @@ export class TrainingEngine {
     if (!(opts.weightDecay >= 0)) throw new SftError(`weight decay must be ≥ 0, got ${opts.weightDecay}`, 'weightDecay');
     const { n_embd: C, n_head: H } = opts.config;
     if (!(Number.isInteger(C / H) && C / H > 0)) throw new SftError(`n_embd ${C} is not a multiple of n_head ${H}`, 'config.json: n_head');
-    if (opts.bf16 && opts.device === 'cpu') {
+    if (opts.bf16 !== undefined && typeof opts.bf16 !== 'boolean' && opts.bf16 !== 'emulate') throw new SftError(`bf16 must be true, false or 'emulate', got ${String(opts.bf16)}`, 'bf16');
+    if (opts.bf16 === true && opts.device === 'cpu') {
       throw new SftError('bf16 needs --device cuda: the CPU execution provider of onnxruntime has no bfloat16 MatMul/Gemm kernels (train in fp32 on the CPU)', 'bf16');
     }
     if (opts.evalBatchesPerRun !== undefined && !(Number.isInteger(opts.evalBatchesPerRun) && opts.evalBatchesPerRun >= 1)) {
@@ -314,14 +325,15 @@ export class TrainingEngine {
     let s = this.sessions.get(key);
     if (!s) {
       const { config } = this.opts;
-      const gopts = { dropout: dropoutRates(config, this.opts.dropout), bf16: !!this.opts.bf16, seed: this.opts.seed ?? 0 };
+      const gopts = { dropout: dropoutRates(config, this.opts.dropout), bf16: this.opts.bf16 === 'emulate' ? ('emulate' as const) : !!this.opts.bf16, seed: this.opts.seed ?? 0, flatState: this.flatState() };
+      const evalBf16 = { bf16: gopts.bf16 };
       const graph = train
         ? buildTrainGraph(config, this.hyper, { ...gopts, accumulate: kind === 'trainA' })
         : kind === 'grads'
           ? buildGradsGraph(config, gopts)
           : kind === 'evalLoop'
-            ? buildEvalLoopGraph(config, { bf16: gopts.bf16 })
-            : buildEvalGraph(config, { bf16: gopts.bf16 });
+            ? buildEvalLoopGraph(config, evalBf16)
+            : buildEvalGraph(config, evalBf16);
       // The training and eval-loop graphs' main graphs are already just their Loop; the others get wrapped (see toModelBytes).
       const bytes = graph.toModelBytes({ singleIterationLoop: kind === 'grads' || kind === 'eval' });
       let preferredOutputLocation: Record<string, ort.Tensor.DataLocation> | undefined;
@@ -334,6 +346,12 @@ export class TrainingEngine {
       s.catch(() => this.sessions.delete(key));
     }
     return s;
+  }
+
+  private flatState(): boolean {
+    if (this.opts.flatState !== undefined) return this.opts.flatState;
+    const v = process.env.SFT_FLAT_STATE;
+    return v === undefined || v === '' ? this.opts.device === 'cuda' : !/^(0|false|no|off)$/i.test(v.trim());
   }
 
   private allowSpinning(): boolean | undefined {

@@ -320,11 +320,21 @@ export function runConfigToJson(c: RunConfig): Record<string, unknown> {
   return out;
 }
 
-/** Steps-per-run default: min(logging_steps, 8) on cpu, min(logging_steps, 32) on cuda (integers only). */
+/**
+ * Optimizer steps per run on CUDA when steps_per_run is not set. Runs also end at evaluation and save steps
+ * (trainer.ts nextBoundary), so with the recipe's eval_steps 200 this only caps the stretch between them.
+ * Large on purpose: when onnxruntime-node cannot keep the state on the GPU, every run boundary moves the
+ * parameters and both moments to the host and back (≈ 1.3 s for GPT-2 124M at ~2.3 GB/s), which K = 256
+ * steps of ~40 ms (B8 T~150 × 4 accumulated) keep near a tenth of the wall time; the batches of K steps are
+ * small (K × micro-batches × B × T × 20 bytes: 84 MB at K 256, 4 × B8 T512).
+ */
+export const CUDA_STEPS_PER_RUN = 256;
+
+/** Steps-per-run default: min(logging_steps, 8) on cpu, CUDA_STEPS_PER_RUN on cuda. */
 export function defaultStepsPerRun(c: RunConfig, loggingEvery: number): number {
   if (c.steps_per_run !== null) return c.steps_per_run;
   // CUDA runs span logging steps (trainer.ts nextBoundary), so K is not tied to logging_steps there.
-  return c.device === 'cuda' ? 32 : Math.max(1, Math.min(loggingEvery, 8));
+  return c.device === 'cuda' ? CUDA_STEPS_PER_RUN : Math.max(1, Math.min(loggingEvery, 8));
 }
 
 /**

@@ -10,6 +10,7 @@ import { readConfig } from '../../native-runner/model/config';
 import type { ParamSet } from '../../native-runner/model/types';
 import { TrainingEngine, type TrainingEngineOptions } from '../../native-runner/engine/trainingEngine';
 import { buildTrainGraph } from '../../native-runner/engine/trainGraph';
+import { paramSpecs } from '../../native-runner/engine/gpt2Graph';
 import { decodeModel, type GraphProtoObj } from '../../native-runner/engine/graph/onnxProto';
 import { SftError } from '../../native-runner/util/errors';
 import type { MicroBatch, StepInput } from '../../native-runner/engine/types';
@@ -231,6 +232,25 @@ test('bf16 option casts every MatMul/Gemm operand to bfloat16 (fp32 graph otherw
   const casts = countOps(bf16.graph, (op, to) => op === 'Cast' && to === 16);
   assert.ok(casts >= 2 * forwardMatmuls, `only ${casts} casts to bfloat16`);
   assert.equal(countOps(bf16.graph, (op) => op === 'Gemm' || op === 'MatMul'), countOps(fp32.graph, (op) => op === 'Gemm' || op === 'MatMul'));
+});
+
+test('flat optimizer state: AdamW and the norm cost a fixed handful of nodes, not ~13 per tensor', () => {
+  const hyper = { weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, maxGradNorm: 1 };
+  const base = { dropout: { embd: 0, attn: 0, resid: 0 }, seed: 0, bf16: false };
+  const tensors = paramSpecs(config).length;
+  for (const accumulate of [false, true]) {
+    const per = decodeModel(buildTrainGraph(config, hyper, { ...base, accumulate, flatState: false }).toModelBytes());
+    const flat = decodeModel(buildTrainGraph(config, hyper, { ...base, accumulate, flatState: true }).toModelBytes());
+    const all = () => true;
+    const sqrts = (op: string) => op === 'Sqrt';
+    // One Sqrt per AdamW update: per tensor vs per group (+1 for the norm).
+    assert.equal(countOps(per.graph, sqrts), tensors);
+    assert.equal(countOps(flat.graph, sqrts), 2 + 1);
+    // Nodes run per optimizer step = the training Loop's body (the main graph runs once per K steps).
+    const body = (m: typeof per) => m.graph.node.find((n) => n.opType === 'Loop')!.attribute!.find((a) => a.name === 'body')!.g!;
+    const saved = countOps(body(per), all) - countOps(body(flat), all);
+    assert.ok(saved >= 10 * tensors, `accumulate ${accumulate}: flat state saves only ${saved} nodes per step for ${tensors} tensors`);
+  }
 });
 
 test('bf16 on the CPU is a clear SftError (no bfloat16 MatMul/Gemm kernels there)', async () => {
