@@ -5,17 +5,21 @@
  * weight decay 0.01, clip 1.0, K = 5 steps per run (so run boundaries, i.e. state going back to the host and
  * in again, are crossed too). The CPU fp32 run is the reference; each tested run passes when every step's
  * loss is within  tol·|loss_ref| + tol  with tol = 2e-3 for fp32 (TF32 matmuls on the GPU) and 2e-2 for bf16
- * (bf16 operands: 8 significant bits, ~0.4 % per rounding). Gradient norms are reported, not judged.
+ * (bf16 operands: 8 significant bits, ~0.4 % per rounding): engine/bf16Tolerance.ts compareLossCurves, the
+ * rule test/engine/bf16Emulation.test.ts applies on the CPU too. Gradient norms are reported, not judged.
+ * Precision bf16emu = bf16 emulated on fp32 kernels (TrainingEngine bf16 'emulate'; runs on any device).
  *
  *   npx tsx bench/cuda-vs-cpu.ts [--model gpt2|tiny] [--steps 20] [--batch 2] [--seq 64]
  *        [--test cuda:fp32,cuda:bf16] [--out DIR]
- * Exit status 0 when every tested run is within tolerance, 1 otherwise. `--test cpu:fp32 --model tiny`
- * runs here without a GPU (the CPU against itself: identical curves) to check the script.
+ * Exit status 0 when every tested run is within tolerance, 1 otherwise. `--test cpu:fp32,cpu:bf16emu
+ * --model tiny` runs here without a GPU (the CPU against itself, and emulated bf16) to check the script;
+ * `--test cuda:bf16,cpu:bf16emu` puts real and emulated bf16 side by side.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Device } from '../native-runner/engine/ortSession';
+import { compareLossCurves, LOSS_CURVE_TOLERANCE } from '../native-runner/engine/bf16Tolerance';
 import { TrainingEngine } from '../native-runner/engine/trainingEngine';
 import type { MicroBatch, StepMetrics } from '../native-runner/engine/types';
 import { makeConfig } from '../native-runner/model/config';
@@ -41,7 +45,6 @@ const STEPS = Number(argv.steps);
 const B = Number(argv.batch);
 const T = Number(argv.seq);
 const K = 5;
-const TOL = { fp32: 2e-3, bf16: 2e-2 } as const;
 
 function batches(): MicroBatch[] {
   const rng = new Rng(3);
@@ -62,7 +65,7 @@ function batches(): MicroBatch[] {
   });
 }
 
-async function curve(device: Device, bf16: boolean): Promise<{ metrics: StepMetrics[]; seconds: number }> {
+async function curve(device: Device, bf16: boolean | 'emulate'): Promise<{ metrics: StepMetrics[]; seconds: number }> {
   const params = initGpt2Params(config, 1);
   const mbs = batches();
   const t0 = performance.now();
@@ -82,8 +85,8 @@ async function curve(device: Device, bf16: boolean): Promise<{ metrics: StepMetr
 async function main(): Promise<void> {
   const tests = argv.test.split(',').map((t) => {
     const [dev, prec] = t.split(':');
-    if ((dev !== 'cpu' && dev !== 'cuda') || (prec !== 'fp32' && prec !== 'bf16')) throw new Error(`--test entries are device:precision (cpu|cuda : fp32|bf16), got ${t}`);
-    return { name: t, device: dev as Device, prec: prec as 'fp32' | 'bf16' };
+    if ((dev !== 'cpu' && dev !== 'cuda') || (prec !== 'fp32' && prec !== 'bf16' && prec !== 'bf16emu')) throw new Error(`--test entries are device:precision (cpu|cuda : fp32|bf16|bf16emu), got ${t}`);
+    return { name: t, device: dev as Device, prec: prec as 'fp32' | 'bf16' | 'bf16emu' };
   });
   console.log(`model ${argv.model} (${config.n_layer} layers, ${config.n_embd} wide, vocab ${config.vocab_size}), B${B} T${T}, ${STEPS} steps, K ${K}`);
   const ref = await curve('cpu', false);
@@ -101,23 +104,20 @@ async function main(): Promise<void> {
   for (const t of tests) {
     let r: { metrics: StepMetrics[]; seconds: number };
     try {
-      r = await curve(t.device, t.prec === 'bf16');
+      r = await curve(t.device, t.prec === 'bf16emu' ? 'emulate' : t.prec === 'bf16');
     } catch (e) {
       allOk = false;
       (result.runs as Record<string, unknown>)[t.name] = { error: (e as Error).message.split('\n')[0] };
       console.log(`${t.name}: failed — ${(e as Error).message.split('\n')[0]}`);
       continue;
     }
-    const tol = TOL[t.prec];
-    let worst = 0;
-    let ok = true;
-    r.metrics.forEach((m, i) => {
-      const refLoss = ref.metrics[i]!.loss;
-      const d = Math.abs(m.loss - refLoss);
-      worst = Math.max(worst, d / (Math.abs(refLoss) + 1));
-      if (!(d <= tol * Math.abs(refLoss) + tol)) ok = false;
-      rows[i]!.push(m.loss.toFixed(5), m.gradNorm.toFixed(4));
-    });
+    const tol = LOSS_CURVE_TOLERANCE[t.prec === 'fp32' ? 'fp32' : 'bf16'];
+    const { pass: ok, worst } = compareLossCurves(
+      ref.metrics.map((m) => m.loss),
+      r.metrics.map((m) => m.loss),
+      tol,
+    );
+    r.metrics.forEach((m, i) => rows[i]!.push(m.loss.toFixed(5), m.gradNorm.toFixed(4)));
     header.push(`${t.name} loss`, `${t.name} |g|`);
     allOk &&= ok;
     (result.runs as Record<string, unknown>)[t.name] = { seconds: Math.round(r.seconds * 10) / 10, tolerance: tol, worst_relative_diff: worst, pass: ok, metrics: r.metrics };

@@ -9,6 +9,16 @@
  * and (segment[q] = segment[k] or segment[q] = 0); masked scores get −1e9 added, so a fully masked row is a
  * finite uniform softmax, never NaN.
  *
+ * Precision of the MatMul/Gemm ops (linear, bmm), ModelContext.bf16 (Bf16Mode):
+ *   false     fp32 throughout.
+ *   true      operands cast to bfloat16, Gemm/MatMul in bf16 (fp32 accumulation on CUDA), product cast back
+ *             to float; biases added in fp32. Needs bf16 kernels (CUDA; ORT's CPU provider has none).
+ *   'emulate' the same values on fp32 kernels: operands and the fp32 product are rounded to bf16 and back
+ *             (Cast float→bfloat16→float, round-to-nearest-even). Autodiff differentiates the Casts, so the
+ *             backward's GEMM inputs and outputs are rounded where the real bf16 graph's are. Equal to the
+ *             real graph up to fp32 accumulation order (a product near a bf16 rounding boundary may land
+ *             one bf16 ulp apart). For checking the bf16 graph's numerics on the CPU.
+ *
  * The pieces (embed, attentionBias, attentionQKV, attentionCore, attentionOutput, mlp, block, finalNorm,
  * lmHeadLogits, tokenNll) are exported so that other graphs (eval, KV-cache generation) reuse them.
  */
@@ -17,6 +27,9 @@ import type { GPT2Config } from '../model/types';
 import { Graph, makeData, type Tensor } from './graph/graph';
 
 export const MASKED_SCORE = -1e9;
+
+/** MatMul/Gemm precision: false = fp32, true = bfloat16 kernels, 'emulate' = bf16 rounding on fp32 kernels. */
+export type Bf16Mode = boolean | 'emulate';
 
 /** Parameter tensors of the graph under HF names. */
 export type WeightMap = Map<string, Tensor>;
@@ -34,8 +47,8 @@ export interface ModelContext {
   /** int64 [2] = (B, T) of the current micro-batch. */
   bt: Tensor;
   dropout: DropoutRates;
-  /** Cast MatMul/Gemm operands to bfloat16 (fp32 accumulation outside). */
-  bf16: boolean;
+  /** MatMul/Gemm precision (see the header): fp32, bfloat16, or bf16 emulated on fp32 kernels. */
+  bf16: Bf16Mode;
   /** Next Dropout seed (each Dropout node gets its own). */
   nextSeed: () => number;
 }
@@ -67,17 +80,27 @@ function dropout(c: ModelContext, x: Tensor, rate: number): Tensor {
   return rate > 0 ? c.g.dropout(x, rate, c.nextSeed()) : x;
 }
 
-/** y = x·W (+ b) for x [N, in], W [in, out]; bf16 operands when enabled. */
+/** t rounded to bfloat16 and back to float (same shape; round-to-nearest-even). */
+export function roundToBf16(g: Graph, t: Tensor): Tensor {
+  return g.cast(g.cast(t, 'bfloat16'), 'float');
+}
+
+/** y = x·W (+ b) for x [N, in], W [in, out] (W [out, in] with transB); precision per c.bf16, bias in fp32. */
 export function linear(c: ModelContext, x: Tensor, w: Tensor, b: Tensor | null, opts: { transB?: boolean } = {}): Tensor {
   const g = c.g;
   if (!c.bf16) return g.gemm(x, w, b, opts);
-  const y = g.cast(g.gemm(g.cast(x, 'bfloat16'), g.cast(w, 'bfloat16'), null, opts), 'float');
+  const y =
+    c.bf16 === 'emulate'
+      ? roundToBf16(g, g.gemm(roundToBf16(g, x), roundToBf16(g, w), null, opts))
+      : g.cast(g.gemm(g.cast(x, 'bfloat16'), g.cast(w, 'bfloat16'), null, opts), 'float');
   return b ? g.add(y, b) : y;
 }
 
+/** Batched a·b (a [..., M, K], b [..., K, N]); precision per c.bf16. */
 function bmm(c: ModelContext, a: Tensor, b: Tensor): Tensor {
   const g = c.g;
   if (!c.bf16) return g.matmul(a, b);
+  if (c.bf16 === 'emulate') return roundToBf16(g, g.matmul(roundToBf16(g, a), roundToBf16(g, b)));
   return g.cast(g.matmul(g.cast(a, 'bfloat16'), g.cast(b, 'bfloat16')), 'float');
 }
 
@@ -228,7 +251,7 @@ export function tokenNll(g: Graph, logits: Tensor, targets: Tensor): { nll: Tens
 }
 
 /** A fresh ModelContext over weights `w` in graph `g`. */
-export function modelContext(g: Graph, config: GPT2Config, w: WeightMap, bt: Tensor, opts: { dropout?: DropoutRates; bf16?: boolean; seed?: number } = {}): ModelContext {
+export function modelContext(g: Graph, config: GPT2Config, w: WeightMap, bt: Tensor, opts: { dropout?: DropoutRates; bf16?: Bf16Mode; seed?: number } = {}): ModelContext {
   let seed = opts.seed ?? 0;
   return {
     g,
