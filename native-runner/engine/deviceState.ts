@@ -43,10 +43,29 @@ export interface DeviceStateIo {
   release(): Promise<void>;
 }
 
-/** SFT_CUDA_STATE_ON_DEVICE=0 turns device residency off (escape hatch); anything else leaves it on. */
-export function deviceStateWanted(env: NodeJS.ProcessEnv = process.env): boolean {
-  const v = env.SFT_CUDA_STATE_ON_DEVICE;
-  return !(v !== undefined && /^(0|false|no|off)$/i.test(v.trim()));
+/**
+ * onnxruntime-node versions whose binding is known to bind 'gpu-buffer' outputs to WebGPU memory, which a CUDA
+ * session cannot serve ("Failed to find allocator for device … VendorId:0", seen with 1.29.0's real CUDA
+ * provider on stub CUDA libraries, bench/cuda-placement): the probe would only cost a child process.
+ */
+export const ORT_NODE_WITHOUT_CUDA_RESIDENCY = ['1.29.0'];
+
+/**
+ * Whether to try keeping the state on the GPU: SFT_CUDA_STATE_ON_DEVICE=0 off, =1 on (probe anyway); unset: on
+ * unless the installed onnxruntime-node is one known not to support it.
+ */
+export function deviceStateWanted(env: NodeJS.ProcessEnv = process.env, ortVersion: string = installedOrtVersion()): boolean {
+  const v = env.SFT_CUDA_STATE_ON_DEVICE?.trim();
+  if (v !== undefined && v !== '') return !/^(0|false|no|off)$/i.test(v);
+  return !ORT_NODE_WITHOUT_CUDA_RESIDENCY.includes(ortVersion);
+}
+
+function installedOrtVersion(): string {
+  try {
+    return (require('onnxruntime-node/package.json') as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
 }
 
 /** Identity per tensor: inputs x<i> → outputs y<i> (float, given shapes); the session's outputs are on the CPU. */

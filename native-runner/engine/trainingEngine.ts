@@ -291,7 +291,11 @@ export class TrainingEngine {
     }
     if (r === 'host' || this.opts.device !== 'cuda') return;
     if (!deviceStateWanted()) {
-      this.note('training state kept on the host between runs (SFT_CUDA_STATE_ON_DEVICE=0)');
+      this.note(
+        process.env.SFT_CUDA_STATE_ON_DEVICE?.trim()
+          ? 'training state kept on the host between runs (SFT_CUDA_STATE_ON_DEVICE=0)'
+          : "training state kept on the host between runs: this onnxruntime-node's binding cannot keep CUDA tensors between runs (SFT_CUDA_STATE_ON_DEVICE=1 tries anyway)",
+      );
       return;
     }
     const probe = await probeCudaDeviceState();

@@ -215,9 +215,10 @@ test('evalBatches: the eval Loop over several micro-batches equals evalBatch per
 });
 
 test('SFT_CUDA_STATE_ON_DEVICE=0 is the escape hatch; the CPU never uses device state', async () => {
-  assert.equal(deviceStateWanted({}), true);
-  assert.equal(deviceStateWanted({ SFT_CUDA_STATE_ON_DEVICE: '1' }), true);
-  for (const v of ['0', 'false', 'OFF', ' no ']) assert.equal(deviceStateWanted({ SFT_CUDA_STATE_ON_DEVICE: v }), false, v);
+  assert.equal(deviceStateWanted({}, '1.30.0'), true);
+  assert.equal(deviceStateWanted({}, '1.29.0'), false, "1.29.0's binding cannot keep CUDA tensors: no probe");
+  assert.equal(deviceStateWanted({ SFT_CUDA_STATE_ON_DEVICE: '1' }, '1.29.0'), true);
+  for (const v of ['0', 'false', 'OFF', ' no ']) assert.equal(deviceStateWanted({ SFT_CUDA_STATE_ON_DEVICE: v }, '1.30.0'), false, v);
   const e = await TrainingEngine.create(opts(1));
   await e.runSteps(runs[0]!.slice(0, 1));
   assert.equal(e.stateResidency, 'host');
