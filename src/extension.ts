@@ -6,7 +6,7 @@
  */
 import * as vscode from 'vscode';
 import { existsSync, readFileSync } from 'node:fs';
-import { basename, dirname, isAbsolute, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { RunnerService } from './runnerService';
 import { WorkspaceRuns } from './workspaceRuns';
 import { CheckpointsTree, DatasetsTree, RunsTree } from './trees';
@@ -18,6 +18,7 @@ import { TrainFormPanel } from './panels/trainForm';
 import { pickModel } from './modelChoices';
 import { readRun } from './runFolder';
 import { formConfig, isRunConfig, newConfigPath } from './runConfigs';
+import { resolveInWorkspace } from './workspacePath';
 import type { TreeNode } from './treeModel';
 import { BENCHMARK_TASKS, type RequestParams } from '../protocol/runner';
 import { evaluationText, parseDocLimit } from './evaluateText';
@@ -234,9 +235,7 @@ export function activate(context: vscode.ExtensionContext): void {
       dataset = pick.path || (await vscode.window.showOpenDialog({ canSelectMany: false, filters: { Datasets: ['jsonl', 'json', 'parquet'] } }))?.[0]?.fsPath;
       if (!dataset) return;
     }
-    const root = workspaceRoot();
-    if (!isAbsolute(dataset) && root) dataset = join(root, dataset);
-    await preview.show(dataset);
+    await preview.show(resolveInWorkspace(dataset, workspaceRoot()));
   });
 
   cmd('sft.revealCheckpoint', async (arg) => {

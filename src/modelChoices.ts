@@ -3,11 +3,12 @@
  * models and complete checkpoints (newest first), plus "Browse…" for any model folder.
  */
 import * as vscode from 'vscode';
-import { basename, isAbsolute, join } from 'node:path';
+import { basename } from 'node:path';
 import { existsSync } from 'node:fs';
 import type { ModelChoice } from '../protocol/webview';
 import { formatLoss } from './treeModel';
 import type { WorkspaceRuns } from './workspaceRuns';
+import { resolveInWorkspace } from './workspacePath';
 
 export async function listModelChoices(runs: WorkspaceRuns): Promise<ModelChoice[]> {
   const out: ModelChoice[] = [];
@@ -24,8 +25,10 @@ export async function listModelChoices(runs: WorkspaceRuns): Promise<ModelChoice
   }
   const root = runs.workspaceRoot;
   const def = vscode.workspace.getConfiguration('sft').get<string>('defaultModel');
-  const resolve = (p: string) => (root && !isAbsolute(p) ? join(root, p) : p);
-  if (def) add(resolve(def), `${basename(def)} (base, default)`, resolve(def));
+  if (def) {
+    const defPath = resolveInWorkspace(def, root);
+    add(defPath, `${basename(def)} (base, default)`, defPath);
+  }
   for (const r of all) if (r.baseModel && existsSync(r.baseModel)) add(r.baseModel, `${basename(r.baseModel)} (base)`, r.baseModel);
   return out;
 }

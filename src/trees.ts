@@ -3,9 +3,9 @@
  * built by treeModel.ts from WorkspaceRuns. Refreshed when the workspace's run files or the runner change.
  */
 import * as vscode from 'vscode';
-import { isAbsolute, join } from 'node:path';
 import { checkpointTree, datasetNodes, runNode, type TreeNode } from './treeModel';
 import type { WorkspaceRuns } from './workspaceRuns';
+import { resolveInWorkspace } from './workspacePath';
 
 abstract class NodeTree implements vscode.TreeDataProvider<TreeNode>, vscode.Disposable {
   private readonly _onDidChange = new vscode.EventEmitter<void>();
@@ -64,7 +64,7 @@ export class DatasetsTree extends NodeTree {
     const root = this.runs.workspaceRoot;
     const configured = [cfg.get<string>('defaultDataset') ?? '', ...(cfg.get<string[]>('datasets') ?? [])]
       .filter(Boolean)
-      .map((p) => (root && !isAbsolute(p) ? join(root, p) : p));
+      .map((p) => resolveInWorkspace(p, root));
     return datasetNodes(await this.runs.getDatasets(), configured, root);
   }
 }

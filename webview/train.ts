@@ -5,15 +5,16 @@
  * that survive save_total_limit; Start saves the file and starts the run.
  */
 import { TrainFormToWebview, type PlanView, type TrainFormMsgFromWebview, type TrainFormMsgToWebview } from '../protocol/webview';
+import { DATASET_FORMAT_CHOICES } from '../protocol/trainingOptions';
 import { connect } from './lib/host';
 import { clear, el, svg } from './lib/dom';
 
-type Kind = 'text' | 'int' | 'number' | 'bool' | { options: string[] };
+type Kind = 'text' | 'int' | 'number' | 'bool' | { options: readonly string[] };
 type Browse = 'file' | 'folder';
 const FIELDS: { key: string; label: string; kind: Kind; browse?: Browse; help?: string }[] = [
   { key: 'model_name_or_path', label: 'Model', kind: 'text', browse: 'folder', help: 'HF model folder (or hub id)' },
   { key: 'dataset', label: 'Dataset', kind: 'text', browse: 'file', help: '.jsonl / .json / .parquet' },
-  { key: 'dataset_format', label: 'Dataset format', kind: { options: ['auto', 'dolly', 'oasst1', 'sharegpt', 'messages', 'prompt_completion', 'text'] } },
+  { key: 'dataset_format', label: 'Dataset format', kind: { options: DATASET_FORMAT_CHOICES } },
   { key: 'eval_dataset', label: 'Eval dataset', kind: 'text', browse: 'file', help: 'empty: split test_size off the dataset' },
   { key: 'test_size', label: 'test_size', kind: 'number' },
   { key: 'output_dir', label: 'Output folder', kind: 'text', browse: 'folder' },

@@ -20,6 +20,7 @@ import {
   DATASET_FORMATS,
   type DatasetFormat,
   type FormatChoice,
+  type OasstOrphan,
   type OasstPaths,
 } from './formats';
 import { DEFAULT_TEMPLATE, templateMarkers, type ChatTemplate } from './render';
@@ -56,12 +57,32 @@ export interface ConversationSet {
   skipped: number;
   /** oasst1: messages dropped (deleted, review_result false, other language) with their subtrees. */
   droppedMessages: number;
+  /**
+   * oasst1: messages whose parent_id is not in the file, skipped with their replies, in file order. They are
+   * reported (training notes, preview bad lines) but never fail the load, whatever on_bad_line says.
+   */
+  orphans: OasstOrphan[];
 }
 
 const BAD_LINES_SHOWN = 5;
 
 function formatBadLine(b: BadLine): string {
   return `${b.file}:${b.line}: ${b.reason}`;
+}
+
+/** Orphans named in a training note (all are counted). */
+const ORPHANS_NAMED = 3;
+
+/** The training note for oasst1 messages skipped because their parent is not in the file; null when none. */
+export function orphansNote(orphans: readonly OasstOrphan[]): string | null {
+  const n = orphans.length;
+  if (n === 0) return null;
+  const named = orphans.slice(0, ORPHANS_NAMED).map((o) => {
+    const replies = o.replies === 0 ? '' : `, ${o.replies} repl${o.replies === 1 ? 'y' : 'ies'}`;
+    return `${o.src.file}:${o.src.line} (message_id "${o.messageId}", parent_id "${o.parentId}"${replies})`;
+  });
+  const more = n > ORPHANS_NAMED ? `, and ${n - ORPHANS_NAMED} more` : '';
+  return `oasst1: skipped ${n} message${n > 1 ? 's' : ''} whose parent_id is not in the file (with the replies below them): ${named.join(', ')}${more}`;
 }
 
 /** The SftError thrown for bad lines under on_bad_line "error": first line names the first bad line. */
@@ -87,6 +108,7 @@ export async function loadConversations(file: string, opts: ConversationOptions 
   const conversations: Conversation[] = [];
   let skipped = 0;
   let droppedMessages = 0;
+  let orphans: OasstOrphan[] = [];
   let format: DatasetFormat | undefined = choice === 'auto' ? undefined : choice;
   const pending: RawRecord[] = [];
   const oasstRows: RawRecord[] = [];
@@ -136,6 +158,7 @@ export async function loadConversations(file: string, opts: ConversationOptions 
     conversations.push(...res.conversations);
     skipped += res.skipped;
     droppedMessages = res.droppedMessages;
+    orphans = res.orphanRows;
   }
   badLines.sort((a, b) => a.line - b.line);
   if (badLineCount > 0 && (opts.onBadLine ?? 'error') === 'error') throw badLinesError(badLines, badLineCount);
@@ -145,7 +168,7 @@ export async function loadConversations(file: string, opts: ConversationOptions 
     if (c.rawText !== undefined || c.turns.some((t) => t.role === 'assistant')) usable.push(c);
     else skipped++;
   }
-  return { conversations: usable, formatUsed: format, detected: choice === 'auto', badLines, badLineCount, skipped, droppedMessages };
+  return { conversations: usable, formatUsed: format, detected: choice === 'auto', badLines, badLineCount, skipped, droppedMessages, orphans };
 }
 
 export interface TrainingDataOptions {
@@ -235,6 +258,8 @@ export async function loadTrainingData(opts: TrainingDataOptions): Promise<Train
   if (main.detected) notes.push(`dataset_format auto: using "${main.formatUsed}"`);
   if (main.badLineCount > 0) notes.push(`skipped ${main.badLineCount} bad line${main.badLineCount > 1 ? 's' : ''}`);
   if (main.droppedMessages > 0) notes.push(`oasst1: dropped ${main.droppedMessages} messages (deleted, rejected in review, or other language) with their subtrees`);
+  const mainOrphans = orphansNote(main.orphans);
+  if (mainOrphans) notes.push(mainOrphans);
   for (const m of templateMarkers(template)) {
     if (opts.tokenizer.tokenToId(m) === undefined) notes.push(`the tokenizer has no token ${m}; it is tokenised as plain text`);
   }
@@ -254,6 +279,8 @@ export async function loadTrainingData(opts: TrainingDataOptions): Promise<Train
     badLineCount += evalSet.badLineCount;
     skipped += evalSet.skipped;
     droppedMessages += evalSet.droppedMessages;
+    const evalOrphans = orphansNote(evalSet.orphans);
+    if (evalOrphans) notes.push(evalOrphans);
   } else {
     const testSize = opts.test_size ?? 0.05;
     if (testSize === 0) {

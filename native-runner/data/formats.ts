@@ -13,14 +13,14 @@
  * A record that does not fit its format gives a reason string (`missing "response"`) that the caller turns
  * into a BadLine `file:line: reason`.
  */
+import { DATASET_FORMAT_CHOICES, type DatasetFormat, type FormatChoice } from '../../protocol/trainingOptions';
 import type { Conversation, Role, SourceRef, Turn } from './types';
 
-export type DatasetFormat = 'dolly' | 'oasst1' | 'sharegpt' | 'messages' | 'prompt_completion' | 'text';
-export const DATASET_FORMATS: readonly DatasetFormat[] = ['dolly', 'oasst1', 'sharegpt', 'messages', 'prompt_completion', 'text'];
-export type FormatChoice = DatasetFormat | 'auto';
+// The list of formats is defined in protocol/ (shared with the webviews: the Start Training form offers these).
+export { DATASET_FORMATS, DATASET_FORMAT_CHOICES, type DatasetFormat, type FormatChoice } from '../../protocol/trainingOptions';
 
 export function isFormatChoice(s: string): s is FormatChoice {
-  return s === 'auto' || (DATASET_FORMATS as readonly string[]).includes(s);
+  return (DATASET_FORMAT_CHOICES as readonly string[]).includes(s);
 }
 
 function typeName(v: unknown): string {
@@ -179,8 +179,24 @@ export interface OasstResult {
   skipped: number;
   /** Messages dropped as deleted, review_result false, other language, or below such a message. */
   droppedMessages: number;
-  /** Messages whose parent is not in the file at all. */
+  /** Messages whose parent is not in the file at all (their replies are not counted here). */
   orphans: number;
+  /** Each of those messages, in file order: skipped with its replies, reported but not an error. */
+  orphanRows: OasstOrphan[];
+}
+
+/** A message whose parent_id names no message of the file; it is skipped with `replies` messages below it. */
+export interface OasstOrphan {
+  src: SourceRef;
+  messageId: string;
+  parentId: string;
+  replies: number;
+}
+
+/** How an orphan is reported (a preview bad line's reason, a training note). */
+export function orphanReason(o: OasstOrphan): string {
+  const replies = o.replies === 0 ? '' : ` and its ${o.replies} repl${o.replies === 1 ? 'y' : 'ies'}`;
+  return `message_id "${o.messageId}": parent_id "${o.parentId}" is not in the file; message${replies} skipped`;
 }
 
 /** Validates one oasst1 row; returns the message or a reason. */
@@ -238,12 +254,13 @@ function pathToConversation(path: OasstMessage[]): Conversation | null {
  * `review_result: false` (or another language when `lang` is set) are dropped with their subtrees.
  * "best": from each root follow the lowest-ranked child (unranked after ranked, ties by file order) to a
  * leaf; "all": every root-to-leaf path, de-duplicated after trimming. Trailing prompter messages are
- * dropped; a path left without an assistant turn is skipped and counted. Conversations come out in the file
- * order of their roots (then depth-first by rank order).
+ * dropped; a path left without an assistant turn is skipped and counted. A message whose parent_id is not
+ * in the file is skipped with its replies and listed in `orphanRows` (file, line, message_id, parent_id).
+ * Conversations come out in the file order of their roots (then depth-first by rank order).
  */
 export function buildOasstConversations(rows: { value: Record<string, unknown>; src: SourceRef }[], opts: OasstOptions): OasstResult {
   const langs = opts.lang && opts.lang.trim() !== '' ? new Set(opts.lang.split(',').map((s) => s.trim()).filter(Boolean)) : null;
-  const out: OasstResult = { conversations: [], bad: [], skipped: 0, droppedMessages: 0, orphans: 0 };
+  const out: OasstResult = { conversations: [], bad: [], skipped: 0, droppedMessages: 0, orphans: 0, orphanRows: [] };
   const byId = new Map<string, OasstMessage>();
   const all: OasstMessage[] = [];
   rows.forEach((r, i) => {
@@ -260,16 +277,19 @@ export function buildOasstConversations(rows: { value: Record<string, unknown>; 
     all.push(m);
   });
   const roots: OasstMessage[] = [];
+  const orphans: OasstMessage[] = [];
   for (const m of all) {
     if (m.parentId === null) roots.push(m);
     else {
       const p = byId.get(m.parentId);
       if (p) p.children.push(m);
-      else out.orphans++;
+      else orphans.push(m);
     }
   }
   // Count dropped messages (a dropped message takes its whole subtree with it).
   const countSubtree = (m: OasstMessage): number => 1 + m.children.reduce((s, c) => s + countSubtree(c), 0);
+  out.orphans = orphans.length;
+  for (const o of orphans) out.orphanRows.push({ src: o.src, messageId: o.id, parentId: o.parentId!, replies: countSubtree(o) - 1 });
   const live = (m: OasstMessage) => m.children.filter((c) => !c.dropped).sort(byRank);
   const countDropped = (m: OasstMessage): void => {
     for (const c of m.children) {

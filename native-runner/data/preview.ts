@@ -1,7 +1,8 @@
 /**
  * What `sft preview` and the extension's Dataset Preview show: a page (offset, limit) of a dataset file's
  * examples as they will be trained (rendered text, ids after truncation, trained flags, per-token text),
- * the statistics of the whole file, and its bad lines (preview always skips and lists them). The result
+ * the statistics of the whole file, and its bad lines (preview always skips and lists them; oasst1 messages
+ * whose parent is not in the file are listed among them, as training skips them too). The result
  * has the shape of the runner protocol's `preview` reply (snake_case). The last whole-file tokenisation
  * is cached in memory, so paging through a large file does not tokenise it again.
  */
@@ -9,11 +10,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { TextTokenizer } from '../model/types';
 import { loadConversations, resolveDatasetPath } from './dataset';
-import type { FormatChoice, OasstPaths } from './formats';
+import { orphanReason, type FormatChoice, type OasstPaths } from './formats';
 import type { HubProgress } from './hub';
 import { DEFAULT_TEMPLATE, type ChatTemplate } from './render';
 import { computeStats, type DataStats } from './stats';
-import { tokenizeConversation } from './tokenize';
+import { checkMaxLength, tokenizeConversation } from './tokenize';
 import { splitTrainEval } from './split';
 import type { BadLine, TokenizedExample } from './types';
 import { SftError } from '../util/errors';
@@ -136,6 +137,7 @@ function statsJson(s: DataStats): PreviewStatsJson {
 /** Loads (or reuses) the whole file's examples and returns one page of them. */
 export async function previewDataset(opts: PreviewOptions): Promise<PreviewResult> {
   const maxLength = opts.max_length ?? 512;
+  checkMaxLength(maxLength);
   const aol = opts.assistant_only_loss ?? true;
   const resolved = await resolveDatasetPath(opts.dataset, { baseDir: opts.baseDir, onProgress: opts.onProgress, signal: opts.signal });
   const st = fs.statSync(resolved.file);
@@ -156,13 +158,17 @@ export async function previewDataset(opts: PreviewOptions): Promise<PreviewResul
       const ex = tokenizeConversation(opts.tokenizer, set.conversations[i]!, { maxLength, assistantOnlyLoss: aol, template });
       if (ex) examples.push(ex);
     }
+    // Orphaned oasst1 messages are no error for training (it skips them with a note); here they are listed
+    // with the bad lines so that each can be opened at its line.
+    const orphanLines: BadLine[] = set.orphans.map((o) => ({ file: o.src.file, line: o.src.line, reason: orphanReason(o) }));
+    const badLines = orphanLines.length ? [...set.badLines, ...orphanLines].sort((a, b) => a.line - b.line) : set.badLines;
     cache = {
       key,
       examples,
       formatUsed: set.formatUsed,
       detected: set.detected,
-      badLines: set.badLines,
-      badLineCount: set.badLineCount,
+      badLines,
+      badLineCount: set.badLineCount + orphanLines.length,
       skipped,
       stats: computeStats(examples, { maxLength, batchSize: 8, skipped }),
     };

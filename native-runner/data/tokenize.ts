@@ -6,6 +6,7 @@
  * its answer has no trained id (the batcher then gives it weight 0 everywhere).
  */
 import { SftError } from '../util/errors';
+import { maxLengthProblem } from '../../protocol/trainingOptions';
 import type { TextTokenizer } from '../model/types';
 import { conversationPieces, DEFAULT_TEMPLATE, type ChatTemplate, type Piece } from './render';
 import type { Conversation, SourceRef, TokenizedExample } from './types';
@@ -17,8 +18,10 @@ export interface TokenizeOptions {
   template?: ChatTemplate;
 }
 
-function checkMaxLength(n: number): void {
-  if (!Number.isInteger(n) || n < 2) throw new SftError(`must be an integer >= 2, got ${n}`, 'max_length');
+/** The runner's max_length rule (protocol/trainingOptions.ts), as an SftError naming max_length. */
+export function checkMaxLength(n: unknown, where = 'max_length'): asserts n is number {
+  const problem = maxLengthProblem(n);
+  if (problem) throw new SftError(problem, where);
 }
 
 /** Tokenises already-rendered pieces into one example. */

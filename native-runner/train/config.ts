@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { TrainingDataOptions } from '../data/dataset';
 import { DATASET_FORMATS, type FormatChoice } from '../data/formats';
+import { maxLengthProblem } from '../../protocol/trainingOptions';
 import { HUB_ID } from '../util/download';
 import { SftError } from '../util/errors';
 
@@ -168,7 +169,11 @@ const KEYS: Record<keyof RunConfig, Parser> = {
   save_strategy: oneOf('steps', 'epoch', 'no'),
   save_steps: interval,
   save_total_limit: nullable(numIn(1, Infinity, { integer: true })),
-  max_length: numIn(2, 1 << 20, { integer: true }),
+  max_length: (v) => {
+    const problem = maxLengthProblem(v);
+    if (problem) throw new SftError(problem);
+    return v;
+  },
   packing: bool,
   assistant_only_loss: bool,
   bf16: bool,

@@ -4,10 +4,10 @@
  * whole file's statistics, and the bad lines with links that open the file at that line.
  */
 import * as vscode from 'vscode';
-import { isAbsolute, join } from 'node:path';
 import { PreviewFromWebview, type PreviewMsgFromWebview, type PreviewMsgToWebview } from '../../protocol/webview';
 import { RunnerService } from '../runnerService';
 import { previewToView } from '../previewModel';
+import { resolveInWorkspace } from '../workspacePath';
 import { WebviewChannel } from './webviewChannel';
 
 export const PAGE_SIZE = 5;
@@ -62,8 +62,7 @@ export class PreviewViewProvider implements vscode.WebviewViewProvider, vscode.D
   private modelPath(): string | undefined {
     const m = vscode.workspace.getConfiguration('sft').get<string>('defaultModel')?.trim();
     if (!m) return undefined;
-    const root = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
-    return isAbsolute(m) || !root ? m : join(root, m);
+    return resolveInWorkspace(m, vscode.workspace.workspaceFolders?.[0]?.uri.fsPath);
   }
 
   private async load(): Promise<void> {

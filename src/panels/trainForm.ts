@@ -6,10 +6,11 @@
  */
 import * as vscode from 'vscode';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { basename, dirname, isAbsolute, join, relative } from 'node:path';
+import { basename, dirname, isAbsolute, relative } from 'node:path';
 import { TrainFormFromWebview, type TrainFormMsgFromWebview, type TrainFormMsgToWebview } from '../../protocol/webview';
 import { RunnerService } from '../runnerService';
 import { renderPlan } from '../planView';
+import { resolveInWorkspace } from '../workspacePath';
 import { openChannelPanel, type WebviewChannel } from './webviewChannel';
 
 export class TrainFormPanel implements vscode.Disposable {
@@ -78,7 +79,7 @@ export class TrainFormPanel implements vscode.Disposable {
           return;
         }
         const root = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
-        const target = isAbsolute(m.configPath) ? m.configPath : join(root ?? dirname(this.configPath), m.configPath);
+        const target = resolveInWorkspace(m.configPath, root ?? dirname(this.configPath));
         try {
           mkdirSync(dirname(target), { recursive: true });
           writeFileSync(target, `${JSON.stringify(m.config, null, 2)}\n`);

@@ -121,6 +121,25 @@ test('oasst1 from Parquet: same conversations as the JSONL rows, row numbers as 
   await assert.rejects(loadConversations(broken), /broken\.parquet: not a readable Parquet file/);
 });
 
+test('loadTrainingData: oasst1 messages whose parent is missing are named in a note and do not fail the load', async () => {
+  const file = path.join(tmp, 'oasst-orphans.jsonl');
+  const rows = fs.readFileSync(path.join(FIX, 'oasst1.jsonl'), 'utf8').trim().split('\n');
+  rows.push(
+    JSON.stringify({ message_id: 'y1', parent_id: 'z1', role: 'prompter', text: 'Reply to the orphan.' }),
+    JSON.stringify({ message_id: 'u1', parent_id: 'nowhere', role: 'assistant', text: 'Another orphan.' }),
+  );
+  fs.writeFileSync(file, rows.join('\n') + '\n');
+  const data = await loadTrainingData({ dataset: file, max_length: 128, tokenizer: tok, test_size: 0 });
+  assert.equal(data.badLineCount, 0);
+  assert.equal(data.train.length, 2);
+  assert.ok(
+    data.notes.includes(`oasst1: skipped 2 messages whose parent_id is not in the file (with the replies below them): ${file}:15 (message_id "z1", parent_id "missing", 1 reply), ${file}:17 (message_id "u1", parent_id "nowhere")`),
+    data.notes.join('\n'),
+  );
+  const clean = await loadTrainingData({ dataset: path.join(SAMPLE), max_length: 128, tokenizer: tok, test_size: 0 });
+  assert.ok(!clean.notes.some((n) => n.includes('parent_id')));
+});
+
 test('statistics: histogram, padding efficiency and truncation arithmetic', () => {
   assert.deepEqual(lengthHistogram([1, 5, 8, 16], 16, 4), { edges: [0, 4, 8, 12, 16], counts: [1, 1, 1, 1] });
   assert.equal(paddingEfficiency([4, 2, 3], 2), (4 + 2 + 3) / (4 * 2 + 3));

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { readRecords, splitJsonArray } from '../../native-runner/data/readRecords';
-import { detectFormat, buildOasstConversations, recordToConversation } from '../../native-runner/data/formats';
+import { detectFormat, buildOasstConversations, orphanReason, recordToConversation } from '../../native-runner/data/formats';
 import { loadConversations } from '../../native-runner/data/dataset';
 import { SftError } from '../../native-runner/util/errors';
 import type { RawItem } from '../../native-runner/data/readRecords';
@@ -226,4 +226,31 @@ test('oasst1 "all": every root-to-leaf path trimmed and de-duplicated; oasst_lan
   );
   assert.equal(res.orphans, 0);
   assert.equal(res.skipped, 1);
+});
+
+test('oasst1 orphans: a message whose parent is not in the file is listed with file, line, ids and lost replies', async () => {
+  const row = (line: number, message_id: string, parent_id: string | null, role: string, text: string) => ({ value: { message_id, parent_id, role, text }, src: { file: 'o.jsonl', line } });
+  const res = buildOasstConversations(
+    [
+      row(1, 'q', null, 'prompter', 'question'),
+      row(2, 'a', 'q', 'assistant', 'answer'),
+      row(3, 'x', 'gone', 'prompter', 'lost question'),
+      row(4, 'y', 'x', 'assistant', 'lost answer'),
+      row(5, 'w', 'y', 'prompter', 'lost follow-up'),
+      row(6, 'v', 'q-typo', 'assistant', 'lone answer'),
+    ],
+    { paths: 'all' },
+  );
+  assert.equal(res.conversations.length, 1);
+  assert.equal(res.orphans, 2);
+  assert.deepEqual(res.orphanRows, [
+    { src: { file: 'o.jsonl', line: 3 }, messageId: 'x', parentId: 'gone', replies: 2 },
+    { src: { file: 'o.jsonl', line: 6 }, messageId: 'v', parentId: 'q-typo', replies: 0 },
+  ]);
+  assert.equal(orphanReason(res.orphanRows[0]!), 'message_id "x": parent_id "gone" is not in the file; message and its 2 replies skipped');
+  assert.equal(orphanReason(res.orphanRows[1]!), 'message_id "v": parent_id "q-typo" is not in the file; message skipped');
+  // Through loadConversations: reported, and no error even with on_bad_line "error" (the default).
+  const set = await loadConversations(fx('oasst1.jsonl'));
+  assert.equal(set.badLineCount, 0);
+  assert.deepEqual(set.orphans, [{ src: { file: fx('oasst1.jsonl'), line: 15 }, messageId: 'z1', parentId: 'missing', replies: 0 }]);
 });

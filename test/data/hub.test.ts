@@ -3,14 +3,13 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { AddressInfo } from 'node:net';
 import { resolveHubDataset, datasetCacheDir } from '../../native-runner/data/hub';
 import { loadTrainingData } from '../../native-runner/data/dataset';
 import { loadTokenizer } from '../../native-runner/model/tokenizer';
 import { OASST_COLUMNS, writeParquet } from '../helpers/parquet';
+import { closedPort, startStaticServer, type Served } from '../helpers/staticServer';
 
 const FIX = path.join(__dirname, '../fixtures/data');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-data-hub-'));
@@ -21,56 +20,29 @@ const pqFile = path.join(tmp, 'src.parquet');
 writeParquet(pqFile, OASST_COLUMNS, fs.readFileSync(path.join(FIX, 'oasst1.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>));
 const parquet = fs.readFileSync(pqFile);
 
-const requests: { url: string; range?: string }[] = [];
-let cutNextDolly = false;
-const server = http.createServer((req, res) => {
-  requests.push({ url: req.url!, range: req.headers.range });
-  const files: Record<string, Buffer> = {
-    '/datasets/databricks/databricks-dolly-15k/resolve/main/databricks-dolly-15k.jsonl': dolly,
-    '/datasets/OpenAssistant/oasst1/resolve/main/data/train-00000-of-00001-abc.parquet': parquet,
-  };
-  if (req.url === '/api/datasets/OpenAssistant/oasst1/tree/main/data') {
-    res.setHeader('content-type', 'application/json');
-    res.end(JSON.stringify([
+const DOLLY_URL = '/datasets/databricks/databricks-dolly-15k/resolve/main/databricks-dolly-15k.jsonl';
+const served: Record<string, Served> = {
+  [DOLLY_URL]: dolly,
+  '/datasets/OpenAssistant/oasst1/resolve/main/data/train-00000-of-00001-abc.parquet': parquet,
+  '/api/datasets/OpenAssistant/oasst1/tree/main/data': {
+    json: [
       { type: 'file', path: 'data/validation-00000-of-00001-def.parquet', size: 10 },
       { type: 'file', path: 'data/train-00000-of-00001-abc.parquet', size: parquet.length },
-    ]));
-    return;
-  }
-  const body = files[req.url!];
-  if (!body) {
-    res.statusCode = 404;
-    res.end('not found');
-    return;
-  }
-  const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
-  if (m) {
-    const start = Number(m[1]);
-    res.writeHead(206, { 'content-length': body.length - start, 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` });
-    res.end(body.subarray(start));
-    return;
-  }
-  res.writeHead(200, { 'content-length': body.length });
-  if (cutNextDolly && req.url!.includes('dolly')) {
-    cutNextDolly = false;
-    res.write(body.subarray(0, 1000), () => res.destroy());
-    return;
-  }
-  res.end(body);
-});
-
-const ready = new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-after(() => {
-  server.close();
+    ],
+  },
+};
+const serverReady = startStaticServer((url) => served[url]);
+after(async () => {
+  await (await serverReady).close();
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
 test('dolly by id: an interrupted download resumes with Range, then the cache is used without network', async () => {
-  await ready;
-  const port = (server.address() as AddressInfo).port;
-  process.env.HF_ENDPOINT = `http://127.0.0.1:${port}`;
+  const server = await serverReady;
+  const requests = server.requests;
+  process.env.HF_ENDPOINT = server.base;
   const cache = path.join(tmp, 'cache1');
-  cutNextDolly = true;
+  server.cutOnce(DOLLY_URL, 1000);
   await assert.rejects(resolveHubDataset('databricks/databricks-dolly-15k', { cacheDir: cache }), /cannot download databricks\/databricks-dolly-15k: .*\(download it once while online, or pass a local file\)/);
   const part = path.join(datasetCacheDir('databricks/databricks-dolly-15k', cache), 'databricks-dolly-15k.jsonl.part');
   assert.equal(fs.statSync(part).size, 1000);
@@ -92,9 +64,9 @@ test('dolly by id: an interrupted download resumes with Range, then the cache is
 });
 
 test('oasst1 by id: the train Parquet file is found through the tree listing', async () => {
-  await ready;
-  const port = (server.address() as AddressInfo).port;
-  process.env.HF_ENDPOINT = `http://127.0.0.1:${port}`;
+  const server = await serverReady;
+  const requests = server.requests;
+  process.env.HF_ENDPOINT = server.base;
   const cache = path.join(tmp, 'cache2');
   const data = await loadTrainingData({ dataset: 'OpenAssistant/oasst1', cacheDir: cache, max_length: 64, tokenizer: tok, test_size: 0 });
   assert.equal(data.formatUsed, 'oasst1');
@@ -105,11 +77,7 @@ test('oasst1 by id: the train Parquet file is found through the tree listing', a
 
 test('offline with an empty cache: a clear message naming the dataset', async () => {
   // A port that was just free: nothing listens there.
-  const probe = http.createServer();
-  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
-  const port = (probe.address() as AddressInfo).port;
-  await new Promise<void>((r) => probe.close(() => r()));
-  process.env.HF_ENDPOINT = `http://127.0.0.1:${port}`;
+  process.env.HF_ENDPOINT = `http://127.0.0.1:${await closedPort()}`;
   await assert.rejects(resolveHubDataset('Open-Orca/SlimOrca', { cacheDir: path.join(tmp, 'cache3') }), (e: unknown) => {
     const msg = (e as Error).message;
     assert.match(msg, /^dataset: cannot download Open-Orca\/SlimOrca: /);

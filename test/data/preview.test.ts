@@ -11,6 +11,7 @@ import { SftError } from '../../native-runner/util/errors';
 import { loadConversations } from '../../native-runner/data/dataset';
 import { splitTrainEval } from '../../native-runner/data/split';
 import { renderConversation } from '../../native-runner/data/render';
+import { parseRunConfig } from '../../native-runner/train/config';
 
 const ROOT = path.join(__dirname, '../..');
 const FIX = path.join(__dirname, '../fixtures/data');
@@ -122,4 +123,34 @@ test('previewDataset pages with offset/limit and returns per-token text that joi
   assert.equal(pieces.length, ids.length);
   assert.equal(pieces.join(''), '🇯🇵 ok');
   assert.ok(!pieces.some((p) => p.includes('\uFFFD')));
+});
+
+test('previewDataset lists oasst1 messages whose parent is missing among the bad lines, at their line', async () => {
+  clearPreviewCache();
+  const p = await previewDataset({ dataset: path.join(FIX, 'oasst1.jsonl'), tokenizer: tok, tokenizerKey: 'tiny', max_length: 128, limit: 1 });
+  assert.equal(p.total, 2);
+  assert.equal(p.bad_line_count, 1);
+  assert.deepEqual(p.bad_lines, [{ file: path.join(FIX, 'oasst1.jsonl'), line: 15, reason: 'message_id "z1": parent_id "missing" is not in the file; message skipped' }]);
+});
+
+test('max_length: sft preview and previewDataset refuse what run.json refuses, in the same words', async () => {
+  const runnerMessage = (v: unknown): string => {
+    try {
+      parseRunConfig({ model_name_or_path: 'm', dataset: 'd.jsonl', max_length: v }, ROOT);
+    } catch (e) {
+      return (e as Error).message.replace(/^run\.json: max_length: /, '');
+    }
+    return 'accepted';
+  };
+  const dataset = path.join(FIX, 'dolly-edge.jsonl');
+  for (const v of [1, 0, 2.5, 2 ** 20 + 1]) {
+    const expected = runnerMessage(v);
+    assert.match(expected, /^expected an integer >= 2 and <= 1048576, got /, `run.json refuses ${v}`);
+    await assert.rejects(preview.run(['--dataset', dataset, '--max_length', String(v)]), (e: unknown) => e instanceof SftError && e.message === `--max_length: ${expected}`);
+    clearPreviewCache();
+    await assert.rejects(previewDataset({ dataset, tokenizer: tok, max_length: v }), (e: unknown) => e instanceof SftError && e.message === `max_length: ${expected}`);
+  }
+  assert.equal(runnerMessage(2), 'accepted');
+  const { code } = await runCli(['--dataset', dataset, '--max_length', '2', '--n', '0', '--json']);
+  assert.equal(code, 0);
 });

@@ -107,7 +107,7 @@ test('truncation keeps the first max_length ids; an example cut before its answe
   assert.equal(trainedCount(cut), 0);
   const partly = tokenizeConversation(tok, c, { maxLength: full.inputIds.length - 2 })!;
   assert.equal(trainedCount(partly), trainedCount(full) - 2);
-  assert.throws(() => tokenizeConversation(tok, c, { maxLength: 1 }), /max_length: must be an integer >= 2/);
+  assert.throws(() => tokenizeConversation(tok, c, { maxLength: 1 }), /^SftError: max_length: expected an integer >= 2 and <= 1048576, got 1$/);
 });
 
 test('unicode and whitespace survive piece tokenisation (decode round trip)', () => {

@@ -4,13 +4,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { AddressInfo } from 'node:net';
 import { formatDuration, progressLine, takeResume } from '../../native-runner/cli/commands/train';
 import { parseRunConfig } from '../../native-runner/train/config';
 import { engineError } from '../../native-runner/train/trainer';
+import { hubFiles, startStaticServer } from '../helpers/staticServer';
 
 const ROOT = path.join(__dirname, '../..');
 const MAIN = path.join(ROOT, 'native-runner/cli/main.ts');
@@ -93,29 +92,17 @@ test('sft eval --json: last line is {"eval_loss","eval_tokens"}; equals the gold
 
 test('sft download --json fetches from $HF_ENDPOINT into --to', { timeout: 60_000 }, async () => {
   const modelDir = path.join(ROOT, 'samples/tiny-gpt2-chat');
-  const server = http.createServer((req, res) => {
-    const m = /^\/org\/tiny\/resolve\/main\/(.+)$/.exec(req.url ?? '');
-    const p = m ? path.join(modelDir, m[1]!) : '';
-    if (!m || !fs.existsSync(p)) {
-      res.writeHead(404);
-      res.end();
-      return;
-    }
-    const body = fs.readFileSync(p);
-    res.writeHead(200, { 'content-length': body.length });
-    res.end(body);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const server = await startStaticServer(hubFiles('org/tiny', modelDir));
   const to = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-cli-dl-'));
   try {
-    const r = await sft(['download', '--model', 'org/tiny', '--to', to, '--json'], { HF_ENDPOINT: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+    const r = await sft(['download', '--model', 'org/tiny', '--to', to, '--json'], { HF_ENDPOINT: server.base });
     assert.equal(r.code, 0, r.stderr);
     const last = JSON.parse(r.stdout.trim().split('\n').pop()!);
     assert.equal(last.dir, to);
     assert.equal(last.files['model.safetensors'], fs.statSync(path.join(modelDir, 'model.safetensors')).size);
     assert.ok(fs.readFileSync(path.join(to, 'tokenizer.json')).equals(fs.readFileSync(path.join(modelDir, 'tokenizer.json'))));
   } finally {
-    server.close();
+    await server.close();
     fs.rmSync(to, { recursive: true, force: true });
   }
 });

@@ -3,62 +3,27 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { AddressInfo } from 'node:net';
 import { downloadFile, downloadModel, HttpStatusError } from '../../native-runner/util/download';
 import { SftError } from '../../native-runner/util/errors';
+import { closedPort, fileIn, hubFiles, startStaticServer, type StaticServer } from '../helpers/staticServer';
 
 const MODEL_DIR = path.join(__dirname, '../../samples/tiny-gpt2-chat');
-let server: http.Server;
+let server: StaticServer;
 let base = '';
-const requests: { url: string; range?: string }[] = [];
-/** When set, the next response for this path is cut after this many bytes. */
-const cutOnce = new Map<string, number>();
+let requests: StaticServer['requests'] = [];
 
 before(async () => {
-  server = http.createServer((req, res) => {
-    const url = decodeURIComponent(req.url ?? '');
-    requests.push({ url, range: req.headers.range });
-    // /cdn/<file> serves bytes; /tiny/model/resolve/main/model.safetensors redirects to the CDN like the hub
-    const m = /^\/tiny\/model\/resolve\/([^/]+)\/(.+)$/.exec(url);
-    if (m && m[2] === 'model.safetensors') {
-      res.writeHead(302, { location: `/cdn/${m[2]}` });
-      res.end();
-      return;
-    }
-    const file = m ? m[2]! : url.startsWith('/cdn/') ? url.slice(5) : null;
-    const p = file ? path.join(MODEL_DIR, file) : '';
-    if (!file || !fs.existsSync(p)) {
-      res.writeHead(404);
-      res.end('not found');
-      return;
-    }
-    const body = fs.readFileSync(p);
-    let start = 0;
-    const range = req.headers.range ? /^bytes=(\d+)-$/.exec(req.headers.range) : null;
-    if (range) {
-      start = Number(range[1]);
-      if (start >= body.length) {
-        res.writeHead(416, { 'content-range': `bytes */${body.length}` });
-        res.end();
-        return;
-      }
-      res.writeHead(206, { 'content-length': body.length - start, 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` });
-    } else {
-      res.writeHead(200, { 'content-length': body.length });
-    }
-    const cut = cutOnce.get(file);
-    if (cut !== undefined) {
-      cutOnce.delete(file);
-      res.write(body.subarray(start, start + cut), () => res.destroy());
-      return;
-    }
-    res.end(body.subarray(start));
+  // /cdn/<file> serves bytes; /tiny/model/resolve/<rev>/model.safetensors redirects to the CDN like the hub
+  const repo = hubFiles('tiny/model', MODEL_DIR);
+  server = await startStaticServer((url) => {
+    if (/^\/tiny\/model\/resolve\/[^/]+\/model\.safetensors$/.test(url)) return { redirect: '/cdn/model.safetensors' };
+    if (url.startsWith('/cdn/')) return fileIn(MODEL_DIR, url.slice('/cdn/'.length));
+    return repo(url);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  base = server.base;
+  requests = server.requests;
 });
 after(() => server.close());
 
@@ -71,7 +36,7 @@ test('a cut-off download leaves .part; the next call resumes with Range and the 
   try {
     const dest = path.join(dir, 'model.safetensors');
     const original = fs.readFileSync(path.join(MODEL_DIR, 'model.safetensors'));
-    cutOnce.set('model.safetensors', 1_000_000);
+    server.cutOnce('/cdn/model.safetensors', 1_000_000);
     await assert.rejects(downloadFile(`${base}/tiny/model/resolve/main/model.safetensors`, dest), (e: unknown) => {
       assert.ok(e instanceof SftError);
       return true;
@@ -114,10 +79,7 @@ test('a complete .part (416 with matching size) is renamed; 404 is an HttpStatus
 });
 
 test('an unreachable host gives a clear offline message', async () => {
-  const closed = http.createServer();
-  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
-  const port = (closed.address() as AddressInfo).port;
-  await new Promise<void>((r) => closed.close(() => r()));
+  const port = await closedPort();
   const dir = tmp();
   try {
     await assert.rejects(downloadFile(`http://127.0.0.1:${port}/x`, path.join(dir, 'x')), /cannot reach 127\.0\.0\.1:\d+ \(ECONNREFUSED\): are you offline\?/);
@@ -164,21 +126,9 @@ test('downloadModel: a sharded index that is not JSON or names a shard outside t
   const repo = tmp();
   const to = tmp();
   fs.copyFileSync(path.join(MODEL_DIR, 'config.json'), path.join(repo, 'config.json'));
-  const srv = http.createServer((req, res) => {
-    const m = /^\/bad\/index\/resolve\/main\/(.+)$/.exec(decodeURIComponent(req.url ?? ''));
-    const p = m ? path.join(repo, m[1]!) : '';
-    if (!m || !fs.existsSync(p)) {
-      res.writeHead(404);
-      res.end();
-      return;
-    }
-    const body = fs.readFileSync(p);
-    res.writeHead(200, { 'content-length': body.length });
-    res.end(body);
-  });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const srv = await startStaticServer(hubFiles('bad/index', repo));
   const saved = process.env.HF_ENDPOINT;
-  process.env.HF_ENDPOINT = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+  process.env.HF_ENDPOINT = srv.base;
   try {
     const index = path.join(repo, 'model.safetensors.index.json');
     fs.writeFileSync(index, '{"weight_map": {"a": "model-1.safetensors",}');
@@ -189,7 +139,7 @@ test('downloadModel: a sharded index that is not JSON or names a shard outside t
   } finally {
     if (saved === undefined) delete process.env.HF_ENDPOINT;
     else process.env.HF_ENDPOINT = saved;
-    srv.close();
+    await srv.close();
     fs.rmSync(repo, { recursive: true, force: true });
     fs.rmSync(to, { recursive: true, force: true });
   }

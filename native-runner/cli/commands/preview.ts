@@ -14,6 +14,7 @@ import { SftError } from '../../util/errors';
 import { loadTokenizer } from '../../model/tokenizer';
 import { isFormatChoice, DATASET_FORMATS, type FormatChoice } from '../../data/formats';
 import { previewDataset, type PreviewExampleJson } from '../../data/preview';
+import { checkMaxLength } from '../../data/tokenize';
 import { formatStats } from '../../data/stats';
 import type { HubProgress } from '../../data/hub';
 
@@ -89,7 +90,7 @@ export const command: Command = {
     const format = values.dataset_format ?? 'auto';
     if (!isFormatChoice(format)) throw new SftError(`--dataset_format must be auto or one of ${DATASET_FORMATS.join(', ')}, got "${format}"`);
     const maxLength = numberOption(values.max_length, 'max_length', 512);
-    if (!Number.isInteger(maxLength) || maxLength < 2) throw new SftError(`--max_length must be an integer >= 2, got ${values.max_length}`);
+    checkMaxLength(maxLength, '--max_length');
     const n = numberOption(values.n, 'n', 3);
     const offset = numberOption(values.offset, 'offset', 0);
     if (!Number.isInteger(n) || n < 0) throw new SftError(`--n must be a non-negative integer, got ${values.n}`);
