@@ -1,64 +1,179 @@
 #!/usr/bin/env bash
 # The GPU machine's one prepared call (issue #8). Runs from the project root after the bundle is unpacked
-# (docs/GPU.md, "Running the benchmark on a lent GPU machine"):
+# (docs/GPU.md, "Running it on a GPU machine"):
 #   bash .device/unpack.sh && source /tmp/sft-rt/env.sh && bash bench/device-check.sh
-# Phases, each under its own time limit so the whole stays under ~9 minutes of device time:
-#   doctor   the CUDA report (cudaProvider.cudaReport) and nvidia-smi            → $OUT/doctor.txt
+# Phases, in order of importance (must-have numbers first), each under its own time limit:
+#   doctor   the CUDA report (cudaProvider.cudaReport), nvidia-smi, torch/transformers → $OUT/doctor.txt
 #   loss     bench/cuda-vs-cpu.ts: 20 steps of GPT-2 124M on CUDA (fp32, bf16) vs the CPU → $OUT/cuda-vs-cpu.{json,log}
-#   bench    bench/gpu-train.ts: throughput, host↔device share, memory, Dolly-shaped epochs, PyTorch
-#            side by side (bench/pytorch_baseline.py)                              → $OUT/gpu-train.{json,log}, pytorch.json
-# Environment: OUT (default $TMPDIR/sft-device-out; the device tool sets it), PHASES (default "doctor loss bench"), LOSS_S (150), BENCH_S (380),
-# BENCH_ARGS (extra gpu-train.ts arguments, e.g. "--dolly-max-s 30 --no-pytorch"), DRY_RUN=1 (no GPU: the same
-# phases on the CPU with a tiny model, to check the script itself: ~1 minute on 2 cores).
-# Every phase writes its files as it goes, so a phase cut by its limit still leaves what it measured.
+#   bench    bench/gpu-train.ts: throughput, host↔device share, memory, Dolly-shaped epochs (--dolly-max-s 30
+#            here: measured, then extrapolated), PyTorch side by side (bench/pytorch_baseline.py)
+#                                                                          → $OUT/gpu-train.{json,log}, pytorch.json
+#   ablate   gpu-train.ts at B8 T512 bf16 only: SFT_FLAT_STATE=0 (K default = 16), then SFT_FLAT_STATE=1 with
+#            K default and K=64 on the same engine (--extra-k 64); tok/s side by side  → $OUT/ablate.txt
+#   profile  one short engine run with ORT's profiler on (SFT_ORT_PROFILE): GPT-2 124M random weights, B8 T512
+#            bf16, 4 micro-batches, a 1-step warm-up run, a 1-step run, a K=4 run; bench/ort-profile.ts
+#            summarises the trace (node time per run, top op types and nodes, nodes per Loop iteration; on
+#            CUDA the node times are host-side launch times)                  → $OUT/profile-summary.txt
+# Time: each phase has a share (DOCTOR_S 25, LOSS_S 100, BENCH_S 270, ABLATE_S 90, PROFILE_S 55 = 540 s) and
+# its limit is its share plus what the phases before it left unused, so the default sequence ends within
+# ~540 s (a device call may run 600 s; machine start and transfers are outside it). A phase with < 10 s left
+# is skipped. Every phase writes its files as it goes, so a phase cut by its limit still leaves what it
+# measured. The device call brings back at most 8 files from $OUT: the 8 above, nothing else goes there (the
+# ablation runs' logs and JSON and the ORT traces go to a scratch folder outside $OUT, removed at the end
+# unless KEEP_SCRATCH=1).
+# Environment: OUT (default $TMPDIR/sft-device-out; the device tool sets it), PHASES (default "doctor loss bench
+# ablate profile"), the shares above, BENCH_ARGS (extra gpu-train.ts arguments for the bench phase; default
+# "--dolly-max-s 30"; set it empty for gpu-train's own 60 s), DRY_RUN=1 (no GPU: the same phases on the CPU
+# with a tiny model, to check the script itself: ~40 s on 2 cores).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-${TMPDIR:-/tmp}/sft-device-out}
-PHASES=${PHASES:-doctor loss bench}
+PHASES=${PHASES:-doctor loss bench ablate profile}
 mkdir -p "$OUT"
+SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/sft-device-scratch.XXXXXX")
+[ "${KEEP_SCRATCH:-0}" = 1 ] || trap 'rm -rf "$SCRATCH"' EXIT
 status=0
-run_ts() { node --import tsx "$@"; }
+declare -A SHARE=([doctor]=${DOCTOR_S:-25} [loss]=${LOSS_S:-100} [bench]=${BENCH_S:-270} [ablate]=${ABLATE_S:-90} [profile]=${PROFILE_S:-55})
 if [ "${DRY_RUN:-0}" = 1 ]; then
   loss_args=(--model tiny --test cpu:fp32)
   bench_args=(--device cpu --smoke)
+  bench_default=""
+  # The tiny model's shapes (n_positions 128) and fp32 (the CPU EP has no bf16 Gemm); smoke K default = 4.
+  short_args=(--device cpu --smoke --shapes 4x64 --precisions fp32)
+  k_alt=16
+  short_key=fp32_B4_T64
 else
   loss_args=()
   bench_args=(--device cuda)
+  # The Dolly-shaped runs stop after ~30 s each and are extrapolated (measured s/step, eval and save).
+  bench_default="--dolly-max-s 30"
+  short_args=(--device cuda --shapes 8x512 --precisions bf16)
+  k_alt=64
+  short_key=bf16_B8_T512
 fi
 started=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - started )) s] $*"; }
+now() { echo $(( $(date +%s) - started )); }
+stamp() { echo "[$(now) s] $*"; }
+shares_before=0 # sum of the shares of the phases already run
+phase_limit() { # limit of the phase about to run: its share + what earlier phases left unused
+  local carry=$(( shares_before - $(now) ))
+  [ "$carry" -gt 0 ] || carry=0
+  echo $(( ${SHARE[$1]} + carry ))
+}
+
+# gpu-train.ts with the short arguments; $1 = name, $2 = limit (s), the rest: more arguments. Output in $SCRATCH.
+short_train() {
+  local name=$1 limit=$2
+  shift 2
+  mkdir -p "$SCRATCH/$name"
+  timeout "$limit" node --import tsx bench/gpu-train.ts "${short_args[@]}" --no-dolly --no-pytorch --no-roundtrip --out "$SCRATCH/$name" "$@" >"$SCRATCH/$name.log" 2>&1
+  local rc=$?
+  grep -v '^RESULT' "$SCRATCH/$name.log" | sed "s/^/  [$name] /"
+  return $rc
+}
 
 for phase in $PHASES; do
+  [ -n "${SHARE[$phase]:-}" ] || { echo "unknown phase $phase (doctor, loss, bench, ablate, profile)" >&2; status=2; continue; }
+  limit=$(phase_limit "$phase")
+  shares_before=$(( shares_before + ${SHARE[$phase]} ))
+  if [ "$limit" -lt 10 ]; then
+    stamp "$phase skipped: $limit s left"
+    status=1
+    continue
+  fi
   case "$phase" in
     doctor)
-      stamp "doctor"
-      {
+      stamp "doctor (limit $limit s)"
+      timeout "$limit" bash -c '
         date -u
         nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "nvidia-smi not available"
         echo "node $(node --version)"
-        run_ts -e "for (const l of require('./native-runner/engine/cudaProvider.ts').cudaReport()) console.log(l)"
-        python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, '| transformers', transformers.__version__)" 2>&1 | tail -1
-      } 2>&1 | tee "$OUT/doctor.txt"
+        node --import tsx -e "for (const l of require(\"./native-runner/engine/cudaProvider.ts\").cudaReport()) console.log(l)"
+        python3 -c "import torch, transformers; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"| transformers\", transformers.__version__)" 2>&1 | tail -1
+      ' 2>&1 | tee "$OUT/doctor.txt"
       ;;
     loss)
-      stamp "loss-curve check (limit ${LOSS_S:-150} s)"
-      timeout "${LOSS_S:-150}" node --import tsx bench/cuda-vs-cpu.ts "${loss_args[@]}" --out "$OUT" 2>&1 | tee "$OUT/cuda-vs-cpu.log"
+      stamp "loss-curve check (limit $limit s)"
+      timeout "$limit" node --import tsx bench/cuda-vs-cpu.ts "${loss_args[@]}" --out "$OUT" 2>&1 | tee "$OUT/cuda-vs-cpu.log"
       rc=${PIPESTATUS[0]}
       [ "$rc" -eq 0 ] || { stamp "loss check exit status $rc"; status=1; }
       ;;
     bench)
-      stamp "benchmark (limit ${BENCH_S:-380} s)"
+      stamp "benchmark (limit $limit s)"
       # shellcheck disable=SC2086
-      timeout "${BENCH_S:-380}" node --import tsx bench/gpu-train.ts "${bench_args[@]}" --out "$OUT" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/gpu-train.log"
+      timeout "$limit" node --import tsx bench/gpu-train.ts "${bench_args[@]}" --out "$OUT" ${BENCH_ARGS-$bench_default} 2>&1 | tee "$OUT/gpu-train.log"
       rc=${PIPESTATUS[0]}
       [ "$rc" -eq 0 ] || { stamp "benchmark exit status $rc"; status=1; }
       ;;
-    *)
-      echo "unknown phase $phase (doctor, loss, bench)" >&2
-      status=2
+    ablate)
+      stamp "ablation: flat state and K (limit $limit s)"
+      end=$(( $(now) + limit ))
+      # flat0 first (flat1 at the default K is also measured by the bench phase); it leaves flat1 ≥ 40 s.
+      SFT_FLAT_STATE=0 short_train flat0 $(( limit > 80 ? limit - 40 : limit / 2 )) || { stamp "ablate flat0 exit status $?"; status=1; }
+      left=$(( end - $(now) - 3 ))
+      if [ "$left" -ge 10 ]; then
+        SFT_FLAT_STATE=1 short_train flat1 "$left" --extra-k "$k_alt" || { stamp "ablate flat1 exit status $?"; status=1; }
+      else
+        stamp "ablate flat1 skipped: $left s left"
+        status=1
+      fi
+      node -e '
+        // The side-by-side table of the ablation runs (and the run of the same configuration in the bench phase).
+        const fs = require("fs");
+        const [scratch, out, key, kAlt] = process.argv.slice(1);
+        const read = (f) => { try { return JSON.parse(fs.readFileSync(f, "utf8")); } catch { return null; } };
+        const rows = [["run", "SFT_FLAT_STATE", "K", "tok/s", "s per K-step run", "first run s", "peak mem GB"]];
+        const notes = [];
+        const add = (label, j, wantK) => {
+          const r = j && j.throughput && j.throughput[key];
+          if (!r) return notes.push(`${label}: no result (cut by its limit or failed: see its log lines)`);
+          if (r.error) return notes.push(`${label}: failed: ${r.error}`);
+          const flat = j.env && j.env.SFT_FLAT_STATE !== null && j.env.SFT_FLAT_STATE !== undefined ? j.env.SFT_FLAT_STATE : "(default)";
+          const mem = String(r.peak_gpu_mem_GB ?? r.peak_rss_GB ?? "—");
+          const byK = r.tok_s_by_K || { [r.K]: { tok_s: r.tok_s, run_s: r.run_K_steps_s } };
+          for (const [k, v] of Object.entries(byK)) rows.push([label, flat, k, String(v.tok_s), String(v.run_s), String(r.first_run_s), mem]);
+          for (const k of wantK) if (!byK[k]) notes.push(`${label}: no result at K=${k} (cut by its limit?)`);
+        };
+        add("ablate flat0", read(`${scratch}/flat0/gpu-train.json`), []);
+        add("ablate flat1", read(`${scratch}/flat1/gpu-train.json`), [kAlt]);
+        const b = read(`${out}/gpu-train.json`);
+        if (b && b.throughput && b.throughput[key]) add("bench phase", b, []);
+        const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? "").length)));
+        console.log(`ablation at ${key} (tok/s of the K-step runs; each run: one engine, a 1-step warm-up, a 1-step run, then the K-step runs):`);
+        for (const r of rows) console.log(r.map((c, i) => (i === 0 ? String(c ?? "").padEnd(w[i]) : String(c ?? "").padStart(w[i]))).join("  ").trimEnd());
+        for (const n of notes) console.log(n);
+        for (const n of ["flat0", "flat1"]) {
+          const j = read(`${scratch}/${n}/gpu-train.json`);
+          if (j) console.log(`${n}: SFT_FLAT_STATE=${j.env && j.env.SFT_FLAT_STATE} ${j.command}`);
+        }
+      ' "$SCRATCH" "$OUT" "$short_key" "$k_alt" 2>&1 | tee "$OUT/ablate.txt"
+      ;;
+    profile)
+      stamp "profile (limit $limit s)"
+      mkdir -p "$SCRATCH/trace"
+      # The run gets all but 25 s; the summary (reading a trace of some 10⁵ events) the rest.
+      if [ "$limit" -lt 40 ]; then
+        stamp "profile skipped: $limit s left"
+        status=1
+        continue
+      fi
+      SFT_ORT_PROFILE="$SCRATCH/trace/ort" short_train profile $(( limit - 25 )) --k 4
+      rc=$?
+      [ "$rc" -eq 0 ] || { stamp "profile run exit status $rc (a session not released writes no trace)"; status=1; }
+      {
+        echo "ORT profile, $(date -u): gpu-train.ts ${short_args[*]} --no-dolly --no-pytorch --no-roundtrip --k 4, SFT_ORT_PROFILE set (profiled: slower than unprofiled runs)"
+        grep -v '^RESULT' "$SCRATCH/profile.log"
+        echo
+        ls -l "$SCRATCH/trace"
+        echo
+        timeout 25 node --import tsx bench/ort-profile.ts "$SCRATCH/trace" --top 25
+      } >"$OUT/profile-summary.txt" 2>&1
+      head -c 8000 "$OUT/profile-summary.txt"
       ;;
   esac
 done
-stamp "done; results in $OUT"
+stamp "done; results in $OUT$([ "${KEEP_SCRATCH:-0}" = 1 ] && echo " (scratch: $SCRATCH)")"
 ls -la "$OUT"
+n=$(find "$OUT" -type f | wc -l)
+[ "$n" -le 8 ] || echo "warning: $n files in $OUT; the device call brings back at most 8"
 exit $status

@@ -5,8 +5,10 @@
  *
  *   npx tsx bench/gpu-train.ts [--device cuda|cpu] [--smoke] [--shapes 8x512,32x512] [--precisions fp32,bf16]
  *        [--k N] [--dolly-k 256] [--logging-steps 0 (cuda) | 10 (cpu)] [--records 15000] [--epochs 3] [--dolly-max-s 60] [--dolly-modes padded,packed]
- *        [--dolly-precision bf16] [--no-throughput] [--no-dolly] [--no-pytorch] [--python python3]
+ *        [--dolly-precision bf16] [--no-throughput] [--no-roundtrip] [--no-dolly] [--no-pytorch] [--python python3]
  *        [--pytorch-args "--tf32"] [--out DIR]
+ * `--no-roundtrip` skips measurement 2b; `--extra-k 64[,…]` adds, per configuration, K-step runs of those K on the
+ * same engine after the main one (tok_s_by_K); both for bench/device-check.sh's ablate and profile phases.
  * `--device cpu --smoke` runs everything with a 2-layer 64-wide model and tiny shapes (< 2 min on 2 cores):
  * it checks the script, its numbers mean nothing.
  *
@@ -67,6 +69,7 @@ const { values: argv } = parseArgs({
     shapes: { type: 'string' },
     precisions: { type: 'string' },
     k: { type: 'string' },
+    'extra-k': { type: 'string', default: '' },
     'dolly-k': { type: 'string' },
     'logging-steps': { type: 'string' },
     records: { type: 'string' },
@@ -75,6 +78,7 @@ const { values: argv } = parseArgs({
     'dolly-modes': { type: 'string', default: 'padded,packed' },
     'dolly-precision': { type: 'string' },
     'no-throughput': { type: 'boolean', default: false },
+    'no-roundtrip': { type: 'boolean', default: false },
     'no-dolly': { type: 'boolean', default: false },
     'no-pytorch': { type: 'boolean', default: false },
     python: { type: 'string', default: 'python3' },
@@ -109,6 +113,14 @@ const dollyK = Number(argv['dolly-k'] ?? (smoke ? 4 : CUDA_STEPS_PER_RUN));
  */
 const loggingSteps = Number(argv['logging-steps'] ?? (device === 'cuda' ? 0 : 10));
 const threads = Number(argv.threads);
+const extraK = argv['extra-k']
+  .split(',')
+  .filter(Boolean)
+  .map((s) => {
+    const k = Number(s);
+    if (!(Number.isInteger(k) && k >= 1)) throw new Error(`--extra-k takes positive integers, got ${s}`);
+    return k;
+  });
 const outDir = argv.out ? path.resolve(argv.out) : null;
 if (outDir) fs.mkdirSync(outDir, { recursive: true });
 
@@ -119,6 +131,8 @@ const result: Record<string, unknown> = {
   host: `${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}`,
   model: { n_layer: config.n_layer, n_embd: config.n_embd, vocab_size: config.vocab_size, parameters: countParameters(config) },
   accum: ACCUM,
+  /** Engine switches read from the environment (unset = the engine's default). */
+  env: { SFT_FLAT_STATE: process.env.SFT_FLAT_STATE ?? null, SFT_ORT_PROFILE: process.env.SFT_ORT_PROFILE ?? null },
   throughput: {} as Record<string, unknown>,
 };
 
@@ -276,9 +290,11 @@ async function roundtripSeconds(): Promise<number> {
 
 async function throughput(): Promise<void> {
   const tp = result.throughput as Record<string, unknown>;
-  const rt = await roundtripSeconds();
-  result.roundtrip_s = round(rt, 3);
-  console.log(`parameters + moments roundtrip (3 × ${countParameters(config).toLocaleString()} floats each way): ${rt.toFixed(3)} s`);
+  const rt = argv['no-roundtrip'] ? null : await roundtripSeconds();
+  if (rt !== null) {
+    result.roundtrip_s = round(rt, 3);
+    console.log(`parameters + moments roundtrip (3 × ${countParameters(config).toLocaleString()} floats each way): ${rt.toFixed(3)} s`);
+  }
   for (const prec of precisions) {
     for (const [B, T] of shapes) {
       const key = `${prec}_B${B}_T${T}`;
@@ -290,7 +306,7 @@ async function throughput(): Promise<void> {
       const base = await mem.reset();
       let engine: TrainingEngine | null = null;
       try {
-        const [eng, createS] = await timed(() => createEngine(prec === 'bf16', K));
+        const [eng, createS] = await timed(() => createEngine(prec === 'bf16', Math.max(K, ...extraK)));
         engine = eng;
         const [, firstS] = await timed(() => eng.runSteps(steps.slice(0, 1)));
         const [, oneS] = await timed(() => eng.runSteps(steps.slice(0, 1)));
@@ -308,12 +324,24 @@ async function throughput(): Promise<void> {
           tok_s: Math.round((K * tokensPerStep) / kS),
           compute_tok_s: perStep > 0 ? Math.round(tokensPerStep / perStep) : null,
           host_device_share_intercept: K > 1 ? round(fixed / kS, 3) : null,
-          host_device_share_roundtrip: round(rt / kS, 3),
+          host_device_share_roundtrip: rt === null ? null : round(rt / kS, 3),
           [device === 'cuda' ? 'peak_gpu_mem_GB' : 'peak_rss_GB']: mem.available ? round(peak / GB, 2) : null,
           loss_last: round(m[m.length - 1]!.loss, 4),
         };
         tp[key] = r;
         console.log(`${key}: ${r.tok_s.toLocaleString()} tok/s (K=${K}, ${kS.toFixed(2)} s per run; first run ${firstS.toFixed(1)} s)`);
+        if (extraK.length > 0) {
+          // Saved first: a caller's time limit may cut the longer runs below.
+          const byK: Record<string, { run_s: number; tok_s: number }> = { [K]: { run_s: round(kS, 3), tok_s: r.tok_s } };
+          (r as Record<string, unknown>).tok_s_by_K = byK;
+          save();
+          for (const k2 of extraK) {
+            const [, s2] = await timed(() => eng.runSteps(Array.from({ length: k2 }, () => ({ lr: 2e-5, microBatches: mbs }))));
+            byK[k2] = { run_s: round(s2, 3), tok_s: Math.round((k2 * tokensPerStep) / s2) };
+            console.log(`${key}: ${byK[k2]!.tok_s.toLocaleString()} tok/s at K=${k2} (${s2.toFixed(2)} s per run)`);
+            save();
+          }
+        }
       } catch (e) {
         tp[key] = { error: (e as Error).message.split('\n')[0] };
         console.log(`${key}: failed — ${(e as Error).message.split('\n')[0]}`);
@@ -513,11 +541,14 @@ async function dolly(data: DollyData): Promise<void> {
 function runPytorch(data: DollyData | null): Promise<Record<string, unknown> | null> {
   const dir = outDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'sft-gpu-bench-'));
   const out = path.join(dir, 'pytorch.json');
+  let lengthsDir: string | null = null;
   const args = [path.join(__dirname, 'pytorch_baseline.py'), '--device', device, '--shapes', shapes.map(([b, t]) => `${b}x${t}`).join(','), '--precisions', precisions.join(','), '--accum', String(ACCUM), '--epochs', String(epochs), '--eval-steps', String(evalSteps), '--save-steps', String(saveSteps), '--out', out];
   args.push('--dolly-precisions', dollyPrecision, ...argv['pytorch-args'].split(' ').filter(Boolean));
   if (smoke) args.push('--smoke', '--steps', '2', '--warmup', '1', '--dolly-micro', '8');
   if (data) {
-    const lf = path.join(dir, 'dolly-lengths.json');
+    // Not in --out: the device call brings back at most 8 files (bench/device-check.sh).
+    lengthsDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-gpu-bench-'));
+    const lf = path.join(lengthsDir, 'dolly-lengths.json');
     // The epoch-0 order of the padded batches, as our padded run sees it.
     const order = epochMicroBatches(data.train, SEED, 0, { batchSize: 1, padId: 0 }).map((mb) => mb.T);
     fs.writeFileSync(lf, JSON.stringify({ train: order, eval: data.evalSet.map((e) => e.inputIds.length) }));
@@ -530,6 +561,7 @@ function runPytorch(data: DollyData | null): Promise<Record<string, unknown> | n
       resolve(null);
     });
     child.on('close', () => {
+      if (lengthsDir) fs.rmSync(lengthsDir, { recursive: true, force: true });
       try {
         const r = JSON.parse(fs.readFileSync(out, 'utf8')) as Record<string, unknown>;
         if (r.error) {

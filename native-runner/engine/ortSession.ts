@@ -2,6 +2,8 @@
  * The engine's bridge to onnxruntime-node: session creation for 'cpu' | 'cuda' (CUDA with CPU fallback
  * disabled, and a clear SftError when the CUDA provider library is missing), and host ⇄ ort.Tensor helpers.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { cudaSessionOptions, explainCudaFailure } from './cudaProvider';
 import type { DType } from './graph/graph';
@@ -37,6 +39,7 @@ export async function createSession(model: Uint8Array | string, opts: SessionOpt
     // SFT_ORT_ARENA=0 turns ONNX Runtime's CPU memory arena off: GPT-2 124M training peaks at ~6.6 GB instead
     // of ~9.2 GB, ~15 % slower (README, Performance).
     ...(process.env.SFT_ORT_ARENA === '0' ? { enableCpuMemArena: false } : {}),
+    ...profilingOptions(),
   };
   const session: Record<string, string> = { ...base.extra?.session };
   if (opts.allowSpinning === false) session['intra_op.allow_spinning'] = '0';
@@ -47,6 +50,21 @@ export async function createSession(model: Uint8Array | string, opts: SessionOpt
     if (opts.device === 'cuda') throw explainCudaFailure(e);
     throw e;
   }
+}
+
+let profiledSessions = 0;
+
+/**
+ * SFT_ORT_PROFILE=<path prefix> turns ONNX Runtime's profiler on for every session this process creates (a
+ * diagnostic for bench/ort-profile.ts; off by default). Each session gets its own prefix `<prefix>-<pid>-<n>`
+ * (ORT appends `_<date>_<time>_<ms>.json`) and ORT writes the Chrome-trace JSON when the session is released.
+ * The prefix's folder is created here: ORT silently writes nothing when it is missing.
+ */
+function profilingOptions(): Pick<ort.InferenceSession.SessionOptions, 'enableProfiling' | 'profileFilePrefix'> {
+  const prefix = process.env.SFT_ORT_PROFILE;
+  if (!prefix) return {};
+  fs.mkdirSync(path.dirname(path.resolve(prefix)), { recursive: true });
+  return { enableProfiling: true, profileFilePrefix: `${prefix}-${process.pid}-${++profiledSessions}` };
 }
 
 const ORT_TYPE: Record<DType, ort.Tensor.Type> = {
