@@ -132,13 +132,21 @@ function totalStepsOf(records: MetricRecord[], config: Record<string, unknown> |
   return typeof ms === 'number' && ms > 0 ? ms : null;
 }
 
+/** The runner's view of the run it is training (status + step/total from progress events). */
+export interface LiveRunView {
+  status: 'training' | 'stopping' | 'finished' | 'failed';
+  step?: number;
+  total?: number;
+}
+
 /**
- * Summarises a run folder. `live` is the runner's view when this run is the one it is training
- * (status + step/total from progress events); otherwise the state is inferred from the files.
+ * Summarises a run folder. `live` is the runner's view when this run is the one it is training; otherwise
+ * the state is inferred from the files. `metrics`: the folder's metrics.jsonl when the caller has already
+ * read it (readMetrics), so it is not read twice.
  */
-export function readRun(dir: string, live?: { status: 'training' | 'stopping' | 'finished' | 'failed'; step?: number; total?: number }): RunSummary {
+export function readRun(dir: string, live?: LiveRunView, metrics: ParsedMetrics = readMetrics(dir)): RunSummary {
   const config = readJson(join(dir, 'run.json'));
-  const { records, badLines } = readMetrics(dir);
+  const { records, badLines } = metrics;
   const checkpoints = listCheckpoints(dir, records);
   const hasFinalModel = existsSync(join(dir, 'config.json')) && existsSync(join(dir, 'model.safetensors'));
   let step = 0;
@@ -178,6 +186,22 @@ export function readRun(dir: string, live?: { status: 'training' | 'stopping' | 
     badMetricLines: badLines.length,
     baseModel: typeof base === 'string' ? base : null,
   };
+}
+
+/** One run as the dashboard shows it (an entry of protocol/webview's 'runs' message). */
+export interface DashboardRunData {
+  runDir: string;
+  name: string;
+  status: RunState;
+  totalSteps: number | null;
+  records: MetricRecord[];
+}
+
+/** The dashboard's data for one run folder: its summary and all its metric records, from one read of metrics.jsonl. */
+export function readDashboardRun(dir: string, live?: LiveRunView): DashboardRunData {
+  const metrics = readMetrics(dir);
+  const s = readRun(dir, live, metrics);
+  return { runDir: dir, name: basename(dir), status: s.state, totalSteps: s.totalSteps, records: metrics.records };
 }
 
 /** The complete checkpoint whose step is nearest to `step` (ties → the later one); undefined if none. */

@@ -10,6 +10,8 @@
  * SFT_CUDA_STATE_ON_DEVICE=0); the host copies are then refreshed only by `syncToHost()` (checkpoints, final
  * save), and evaluation reads the parameters where they are. `getParams`/`getOptimizerState` throw while the
  * host copy is stale: call `await syncToHost()` first (a no-op on the host path).
+ * The AdamW moments are allocated at the first training run (or getOptimizerState): an eval-only engine has
+ * none, and with `adoptParams` it also uses the caller's parameter arrays without copying them.
  *
  * Learning rates are per step (StepInput.lr); bias corrections use the engine's step counter t (1-based,
  * as torch.optim.AdamW) computed on the host in double precision.
@@ -36,6 +38,12 @@ export interface OptimizerState {
 export interface TrainingEngineOptions {
   config: GPT2Config;
   params: ParamSet;
+  /**
+   * true = the engine takes `params` as its own instead of copying them (no second copy of the weights; for
+   * eval-only engines such as train/evaluate.ts). The caller must not mutate them afterwards, and training
+   * (runSteps) may overwrite their arrays in place (they become spare output buffers). Default false: copy.
+   */
+  adoptParams?: boolean;
   optimizer?: OptimizerState;
   device: Device;
   /** Maximum optimizer steps per session.run (K). */
@@ -204,8 +212,9 @@ function paramFeeds(config: GPT2Config, s: ParamSet, prefix: string, out: Record
 
 export class TrainingEngine {
   private params: ParamSet;
-  private m: ParamSet;
-  private v: ParamSet;
+  /** AdamW moments; null until the first training run or getOptimizerState (an eval-only engine never allocates them). */
+  private m: ParamSet | null;
+  private v: ParamSet | null;
   private step: number;
   private readonly hyper: OptimizerHyper;
   private readonly sessions = new Map<string, Promise<ort.InferenceSession>>();
@@ -231,7 +240,7 @@ export class TrainingEngine {
   private constructor(private readonly opts: TrainingEngineOptions) {
     const { config } = opts;
     checkParamSet(config, opts.params, 'engine params');
-    this.params = cloneSet(opts.params);
+    this.params = opts.adoptParams ? opts.params : cloneSet(opts.params);
     if (opts.optimizer) {
       checkParamSet(config, opts.optimizer.m, 'optimizer state m');
       checkParamSet(config, opts.optimizer.v, 'optimizer state v');
@@ -239,13 +248,8 @@ export class TrainingEngine {
       this.v = cloneSet(opts.optimizer.v);
       this.step = opts.optimizer.step;
     } else {
-      this.m = new Map();
-      this.v = new Map();
-      for (const { name, shape } of paramSpecs(config)) {
-        const n = shape.reduce((a, b) => a * b, 1);
-        this.m.set(name, { shape: shape.slice(), data: new Float32Array(n) });
-        this.v.set(name, { shape: shape.slice(), data: new Float32Array(n) });
-      }
+      this.m = null;
+      this.v = null;
       this.step = 0;
     }
     this.hyper = { weightDecay: opts.weightDecay, beta1: opts.beta1, beta2: opts.beta2, eps: opts.eps, maxGradNorm: opts.maxGradNorm };
@@ -364,8 +368,22 @@ export class TrainingEngine {
     return v === undefined || v === '' ? undefined : !/^(0|false|no|off)$/i.test(v.trim());
   }
 
+  /** Allocates zeroed AdamW moments if they are not there yet (fresh optimizer state). */
+  private moments(): { m: ParamSet; v: ParamSet } {
+    if (!this.m || !this.v) {
+      this.m = emptySet(this.opts.config);
+      this.v = emptySet(this.opts.config);
+    }
+    return { m: this.m, v: this.v };
+  }
+
+  /** Whether the AdamW moments have been allocated (for tests and benchmarks: an eval-only engine has none). */
+  get momentsAllocated(): boolean {
+    return this.m !== null;
+  }
+
   private hostSet(k: StateKind): ParamSet {
-    return k === 'p' ? this.params : k === 'm' ? this.m : this.v;
+    return k === 'p' ? this.params : k === 'm' ? this.moments().m : this.moments().v;
   }
 
   /** Feeds `<k>:<name>` from the device copy when it is current, else from the host copy. */
@@ -453,6 +471,7 @@ export class TrainingEngine {
       hyper[k * 3 + 1] = Math.sqrt(1 - Math.pow(beta2, t));
       hyper[k * 3 + 2] = 1 - s.lr * weightDecay;
     });
+    this.moments();
     const feeds = loopMbFeeds(config, slots, [K, A], B, T);
     feeds.hyper = new OrtTensor('float32', hyper, [K, 3]);
     if (A > 1) feeds.n_micro = new OrtTensor('int64', nMicro, [K]);
@@ -487,9 +506,10 @@ export class TrainingEngine {
   /** Host path: state fed from and returned to host arrays. */
   private async runOnHost(kind: 'train1' | 'trainA', feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.ReturnType> {
     const { config } = this.opts;
+    const { m, v } = this.moments();
     paramFeeds(config, this.params, 'p:', feeds);
-    paramFeeds(config, this.m, 'm:', feeds);
-    paramFeeds(config, this.v, 'v:', feeds);
+    paramFeeds(config, m, 'm:', feeds);
+    paramFeeds(config, v, 'v:', feeds);
     const session = await this.session(kind);
     const next = this.spare ?? { p: emptySet(config), m: emptySet(config), v: emptySet(config) };
     this.spare = null;
@@ -512,7 +532,7 @@ export class TrainingEngine {
         dst.set(name, { shape: shape.slice(), data });
       }
     }
-    this.spare = reusable ? next : this.exposed ? null : { p: this.params, m: this.m, v: this.v };
+    this.spare = reusable ? next : this.exposed ? null : { p: this.params, m, v };
     this.exposed = false;
     this.params = fresh.p;
     this.m = fresh.m;
@@ -665,7 +685,8 @@ export class TrainingEngine {
   getOptimizerState(): OptimizerState {
     this.requireHost(['m', 'v'], 'getOptimizerState');
     this.exposed = true;
-    return { m: this.m, v: this.v, step: this.step };
+    const { m, v } = this.moments();
+    return { m, v, step: this.step };
   }
 
   async dispose(): Promise<void> {

@@ -21,7 +21,7 @@ import { fsyncDir, writeDirAtomic, writeFileSynced } from '../util/atomic';
 import type { GPT2Config, LoadedModel, ParamSet, ParamTensor, TextTokenizer } from './types';
 import { configToJson, readConfig } from './config';
 import { countParameters, expectedParamShapes } from './gpt2Params';
-import { readSafetensors, readSafetensorsHeader, readShardIndex, readShardedSafetensors, encodeSafetensors } from './safetensors';
+import { readSafetensors, readSafetensorsHeader, readShardedHeaders, readShardedSafetensors, encodeSafetensors, type SafetensorsHeader, type ShardedHeaders } from './safetensors';
 import { loadTokenizer, TOKENIZER_FILE_NAMES } from './tokenizer';
 
 export const WEIGHTS_FILE = 'model.safetensors';
@@ -108,25 +108,28 @@ export function matchParamShapes(config: GPT2Config, found: Map<string, number[]
   return { keep, lmHeadRaw, notes };
 }
 
-/** Tensor names and shapes in a folder's weights, from the headers only (no tensor data read). */
-export function readParamShapes(dir: string): { shapes: Map<string, number[]>; file: string } {
+/** The validated header(s) of a folder's weights: the single file's, or the index's and every shard's. */
+export type WeightHeaders = { kind: 'single'; file: string; header: SafetensorsHeader } | { kind: 'sharded'; file: string; sharded: ShardedHeaders };
+
+/**
+ * Tensor names and shapes in a folder's weights, from the headers only (no tensor data read). `headers` is
+ * what was read (each header once), for loading the data without reading them again.
+ */
+export function readParamShapes(dir: string): { shapes: Map<string, number[]>; file: string; headers: WeightHeaders } {
   const src = weightsSource(dir);
   const shapes = new Map<string, number[]>();
+  let headers: WeightHeaders;
   if (src.kind === 'single') {
-    for (const e of readSafetensorsHeader(src.file).entries) shapes.set(e.name, e.shape);
+    const header = readSafetensorsHeader(src.file);
+    for (const e of header.entries) shapes.set(e.name, e.shape);
+    headers = { kind: 'single', file: src.file, header };
   } else {
-    const index = readShardIndex(src.file);
-    for (const shard of new Set(index.weightMap.values())) {
-      const f = path.join(dir, shard);
-      if (!fs.existsSync(f)) throw new SftError(`shard ${shard} named in the weight_map is missing`, src.file);
-      for (const e of readSafetensorsHeader(f).entries) {
-        if (index.weightMap.get(e.name) !== shard) throw new SftError(`tensor ${e.name} is in ${shard} but the weight_map says ${index.weightMap.get(e.name) ?? 'nothing'}`, src.file);
-        shapes.set(e.name, e.shape);
-      }
-    }
-    for (const [name, shard] of index.weightMap) if (!shapes.has(name)) throw new SftError(`tensor ${name} is listed in the weight_map but missing from ${shard}`, src.file);
+    // Shards in sorted order, tensors in header order; cross-checked against the weight_map.
+    const sharded = readShardedHeaders(src.file);
+    for (const h of sharded.headers.values()) for (const e of h.entries) shapes.set(e.name, e.shape);
+    headers = { kind: 'sharded', file: src.file, sharded };
   }
-  return { shapes, file: src.file };
+  return { shapes, file: src.file, headers };
 }
 
 function sameData(a: Float32Array, b: Float32Array): boolean {
@@ -136,11 +139,11 @@ function sameData(a: Float32Array, b: Float32Array): boolean {
 
 /** Loads and validates the parameters of a model folder against `config`. */
 export function loadParams(dir: string, config: GPT2Config): { params: ParamSet; notes: string[] } {
-  const { shapes, file } = readParamShapes(dir);
+  const { shapes, file, headers } = readParamShapes(dir);
   const { keep, lmHeadRaw, notes } = matchParamShapes(config, shapes, file);
   const wanted = (n: string) => keep.has(n) || n === lmHeadRaw;
-  const src = weightsSource(dir);
-  const raw = src.kind === 'single' ? readSafetensors(src.file, { filter: wanted }) : readShardedSafetensors(src.file, { filter: wanted });
+  // The headers read above are handed on: each file's header is read once per load.
+  const raw = headers.kind === 'single' ? readSafetensors(headers.file, { filter: wanted, header: headers.header }) : readShardedSafetensors(headers.file, { filter: wanted, shards: headers.sharded });
   // Parameters in the canonical (named_parameters) order.
   const byName = new Map<string, ParamTensor>();
   for (const [r, t] of raw) if (keep.has(r)) byName.set(keep.get(r)!, t);

@@ -16,6 +16,10 @@
  *
  * Sharded checkpoints (`model.safetensors.index.json` with a `weight_map` name → shard file) load through
  * `readShardedSafetensors`, which checks that each listed tensor is in the shard the map names.
+ *
+ * Each header is read once per load: `readShardedHeaders` (index + every shard header, cross-checked) and
+ * `readSafetensorsHeader` results can be handed to `readShardedSafetensors({ shards })` /
+ * `readSafetensors({ header })`, which then only read tensor data (model/modelFolder.ts loadParams does).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -192,6 +196,11 @@ function bf16ToF32(src: Uint16Array, dst: Float32Array): void {
 export interface ReadOptions {
   /** Load only the tensors for which this returns true (the header is still validated in full). */
   filter?: (name: string) => boolean;
+  /**
+   * The file's header as readSafetensorsHeader returned it: not read again (the file must still have the
+   * size the header was validated against, else an SftError says it changed).
+   */
+  header?: SafetensorsHeader;
 }
 
 function readEntry(fd: number, file: string, t: SafetensorsEntry): ParamTensor {
@@ -212,10 +221,13 @@ function readEntry(fd: number, file: string, t: SafetensorsEntry): ParamTensor {
 
 /** Loads every (or every filtered) tensor of a safetensors file as fp32, in header order. */
 export function readSafetensors(file: string, opts: ReadOptions = {}): Map<string, ParamTensor> {
+  const given = opts.header;
+  if (given && path.resolve(given.file) !== path.resolve(file)) throw new Error(`readSafetensors(${file}) was given the header of ${given.file}`);
   const fileSize = fileSizeOf(file);
   const fd = fs.openSync(file, 'r');
   try {
-    const header = readHeaderFd(fd, file, fileSize);
+    if (given && fileSize !== given.fileSize) throw new SftError(`file changed while loading: ${fileSize} bytes now, ${given.fileSize} when its header was read`, file);
+    const header = given ?? readHeaderFd(fd, file, fileSize);
     const wanted = header.entries.filter((t) => !opts.filter || opts.filter(t.name));
     for (const t of wanted) {
       if (!LOADABLE.has(t.dtype)) throw new SftError(`dtype ${t.dtype} cannot be loaded as a parameter (supported: F32, F16, BF16)`, `${file}: tensor ${t.name}`);
@@ -253,11 +265,17 @@ export function readShardIndex(indexFile: string): ShardIndex {
   return { file: indexFile, weightMap, metadata: isPlainObject(json.metadata) ? json.metadata : {} };
 }
 
+/** A sharded checkpoint's index and the validated header of every shard it names (by shard file name, sorted). */
+export interface ShardedHeaders {
+  index: ShardIndex;
+  headers: Map<string, SafetensorsHeader>;
+}
+
 /**
- * Loads a sharded checkpoint: every shard the index names (headers validated first), each listed tensor
- * found in its shard. Tensors a shard holds but the index does not list are an error too.
+ * Reads the index and every shard's header (once each) and cross-checks them: each listed tensor is in the
+ * shard the weight_map names, and every tensor a shard holds is listed (under that shard).
  */
-export function readShardedSafetensors(indexFile: string, opts: ReadOptions = {}): Map<string, ParamTensor> {
+export function readShardedHeaders(indexFile: string): ShardedHeaders {
   const index = readShardIndex(indexFile);
   const dir = path.dirname(indexFile);
   const shards = [...new Set(index.weightMap.values())].sort();
@@ -278,9 +296,26 @@ export function readShardedSafetensors(indexFile: string, opts: ReadOptions = {}
       if (listed !== shard) throw new SftError(`tensor ${t.name} is in ${shard} but the weight_map says ${listed}`, indexFile);
     }
   }
+  return { index, headers };
+}
+
+export interface ShardedReadOptions {
+  /** Load only the tensors for which this returns true. */
+  filter?: (name: string) => boolean;
+  /** readShardedHeaders(indexFile)'s result, when the caller already has it (no header is read again). */
+  shards?: ShardedHeaders;
+}
+
+/**
+ * Loads a sharded checkpoint: every shard the index names (headers validated and cross-checked first, see
+ * readShardedHeaders), each listed tensor found in its shard.
+ */
+export function readShardedSafetensors(indexFile: string, opts: ShardedReadOptions = {}): Map<string, ParamTensor> {
+  const { headers } = opts.shards ?? readShardedHeaders(indexFile);
+  const dir = path.dirname(indexFile);
   const out = new Map<string, ParamTensor>();
-  for (const shard of shards) {
-    const part = readSafetensors(path.join(dir, shard), opts);
+  for (const [shard, header] of headers) {
+    const part = readSafetensors(path.join(dir, shard), { filter: opts.filter, header });
     for (const [name, t] of part) out.set(name, t);
   }
   return out;

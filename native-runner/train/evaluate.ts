@@ -51,7 +51,10 @@ export async function evalModelOnFile(o: EvalFileOptions): Promise<EvalFileResul
   });
   const engine = await TrainingEngine.create({
     config: model.config,
+    // The loaded weights belong to this evaluation alone: the engine uses them without a copy, and an
+    // eval-only engine never allocates AdamW moments (GPT-2 124M: 0.5 GB + 1 GB less than a training engine).
     params: model.params,
+    adoptParams: true,
     device: o.device ?? 'cpu',
     stepsPerRun: 1,
     weightDecay: 0,

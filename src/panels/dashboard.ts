@@ -7,7 +7,7 @@
 import * as vscode from 'vscode';
 import { basename } from 'node:path';
 import { DashboardFromWebview, type DashboardMsgFromWebview, type DashboardMsgToWebview, type MetricRecord } from '../../protocol/webview';
-import { listCheckpoints, nearestCheckpoint, readMetrics, readRun } from '../runFolder';
+import { listCheckpoints, nearestCheckpoint, readDashboardRun } from '../runFolder';
 import type { RunnerService } from '../runnerService';
 import type { WorkspaceRuns } from '../workspaceRuns';
 import { openChannelPanel, type WebviewChannel } from './webviewChannel';
@@ -75,10 +75,10 @@ export class DashboardPanel implements vscode.Disposable {
 
   private sendRuns(): void {
     const live = this.ctx.runner.live;
+    // One read of each run's metrics.jsonl gives both the summary (status, total steps) and the records.
     const runs = this.runDirs.map((dir) => {
       const isLive = live.runDir === dir && this.ctx.runner.isTraining;
-      const s = readRun(dir, isLive ? { status: live.status as 'training', step: live.progress?.step, total: live.progress?.total } : undefined);
-      return { runDir: dir, name: basename(dir), status: s.state, totalSteps: s.totalSteps, records: readMetrics(dir).records };
+      return readDashboardRun(dir, isLive ? { status: live.status as 'training', step: live.progress?.step, total: live.progress?.total } : undefined);
     });
     this.channel.postLatest({ type: 'runs', runs });
   }
