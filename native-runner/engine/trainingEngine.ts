@@ -39,9 +39,10 @@ export interface TrainingEngineOptions {
   config: GPT2Config;
   params: ParamSet;
   /**
-   * true = the engine takes `params` as its own instead of copying them (no second copy of the weights; for
-   * eval-only engines such as train/evaluate.ts). The caller must not mutate them afterwards, and training
-   * (runSteps) may overwrite their arrays in place (they become spare output buffers). Default false: copy.
+   * true = the engine takes `params` (and `optimizer`'s moments) as its own instead of copying them (no second
+   * copy of the weights; train/evaluate.ts, and the trainer, which loads them for this run only). The caller
+   * must not use them afterwards: training (runSteps) may overwrite their arrays in place (they become spare
+   * output buffers). Default false: copy.
    */
   adoptParams?: boolean;
   optimizer?: OptimizerState;
@@ -244,8 +245,8 @@ export class TrainingEngine {
     if (opts.optimizer) {
       checkParamSet(config, opts.optimizer.m, 'optimizer state m');
       checkParamSet(config, opts.optimizer.v, 'optimizer state v');
-      this.m = cloneSet(opts.optimizer.m);
-      this.v = cloneSet(opts.optimizer.v);
+      this.m = opts.adoptParams ? opts.optimizer.m : cloneSet(opts.optimizer.m);
+      this.v = opts.adoptParams ? opts.optimizer.v : cloneSet(opts.optimizer.v);
       this.step = opts.optimizer.step;
     } else {
       this.m = null;

@@ -44,6 +44,8 @@ export interface EngineCreateOptions {
   config: LoadedModel['config'];
   params: ParamSet;
   optimizer?: OptimizerState;
+  /** The engine may take params/optimizer as its own (TrainingEngineOptions.adoptParams). */
+  adoptParams?: boolean;
   device: 'cpu' | 'cuda';
   stepsPerRun: number;
   dropout: number | null;
@@ -288,6 +290,8 @@ export class Trainer {
         config: model.config,
         params: model.params,
         optimizer,
+        // Loaded for this run only and not read again: no second copy of the weights and moments.
+        adoptParams: true,
         device: config.device,
         stepsPerRun: K,
         dropout: config.dropout,
