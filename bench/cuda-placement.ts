@@ -21,7 +21,8 @@
  *   grads, eval       buildGradsGraph / buildEvalGraph, toModelBytes({ singleIterationLoop: true })
  *   evalLoop          deviceState.buildEvalLoopGraph, toModelBytes()
  *   forward-*         createForward's buildForwardGraph(logits | logprobs), singleIterationLoop
- *   generate, score   infer/generationGraph.buildInferenceGraph(config, params, kind, 'cuda') (EngineLM's sessions)
+ *   generate, score,  infer/generationGraph.buildInferenceGraph(config, params, kind, 'cuda') (EngineLM's sessions;
+ *   decode            decode = the multi-token decode Loop with in-graph sampling)
  *   download          deviceState.downloadGraph(shapes of every parameter), toModelBytes() (CudaGpuBufferIo)
  * for the tiny model (samples/tiny-gpt2-chat/config.json) and GPT-2 124M (12×768, vocab 50260, dropout 0.1).
  * plus two negative controls (an op without a CUDA kernel in the main graph → refused; inside a Loop → on the CPU).
@@ -152,6 +153,7 @@ function casesFor(tag: string, config: GPT2Config, dropout: number | null): Grap
   }
   out.push({ name: `${tag}/generate/fp32`, build: () => buildInferenceGraph(config, weights(), 'generate', 'cuda') });
   out.push({ name: `${tag}/score/fp32`, build: () => buildInferenceGraph(config, weights(), 'score', 'cuda') });
+  out.push({ name: `${tag}/decode/fp32`, build: () => buildInferenceGraph(config, weights(), 'decode', 'cuda') });
   out.push({ name: `${tag}/download/fp32`, build: () => downloadGraph(paramSpecs(config).map((s) => s.shape)).toModelBytes() });
   return out;
 }

@@ -165,6 +165,12 @@ export const CUDA_KERNELS: Readonly<Record<string, CudaKernelFacts>> = {
   Range: { onnxVersion: 11, cuda: open(11), types: { T: ['double', 'float', 'int32', 'int64'] }, inputs: ['T', 'T', 'T'], outputs: ['T'], cpuInputs: [0, 1, 2] },
   Shape: { onnxVersion: 21, cuda: upTo(21, 22), types: { T: ALL, T1: I64 }, inputs: ['T'], outputs: ['T1'], cpuOutputs: [0] },
   Size: { onnxVersion: 21, cuda: open(13), types: { T: ALL, T1: I64 }, inputs: ['T'], outputs: ['T1'], cpuOutputs: [0] },
+  // Inference decode Loop (infer/samplingGraph.ts): TopK-11 (K read from host memory) and CumSum-14 (axis from host
+  // memory), registrations and the dtypes their kernels compute in onnxruntime/core/providers/cuda/math/{topk,cumsum}.cc.
+  // The dtypes the decode graph uses (float TopK, double CumSum) were checked on the 1.29.0 CUDA 13 provider with
+  // bench/cuda-placement.ts (decode graphs created, no node on the CPU); the other listed dtypes were not.
+  TopK: { onnxVersion: 11, cuda: open(11), types: { T: ['double', 'float', 'float16', 'int32', 'int64', 'uint8'], I: I64 }, inputs: ['T', 'I'], outputs: ['T', 'I'], cpuInputs: [1] },
+  CumSum: { onnxVersion: 14, cuda: open(14), types: { T: ['double', 'float', 'float16', 'int32', 'int64'], T2: INDEX }, inputs: ['T', 'T2'], outputs: ['T'], cpuInputs: [1] },
   Loop: { onnxVersion: 21, cuda: open(19), types: { I: I64, B: BOOL, V: ALL }, inputs: ['I', 'B', 'V'], outputs: ['V'], variadicInputs: true, variadicOutputs: true, heterogeneous: ['V'], cpuInputs: [0, 1] },
 };
 

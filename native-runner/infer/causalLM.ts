@@ -5,6 +5,7 @@
  *
  * Legend: T tokens in a row, V vocabulary (logit width), P n_positions.
  */
+import type { SamplingOptions } from './sampling';
 
 /** Next-token scores of one row of ids (see CausalLM.scoreRows). Length = row length − 1. */
 export interface RowScores {
@@ -26,6 +27,31 @@ export interface GenerationSession {
   dispose(): void;
 }
 
+/** What a chunked decoder applies inside its runs (the same settings for the whole generation). */
+export interface ChunkedDecoding {
+  sampling: SamplingOptions;
+  /** Ids that end a run (the stop id is returned as the run's last token). */
+  stopIds: number[];
+}
+
+/**
+ * One prompt continued several tokens per model run (the cache stays inside the run): see generationGraph.ts
+ * 'decode'. The host supplies one uniform per token, from the stream the per-token sampler would draw from.
+ */
+export interface ChunkedGeneration {
+  /** Tokens already in the cache. */
+  readonly cachedLength: number;
+  /** Tokens the next run feeds first: the prompt, then the last token of the previous run. */
+  readonly pendingLength: number;
+  /**
+   * Generates up to `count` tokens (1 ≤ count ≤ nPositions − cachedLength − pendingLength + 1), the i-th
+   * sampled with `uniforms[i]` (ignored when greedy); ends early after a stop id, which is then the last token.
+   */
+  nextChunk(count: number, uniforms: Float64Array): Promise<number[]>;
+  /** Frees the cache. Safe to call twice. */
+  dispose(): void;
+}
+
 export interface CausalLM {
   /** Width of the logits (config.vocab_size). */
   readonly vocabSize: number;
@@ -38,6 +64,12 @@ export interface CausalLM {
   scoreRows(rows: number[][]): Promise<RowScores[]>;
   /** Prefill: feeds the prompt (1 ≤ length ≤ nPositions) and returns a session holding its cache. */
   startGeneration(prompt: number[]): Promise<GenerationSession>;
+  /**
+   * Optional multi-token decoding: tokens per run that generate() uses by default (0 or absent = one token per
+   * push through startGeneration), and the decoder itself.
+   */
+  readonly decodeChunk?: number;
+  startChunkedGeneration?(prompt: number[], decoding: ChunkedDecoding): Promise<ChunkedGeneration>;
   /** Releases sessions and native memory. */
   dispose(): Promise<void>;
 }

@@ -1,14 +1,20 @@
 /**
  * The CausalLM of a loaded GPT-2 on onnxruntime (cpu or cuda): the 'generate' graph (prefill + decode with a
- * key/value cache) and the 'score' graph (teacher-forced log-probs) of generationGraph.ts, each session
- * created on first use with the weights as initialisers, so the weights are uploaded once per loaded model.
+ * key/value cache), the 'decode' graph (chunked decoding, below) and the 'score' graph (teacher-forced
+ * log-probs) of generationGraph.ts, each session created on first use with the weights as initialisers, so the
+ * weights are uploaded once per session; generation uses either 'generate' or 'decode', not both.
  * Sessions run one at a time (a promise chain), as onnxruntime sessions are not re-entrant from JS.
+ *
+ * Chunked decoding (startChunkedGeneration, the 'decode' graph): up to `decodeChunk` tokens per run with the
+ * cache kept inside the run, so the cache crosses host ⇄ device once per chunk instead of once per token. The
+ * default is 16 on CUDA and off on the CPU (where the per-token path costs nothing extra); SFT_DECODE_CHUNK=N
+ * sets it for either device (0 = off), EngineLMOptions.decodeChunk overrides both.
  */
 import * as ort from 'onnxruntime-node';
 import type { GPT2Config, ParamSet } from '../model/types';
 import { createSession, type Device } from '../engine/ortSession';
 import { SftError } from '../util/errors';
-import type { CausalLM, GenerationSession, RowScores } from './causalLM';
+import type { CausalLM, ChunkedDecoding, ChunkedGeneration, GenerationSession, RowScores } from './causalLM';
 import { buildInferenceGraph, type InferenceGraphKind } from './generationGraph';
 
 export interface EngineLMOptions {
@@ -17,6 +23,19 @@ export interface EngineLMOptions {
   threads?: number;
   /** Max rows × tokens per score run (splits large batches; logits take tokens × V × 4 bytes, twice). Default 2048. */
   maxScoreTokens?: number;
+  /** Tokens per chunked-decoding run (0 = one token per run). Default: SFT_DECODE_CHUNK, else 16 on CUDA, 0 on the CPU. */
+  decodeChunk?: number;
+}
+
+/** The default tokens per decode run for a device (SFT_DECODE_CHUNK overrides; 0 = per token). */
+export function defaultDecodeChunk(device: Device): number {
+  const env = process.env.SFT_DECODE_CHUNK;
+  if (env !== undefined && env !== '') {
+    const n = Number(env);
+    if (!(Number.isInteger(n) && n >= 0)) throw new SftError(`SFT_DECODE_CHUNK must be a non-negative integer, got ${JSON.stringify(env)}`, 'SFT_DECODE_CHUNK');
+    return n;
+  }
+  return device === 'cuda' ? 16 : 0;
 }
 
 function i32(values: ArrayLike<number>, dims: number[]): ort.Tensor {
@@ -34,6 +53,9 @@ export interface EngineRowScores extends RowScores {
 export class EngineLM implements CausalLM {
   readonly vocabSize: number;
   readonly nPositions: number;
+  private readonly chunkSetting: number;
+  /** The error of a failed 'decode' graph (creation or run): chunked decoding is then off for this model. */
+  private chunkedFailure: unknown = null;
   private readonly sessions = new Map<InferenceGraphKind, Promise<ort.InferenceSession>>();
   private queue: Promise<unknown> = Promise.resolve();
   private disposed = false;
@@ -51,6 +73,12 @@ export class EngineLM implements CausalLM {
     this.H = config.n_head;
     this.D = config.n_embd / config.n_head;
     this.L = config.n_layer;
+    this.chunkSetting = opts.decodeChunk ?? defaultDecodeChunk(opts.device ?? 'cpu');
+  }
+
+  /** Tokens per chunked-decoding run; 0 after the 'decode' graph failed (generate() then decodes per token). */
+  get decodeChunk(): number {
+    return this.chunkedFailure ? 0 : this.chunkSetting;
   }
 
   get device(): Device {
@@ -74,8 +102,8 @@ export class EngineLM implements CausalLM {
     }
   }
 
-  /** Builds the sessions now (otherwise on first use). */
-  async warmUp(kinds: InferenceGraphKind[] = ['generate']): Promise<void> {
+  /** Builds the sessions now (otherwise on first use); by default the generation graph generate() will use. */
+  async warmUp(kinds: InferenceGraphKind[] = [this.decodeChunk > 0 ? 'decode' : 'generate']): Promise<void> {
     await Promise.all(kinds.map((k) => this.session(k)));
   }
 
@@ -200,6 +228,78 @@ export class EngineLM implements CausalLM {
       },
     };
     return session;
+  }
+
+  /** Prefill + multi-token decoding through the 'decode' graph (see ChunkedGeneration). */
+  async startChunkedGeneration(prompt: number[], decoding: ChunkedDecoding): Promise<ChunkedGeneration> {
+    if (prompt.length < 1 || prompt.length > this.nPositions) throw new SftError(`the prompt has ${prompt.length} tokens; the model takes 1..${this.nPositions}`);
+    this.checkIds(prompt, 'generation input');
+    const V = this.vocabSize;
+    const presence = new Uint8Array(V);
+    for (const id of prompt) presence[id] = 1;
+    const o = decoding.sampling;
+    const stop = BigInt64Array.from([-1, ...decoding.stopIds].map((x) => BigInt(x)));
+    const fixed: Record<string, ort.Tensor> = {
+      stop_ids: new ort.Tensor('int64', stop, [stop.length]),
+      do_sample: new ort.Tensor('bool', Uint8Array.of(o.doSample ? 1 : 0), []),
+      temperature: new ort.Tensor('float64', Float64Array.of(o.temperature), []),
+      top_k: new ort.Tensor('int64', BigInt64Array.of(BigInt(o.topK)), []),
+      top_p: new ort.Tensor('float64', Float64Array.of(o.topP), []),
+      repetition_penalty: new ort.Tensor('float64', Float64Array.of(o.repetitionPenalty), []),
+    };
+    let pending = prompt.slice();
+    let cache: ort.Tensor[] | null = [];
+    let cached = 0;
+    const self = this;
+    return {
+      get cachedLength() {
+        return cached;
+      },
+      get pendingLength() {
+        return pending.length;
+      },
+      async nextChunk(count: number, uniforms: Float64Array): Promise<number[]> {
+        if (!cache) throw new SftError('the generation session was closed');
+        const room = self.nPositions - cached - pending.length + 1;
+        if (!(Number.isInteger(count) && count >= 1 && count <= room)) throw new SftError(`a decode run of ${count} tokens does not fit: 1..${room} are left in the context of ${self.nPositions}`);
+        if (uniforms.length < count) throw new SftError(`a decode run of ${count} tokens needs ${count} uniforms, got ${uniforms.length}`);
+        const past = cache;
+        const feeds: Record<string, ort.Tensor> = {
+          ...fixed,
+          input_ids: i32(pending, [1, pending.length]),
+          presence: new ort.Tensor('bool', presence.slice(), [V]),
+          uniforms: new ort.Tensor('float64', Float64Array.from(uniforms.subarray(0, count)), [count]),
+          n_steps: new ort.Tensor('int64', BigInt64Array.of(BigInt(count)), []),
+        };
+        const empty = new Float32Array(0);
+        for (let l = 0; l < self.L; l++) {
+          feeds[`past_key_${l}`] = past.length ? past[2 * l]! : new ort.Tensor('float32', empty, [1, self.H, 0, self.D]);
+          feeds[`past_value_${l}`] = past.length ? past[2 * l + 1]! : new ort.Tensor('float32', empty, [1, self.H, 0, self.D]);
+        }
+        let res: ort.InferenceSession.OnnxValueMapType;
+        try {
+          res = await self.serial(async () => (await self.session('decode')).run(feeds));
+        } catch (e) {
+          if (!self.chunkedFailure) {
+            self.chunkedFailure = e;
+            process.stderr.write(`note: chunked decoding failed on ${self.device} (${(e instanceof Error ? e.message : String(e)).split('\n')[0]}); this model now decodes one token per run\n`);
+          }
+          throw e;
+        }
+        const tokens = Array.from(res.tokens!.data as BigInt64Array, (x) => Number(x));
+        if (tokens.length < 1 || tokens.length > count) throw new SftError(`the decode run returned ${tokens.length} tokens for ${count} steps`);
+        const present: ort.Tensor[] = [];
+        for (let l = 0; l < self.L; l++) present.push(res[`present_key_${l}`]!, res[`present_value_${l}`]!);
+        cache = present;
+        cached += pending.length + tokens.length - 1;
+        pending = [tokens[tokens.length - 1]!];
+        for (const t of tokens) presence[t] = 1;
+        return tokens;
+      },
+      dispose() {
+        cache = null;
+      },
+    };
   }
 
   async dispose(): Promise<void> {

@@ -3,6 +3,14 @@
  * token; greedy or seeded sampling (sampling.ts), stop at a stop id (the stop token itself is not part of
  * the output), at max_new_tokens, at the model's context length, or when the AbortSignal fires. Text is
  * streamed through onToken as UTF-8-safe deltas (textStream.ts) and also available as an async iterator.
+ *
+ * Two paths with the same results: per token (startGeneration/push, sampling on the host) and chunked
+ * (startChunkedGeneration: several tokens per model run, sampling in the graph) when the model offers it and
+ * decodeChunk > 0 (the model's default: on for CUDA). Both consume the seeded Rng identically — one uniform per
+ * sampled token, in token order (greedy: none) — so a seed gives the same tokens on either path. The chunked path
+ * draws a run's uniforms before the run; tokens after a stop are never reported. Chunks: the first run makes
+ * `firstChunk` tokens (1 by default: the first token is not delayed), later runs `decodeChunk`; cancellation is
+ * seen before each run and before each token is reported.
  */
 import type { TextTokenizer } from '../model/types';
 import { Rng } from '../util/rng';
@@ -27,6 +35,10 @@ export interface GenerateOptions {
   onText?: (delta: string) => void;
   /** Called with each new token id (before the stop check; the stop token is reported too). */
   onTokenId?: (id: number) => void;
+  /** Tokens per model run when the model can decode in chunks (0 = per token). Default: the model's decodeChunk. */
+  decodeChunk?: number;
+  /** Tokens of the first chunked run (default 1, at most decodeChunk). */
+  firstChunk?: number;
 }
 
 export interface GenerationResult {
@@ -64,7 +76,7 @@ export async function generate(lm: CausalLM, prompt: number[], opts: GenerateOpt
   if (prompt.length === 0) throw new SftError('generation needs a non-empty prompt');
   if (!(Number.isInteger(opts.maxNewTokens) && opts.maxNewTokens >= 0)) throw new SftError(`--max_new_tokens must be a non-negative integer, got ${opts.maxNewTokens}`);
   const sampling = opts.sampling ?? samplingFrom({ temperature: 0 });
-  const rng = new Rng(opts.seed ?? 0);
+  let rng = new Rng(opts.seed ?? 0);
   const stop = new Set(opts.stopIds ?? []);
   const promptIds = fitPrompt(prompt, lm.nPositions, opts.maxNewTokens);
   const stream = opts.tokenizer ? new TokenTextStream(opts.tokenizer) : null;
@@ -81,6 +93,65 @@ export async function generate(lm: CausalLM, prompt: number[], opts: GenerateOpt
   };
   if (opts.signal?.aborted) {
     return { promptIds, newIds, stopId, stopReason: 'aborted', text, firstTokenMs, totalMs: performance.now() - t0 };
+  }
+  const chunk = opts.decodeChunk ?? lm.decodeChunk ?? 0;
+  if (!(Number.isInteger(chunk) && chunk >= 0)) throw new SftError(`decodeChunk must be a non-negative integer, got ${chunk}`);
+  if (chunk > 0 && lm.startChunkedGeneration) {
+    let reported = false;
+    try {
+      const decoder = await lm.startChunkedGeneration(promptIds, { sampling, stopIds: [...stop] });
+      let first = true;
+      try {
+        let produced = 0;
+        outer: while (produced < opts.maxNewTokens) {
+          if (opts.signal?.aborted) {
+            stopReason = 'aborted';
+            break;
+          }
+          const room = lm.nPositions - decoder.cachedLength - decoder.pendingLength + 1;
+          const want = first ? Math.min(chunk, Math.max(1, opts.firstChunk ?? 1)) : chunk;
+          const n = Math.min(want, opts.maxNewTokens - produced, room);
+          const uniforms = new Float64Array(n);
+          if (sampling.doSample) for (let k = 0; k < n; k++) uniforms[k] = rng.nextFloat();
+          const ids = await decoder.nextChunk(n, uniforms);
+          if (first) firstTokenMs = performance.now() - t0;
+          first = false;
+          for (const id of ids) {
+            if (opts.signal?.aborted) {
+              stopReason = 'aborted';
+              break outer;
+            }
+            reported = true;
+            opts.onTokenId?.(id);
+            if (stop.has(id)) {
+              stopId = id;
+              stopReason = 'stop_token';
+              break outer;
+            }
+            newIds.push(id);
+            produced++;
+            if (stream) emit(stream.push(id));
+          }
+          if (produced === opts.maxNewTokens) break;
+          // The last token is chosen but not yet fed: a full context cannot take it (as push would refuse).
+          if (decoder.cachedLength + decoder.pendingLength > lm.nPositions) {
+            stopReason = 'context_full';
+            break;
+          }
+        }
+      } finally {
+        decoder.dispose();
+      }
+      if (stream) emit(stream.flush());
+      return { promptIds, newIds, stopId, stopReason, text, firstTokenMs, totalMs: performance.now() - t0 };
+    } catch (e) {
+      // Chunked decoding is an optimisation: when its graph fails before any token was reported (e.g. a device
+      // that cannot run it; EngineLM then turns it off for the model), the per-token path makes the same tokens.
+      if (reported || (lm.decodeChunk ?? 0) > 0) throw e;
+      rng = new Rng(opts.seed ?? 0);
+      stopReason = 'max_new_tokens';
+      firstTokenMs = 0;
+    }
   }
   const session = await lm.startGeneration(promptIds);
   try {
