@@ -4,11 +4,16 @@
  *   `writeModel`), optimizer.safetensors (AdamW moments `exp_avg.<param>` / `exp_avg_sq.<param>`, step in the
  *   metadata), trainer_state.json (step, epoch, data cursor, RNG state, schedule, best eval, log history,
  *   the pending logging window) and `COMPLETE`, written last: {"step", "files": {name: bytes}}.
- * The folder is built as a temp folder, every file fsynced, then renamed into place (util/atomic), so a
- * crash leaves either no checkpoint-<step> or a complete one; the marker additionally lets readers reject
- * a folder whose files do not match (copied half-way, truncated).
+ * The folder is built as a staging folder, every file fsynced, then renamed into place (util/atomic
+ * writeDirAtomic); replacing an existing checkpoint-<step> (a resumed run saving the same step again) moves
+ * the old folder aside to a backup name first. A crash therefore leaves, for every step, the old or the new
+ * complete folder under checkpoint-<step> or a recognised leftover name (`checkpoint-<step>.tmp-<id>`,
+ * `.old-<id>`): `findLatestCheckpoint` (read-only) also looks at complete leftovers of a missing
+ * checkpoint-<step>, and `removeStaleTemp` (the trainer, before it resumes) renames such a leftover back to
+ * checkpoint-<step> and deletes the rest. The marker lets readers reject a folder whose files do not match
+ * (an interrupted save, copied half-way, truncated).
  * Rotation (save_total_limit) runs only after a save completed and never deletes the newest complete
- * checkpoint; a deleted checkpoint is first renamed aside so a crash mid-delete cannot leave a
+ * checkpoint; a deleted checkpoint is first renamed aside (`.deleting`) so a crash mid-delete cannot leave a
  * half-deleted folder that still looks like a checkpoint.
  */
 import * as fs from 'node:fs';
@@ -17,7 +22,7 @@ import type { MetricsRecord } from '../../protocol/runner';
 import type { OptimizerState } from '../engine/trainingEngine';
 import type { ParamSet } from '../model/types';
 import { readSafetensors, writeSafetensorsSynced } from '../model/safetensors';
-import { fsyncDir, writeDirAtomic, writeFileSynced } from '../util/atomic';
+import { fsStep, fsyncDir, listLeftovers, locateDir, recoverDir, writeDirAtomic, writeFileSynced } from '../util/atomic';
 import { SftError } from '../util/errors';
 import type { RngState } from '../util/rng';
 
@@ -25,6 +30,7 @@ export const COMPLETE_MARKER = 'COMPLETE';
 export const TRAINER_STATE_FILE = 'trainer_state.json';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 const STATE_FORMAT = 'sft-studio/trainer_state';
+const CHECKPOINT_RE = /^checkpoint-(\d+)$/;
 
 /** AdamW moments by parameter name and the step count (the engine's type). */
 export type { OptimizerState };
@@ -100,7 +106,7 @@ export async function saveCheckpoint(outputDir: string, o: SaveCheckpointOptions
       if (st.isFile()) files[f] = st.size;
     }
     writeFileSynced(path.join(tmp, COMPLETE_MARKER), `${JSON.stringify({ step: o.step, files })}\n`);
-  });
+  }, { isComplete: isCompleteCheckpoint });
   rotateCheckpoints(outputDir, o.saveTotalLimit, o.log);
   return dir;
 }
@@ -135,20 +141,67 @@ export function listCheckpointDirs(outputDir: string): CheckpointInfo[] {
   if (!fs.existsSync(outputDir)) return [];
   const out: CheckpointInfo[] = [];
   for (const name of fs.readdirSync(outputDir)) {
-    const m = /^checkpoint-(\d+)$/.exec(name);
+    const m = CHECKPOINT_RE.exec(name);
     if (m && fs.statSync(path.join(outputDir, name)).isDirectory()) out.push({ dir: path.join(outputDir, name), step: Number(m[1]) });
   }
   return out.sort((a, b) => b.step - a.step);
 }
 
-/** The newest complete checkpoint of outputDir (incomplete ones are skipped with a message), or null. */
+/** The marker check as a predicate (for util/atomic's leftover recovery). */
+export function isCompleteCheckpoint(dir: string): boolean {
+  return checkpointProblem(dir) === null;
+}
+
+/**
+ * The newest complete checkpoint of outputDir, or null. Read-only. Incomplete checkpoint-<step> folders are
+ * skipped with a message; a missing checkpoint-<step> whose replacement was interrupted is found at its
+ * complete leftover (`dir` is then that leftover; removeStaleTemp puts it back under its name).
+ */
 export function findLatestCheckpoint(outputDir: string, log: (message: string) => void = () => {}): CheckpointInfo | null {
-  for (const c of listCheckpointDirs(outputDir)) {
-    const problem = checkpointProblem(c.dir);
-    if (!problem) return c;
-    log(`ignoring ${path.basename(c.dir)}: ${problem}`);
+  const steps = new Set(listCheckpointDirs(outputDir).map((c) => c.step));
+  for (const base of listLeftovers(outputDir).keys()) {
+    const m = CHECKPOINT_RE.exec(base);
+    if (m) steps.add(Number(m[1]));
+  }
+  for (const step of [...steps].sort((a, b) => b - a)) {
+    const name = checkpointDir(outputDir, step);
+    const at = locateDir(name, isCompleteCheckpoint);
+    if (at === null) continue; // only leftovers of a save that never completed
+    if (at !== name) {
+      log(`checkpoint-${step} is missing; using ${path.basename(at)}, left complete by an interrupted save`);
+      return { dir: at, step };
+    }
+    const problem = checkpointProblem(at);
+    if (!problem) return { dir: at, step };
+    log(`ignoring ${path.basename(at)}: ${problem}`);
   }
   return null;
+}
+
+/**
+ * Read-only: where the checkpoint folder `dir` (a path the user named) is: `dir` itself when it exists, else
+ * the complete leftover of its interrupted replacement (logged), else `dir` (the caller reports it missing).
+ */
+export function locateCheckpoint(dir: string, log: (message: string) => void = () => {}): string {
+  const at = locateDir(dir, isCompleteCheckpoint);
+  if (at === null || at === dir) return dir;
+  log(`${path.basename(dir)} is missing; using ${path.basename(at)}, left complete by an interrupted save`);
+  return at;
+}
+
+/**
+ * Deletes a checkpoint folder so that a crash part-way never leaves a half-deleted folder under a checkpoint
+ * name: renamed to `<dir>.deleting` (removed by removeStaleTemp if the crash comes first), then removed.
+ */
+export function deleteCheckpointDir(dir: string): void {
+  const aside = `${dir}.deleting`;
+  fs.rmSync(aside, { recursive: true, force: true });
+  fs.renameSync(dir, aside);
+  fsStep('moved aside for deletion', aside);
+  fsyncDir(path.dirname(dir));
+  fsStep('fsynced parent', dir);
+  fs.rmSync(aside, { recursive: true, force: true });
+  fsStep('deleted', aside);
 }
 
 /** Deletes the oldest complete checkpoints beyond `limit`; the newest complete one always stays. */
@@ -158,23 +211,28 @@ export function rotateCheckpoints(outputDir: string, limit: number | null, log: 
   const keep = Math.max(1, limit);
   const removed: string[] = [];
   for (const c of complete.slice(keep)) {
-    const aside = `${c.dir}.deleting`;
-    fs.rmSync(aside, { recursive: true, force: true });
-    fs.renameSync(c.dir, aside);
-    fsyncDir(outputDir);
-    fs.rmSync(aside, { recursive: true, force: true });
+    deleteCheckpointDir(c.dir);
     removed.push(c.dir);
     log(`deleted ${path.basename(c.dir)} (save_total_limit ${limit})`);
   }
   return removed;
 }
 
-/** Removes leftovers of interrupted saves/deletes (`*.tmp-*`, `*.deleting`, saveModel's `.save-*` staging) in outputDir. */
+/**
+ * Cleans outputDir after a crash (call before resuming or saving; one writer per output_dir): a checkpoint
+ * (or other folder) whose replacement was interrupted is put back from its complete leftover (util/atomic
+ * recoverDir, checkpoints checked by their marker), then every other leftover of interrupted saves/deletes
+ * (`*.tmp-*`, `*.old-*`, `*.deleting`, saveModel's `.save-*` staging) is removed.
+ */
 export function removeStaleTemp(outputDir: string, log: (message: string) => void = () => {}): void {
   if (!fs.existsSync(outputDir)) return;
+  for (const base of listLeftovers(outputDir).keys()) {
+    recoverDir(path.join(outputDir, base), { isComplete: CHECKPOINT_RE.test(base) ? isCompleteCheckpoint : undefined, log });
+  }
   for (const name of fs.readdirSync(outputDir)) {
-    if (/\.tmp-\d+-\d+(\.old)?$/.test(name) || name.endsWith('.deleting') || /^\.save-\d+-\d+$/.test(name)) {
+    if (name.endsWith('.deleting') || /^\.save-\d+-\d+$/.test(name)) {
       fs.rmSync(path.join(outputDir, name), { recursive: true, force: true });
+      fsStep('removed leftover', path.join(outputDir, name));
       log(`removed ${name} (left by an interrupted save)`);
     }
   }

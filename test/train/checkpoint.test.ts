@@ -88,7 +88,7 @@ test('SIGKILL at random points during saves, 20 times: the newest complete check
       // the child resumed from the newest complete checkpoint we last verified (or a later one it completed)
       assert.ok(ready >= lastSaved, `round ${round}: resumed at ${ready}, expected >= ${lastSaved}`);
       const names = fs.readdirSync(out);
-      if (names.some((n) => n.includes('.tmp-') || n.endsWith('.deleting'))) sawIncompleteOrTemp++;
+      if (names.some((n) => n.includes('.tmp-') || n.includes('.old-') || n.endsWith('.deleting'))) sawIncompleteOrTemp++;
       const latest = findLatestCheckpoint(out);
       assert.ok(latest, `round ${round}: a checkpoint exists`);
       assert.ok(latest.step >= saved, `round ${round}: newest complete ${latest.step} >= last reported ${saved}`);
@@ -130,13 +130,18 @@ test('a checkpoint folder without its marker, or with a file of the wrong size, 
 test('removeStaleTemp clears leftovers of interrupted saves (checkpoint temp folders, saveModel staging) and nothing else', () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-stale-'));
   try {
-    const stale = ['checkpoint-4.tmp-123-1', 'checkpoint-2.tmp-123-2.old', 'checkpoint-1.deleting', '.save-123-1700000000000'];
-    const kept = ['checkpoint-3', 'metrics.jsonl', 'run.json', '.saved-notes'];
+    // incomplete (empty) leftovers: nothing to recover from them
+    const stale = [
+      'checkpoint-4.tmp-123-1', 'checkpoint-2.tmp-123-2.old', 'checkpoint-3.old-123-5', 'checkpoint-3.tmp-123-5', 'checkpoint-1.deleting',
+      '.save-123-1700000000000', 'model.tmp-123-6',
+    ];
+    const kept = ['checkpoint-3', 'metrics.jsonl', 'run.json', '.saved-notes', 'notes.tmp', 'checkpoint-9.old'];
     for (const n of [...stale, ...kept]) fs.mkdirSync(path.join(out, n));
+    fs.writeFileSync(path.join(out, 'run.json.tmp-123-7'), '{'); // writeFileAtomic's temp file
     const messages: string[] = [];
     removeStaleTemp(out, (m) => messages.push(m));
     assert.deepEqual(fs.readdirSync(out).sort(), [...kept].sort());
-    assert.equal(messages.length, stale.length);
+    assert.equal(messages.length, stale.length + 1);
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
   }
