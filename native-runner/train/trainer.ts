@@ -30,7 +30,7 @@ import { downloadModel, looksLikeHubId } from '../util/download';
 import { describeError, SftError } from '../util/errors';
 import { Rng } from '../util/rng';
 import {
-  checkpointDir, checkpointProblem, findLatestCheckpoint, listCheckpointDirs, newTrainerState, readOptimizerState, readTrainerState,
+  checkpointDir, checkpointProblem, deleteCheckpointDir, findLatestCheckpoint, locateCheckpoint, listCheckpointDirs, newTrainerState, readOptimizerState, readTrainerState,
   removeStaleTemp, saveCheckpoint, type OptimizerState, type PendingLog, type TrainerState,
 } from './checkpoint';
 import { defaultStepsPerRun, runConfigToJson, trainingDataOptions, type RunConfig } from './config';
@@ -195,7 +195,8 @@ export class Trainer {
     let resumeDir: string | null = null;
     if (opts.resume) {
       if (typeof opts.resume === 'string') {
-        resumeDir = path.resolve(opts.resume);
+        // A folder caught mid-replacement by a crash is found through its complete leftover.
+        resumeDir = locateCheckpoint(path.resolve(opts.resume), (m) => listener.log?.('warn', m));
         const problem = fs.existsSync(resumeDir) ? checkpointProblem(resumeDir) : 'no such folder';
         if (problem) throw new SftError(`cannot resume: ${problem}`, resumeDir);
       } else {
@@ -213,7 +214,7 @@ export class Trainer {
         );
       }
       for (const c of old) {
-        fs.rmSync(c.dir, { recursive: true, force: true });
+        deleteCheckpointDir(c.dir);
         log(`overwrite_output_dir: deleted ${path.basename(c.dir)}`);
       }
     }
