@@ -1,6 +1,7 @@
 /**
  * The loss-curve rule for comparing training runs that differ only in arithmetic (device, fp32 vs bf16):
- * step i passes when |loss_i − ref_i| ≤ tol·(|ref_i| + 1); NaN or a missing step fails. Used by
+ * step i passes when |loss_i − ref_i| ≤ tol·(|ref_i| + 1); NaN or a missing step fails, and so do two empty
+ * curves (nothing was compared). Used by
  * bench/cuda-vs-cpu.ts (CUDA against the CPU) and test/engine/bf16Emulation.test.ts (emulated bf16 against
  * fp32 on the CPU), so the GPU check and the CPU check apply the same rule.
  *
@@ -17,7 +18,7 @@ export const BF16_UNIT_ROUNDOFF = 2 ** -8;
 export const LOSS_CURVE_TOLERANCE = { fp32: 2e-3, bf16: 2e-2 } as const;
 
 export interface LossCurveComparison {
-  /** Every step within tolerance and the curves have the same length. */
+  /** Every step within tolerance and the curves have the same, non-zero length. */
   pass: boolean;
   /** max over steps of |loss − ref| / (|ref| + 1) (NaN when a loss is NaN). */
   worst: number;
@@ -41,5 +42,5 @@ export function compareLossCurves(ref: readonly number[], test: readonly number[
     }
     if (!(rel <= tol)) failedSteps.push(i);
   }
-  return { pass: ref.length === test.length && failedSteps.length === 0, worst, worstStep, failedSteps };
+  return { pass: n > 0 && ref.length === test.length && failedSteps.length === 0, worst, worstStep, failedSteps };
 }

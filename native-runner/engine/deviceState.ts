@@ -22,7 +22,7 @@ import type { GPT2Config } from '../model/types';
 import { Graph } from './graph/graph';
 import { hiddenStates, lmHeadLogits, modelContext, tokenNll, trueConst, type Bf16Mode } from './gpt2Graph';
 import { mbInputs, paramInputs, pickMicroBatch } from './trainGraph';
-import { createSession, releaseSessions, toF32 } from './ortSession';
+import { createSession, envSwitch, releaseSessions, toF32 } from './ortSession';
 
 /** One state tensor held by the device (owned: dispose exactly once). */
 export interface DeviceTensor {
@@ -55,9 +55,7 @@ export const ORT_NODE_WITHOUT_CUDA_RESIDENCY = ['1.29.0'];
  * unless the installed onnxruntime-node is one known not to support it.
  */
 export function deviceStateWanted(env: NodeJS.ProcessEnv = process.env, ortVersion: string = installedOrtVersion()): boolean {
-  const v = env.SFT_CUDA_STATE_ON_DEVICE?.trim();
-  if (v !== undefined && v !== '') return !/^(0|false|no|off)$/i.test(v);
-  return !ORT_NODE_WITHOUT_CUDA_RESIDENCY.includes(ortVersion);
+  return envSwitch(env.SFT_CUDA_STATE_ON_DEVICE) ?? !ORT_NODE_WITHOUT_CUDA_RESIDENCY.includes(ortVersion);
 }
 
 function installedOrtVersion(): string {

@@ -52,6 +52,16 @@ export async function createSession(model: Uint8Array | string, opts: SessionOpt
   }
 }
 
+/**
+ * An on/off environment switch (SFT_FLAT_STATE, SFT_ORT_SPINNING, SFT_CUDA_STATE_ON_DEVICE): unset or blank →
+ * undefined (the caller's default), 0/false/no/off (any case, surrounding blanks ignored) → false, else true.
+ */
+export function envSwitch(value: string | undefined): boolean | undefined {
+  const v = value?.trim();
+  if (v === undefined || v === '') return undefined;
+  return !/^(0|false|no|off)$/i.test(v);
+}
+
 let profiledSessions = 0;
 
 /**

@@ -34,7 +34,7 @@ export interface OptimizerHyper {
 
 export interface GraphOptions {
   dropout: DropoutRates;
-  bf16: boolean | 'emulate';
+  bf16: Bf16Mode;
   seed: number;
   /**
    * Train graph only: carry the parameters and moments through the Loop as one flat vector per optimizer

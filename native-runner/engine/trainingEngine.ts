@@ -6,7 +6,8 @@
  *
  * State residency. On the CPU the parameters and AdamW moments live on the host (Float32Arrays, HF names)
  * between runs. On CUDA they stay on the GPU between runs when onnxruntime-node can do it (deviceState.ts:
- * 'gpu-buffer' outputs fed back as the next run's inputs; probed once per process; off with
+ * 'gpu-buffer' outputs fed back as the next run's inputs; probed once per process; not tried with
+ * onnxruntime-node 1.29.0, whose binding cannot, unless SFT_CUDA_STATE_ON_DEVICE=1; off with
  * SFT_CUDA_STATE_ON_DEVICE=0); the host copies are then refreshed only by `syncToHost()` (checkpoints, final
  * save), and evaluation reads the parameters where they are. `getParams`/`getOptimizerState` throw while the
  * host copy is stale: call `await syncToHost()` first (a no-op on the host path).
@@ -21,8 +22,8 @@
 import type * as ort from 'onnxruntime-node';
 import type { GPT2Config, ParamSet, ParamTensor } from '../model/types';
 import { SftError } from '../util/errors';
-import { dropoutRates, paramSpecs } from './gpt2Graph';
-import { createSession, f32, releaseSessions, scalarF32, toF32, toNumber, type Device } from './ortSession';
+import { dropoutRates, paramSpecs, type Bf16Mode } from './gpt2Graph';
+import { createSession, envSwitch, f32, releaseSessions, scalarF32, toF32, toNumber, type Device } from './ortSession';
 import { buildEvalGraph, buildForwardGraph, buildGradsGraph, buildTrainGraph, type ForwardOutput, type OptimizerHyper } from './trainGraph';
 import { buildEvalLoopGraph, CudaGpuBufferIo, deviceStateWanted, probeCudaDeviceState, type DeviceStateIo, type DeviceTensor } from './deviceState';
 import type { MicroBatch, StepInput, StepMetrics } from './types';
@@ -55,7 +56,7 @@ export interface TrainingEngineOptions {
    * MatMul/Gemm precision (gpt2Graph.ts Bf16Mode; master weights and moments stay fp32): true = bf16 kernels
    * (CUDA only), 'emulate' = bf16 rounding on fp32 kernels (any device; a numerics check, not a speed-up).
    */
-  bf16?: boolean | 'emulate';
+  bf16?: Bf16Mode;
   weightDecay: number;
   beta1: number;
   beta2: number;
@@ -66,8 +67,9 @@ export interface TrainingEngineOptions {
   /** ORT intra-op threads (0/undefined = ORT's default). */
   threads?: number;
   /**
-   * Where the state lives between runs: 'auto' (default) = on the GPU for device 'cuda' when
-   * SFT_CUDA_STATE_ON_DEVICE is not 0 and the probe passes, else on the host; 'host' forces the host.
+   * Where the state lives between runs: 'auto' (default) = on the GPU for device 'cuda' when deviceStateWanted()
+   * (SFT_CUDA_STATE_ON_DEVICE, else not on onnxruntime-node versions known to lack it) and the probe passes, else
+   * on the host; 'host' forces the host.
    * Tests pass a DeviceStateIo (a fake device) to exercise the device bookkeeping on the CPU.
    */
   stateResidency?: 'auto' | 'host' | DeviceStateIo;
@@ -359,14 +361,12 @@ export class TrainingEngine {
 
   private flatState(): boolean {
     if (this.opts.flatState !== undefined) return this.opts.flatState;
-    const v = process.env.SFT_FLAT_STATE;
-    return v === undefined || v === '' ? this.opts.device === 'cuda' : !/^(0|false|no|off)$/i.test(v.trim());
+    return envSwitch(process.env.SFT_FLAT_STATE) ?? this.opts.device === 'cuda';
   }
 
   private allowSpinning(): boolean | undefined {
     if (this.opts.allowSpinning !== undefined) return this.opts.allowSpinning;
-    const v = process.env.SFT_ORT_SPINNING;
-    return v === undefined || v === '' ? undefined : !/^(0|false|no|off)$/i.test(v.trim());
+    return envSwitch(process.env.SFT_ORT_SPINNING);
   }
 
   /** Allocates zeroed AdamW moments if they are not there yet (fresh optimizer state). */

@@ -2,7 +2,8 @@
  * The CausalLM of a loaded GPT-2 on onnxruntime (cpu or cuda): the 'generate' graph (prefill + decode with a
  * key/value cache), the 'decode' graph (chunked decoding, below) and the 'score' graph (teacher-forced
  * log-probs) of generationGraph.ts, each session created on first use with the weights as initialisers, so the
- * weights are uploaded once per session; generation uses either 'generate' or 'decode', not both.
+ * weights are uploaded once per session; generation uses either 'generate' or 'decode', not both (a 'decode'
+ * session whose run failed is released, and the model decodes per token from then on).
  * Sessions run one at a time (a promise chain), as onnxruntime sessions are not re-entrant from JS.
  *
  * Chunked decoding (startChunkedGeneration, the 'decode' graph): up to `decodeChunk` tokens per run with the
@@ -16,6 +17,7 @@ import { createSession, type Device } from '../engine/ortSession';
 import { SftError } from '../util/errors';
 import type { CausalLM, ChunkedDecoding, ChunkedGeneration, GenerationSession, RowScores } from './causalLM';
 import { buildInferenceGraph, type InferenceGraphKind } from './generationGraph';
+import { samplingFeeds } from './samplingGraph';
 
 export interface EngineLMOptions {
   device?: Device;
@@ -180,17 +182,28 @@ export class EngineLM implements CausalLM {
     });
   }
 
+  /** past_key_l / past_value_l feeds from a cache (present_key_0, present_value_0, …), or empty [1,H,0,D] ones. */
+  private pastFeeds(past: ort.Tensor[] | null, feeds: Record<string, ort.Tensor>): void {
+    const empty = new Float32Array(0);
+    for (let l = 0; l < this.L; l++) {
+      feeds[`past_key_${l}`] = past ? past[2 * l]! : new ort.Tensor('float32', empty, [1, this.H, 0, this.D]);
+      feeds[`past_value_${l}`] = past ? past[2 * l + 1]! : new ort.Tensor('float32', empty, [1, this.H, 0, this.D]);
+    }
+  }
+
+  /** The prompt of a generation: 1..nPositions tokens, each in the vocabulary. */
+  private checkPrompt(prompt: readonly number[]): void {
+    if (prompt.length < 1 || prompt.length > this.nPositions) throw new SftError(`the prompt has ${prompt.length} tokens; the model takes 1..${this.nPositions}`);
+    this.checkIds(prompt, 'generation input');
+  }
+
   /** One generate-graph run over `tokens` after the cached ones (positions continue from the cache length). */
   private async step(tokens: number[], past: ort.Tensor[] | null): Promise<{ logits: Float32Array; present: ort.Tensor[] }> {
     this.checkIds(tokens, 'generation input');
     const session = await this.session('generate');
     const S = tokens.length;
     const feeds: Record<string, ort.Tensor> = { input_ids: i32(tokens, [1, S]) };
-    const empty = new Float32Array(0);
-    for (let l = 0; l < this.L; l++) {
-      feeds[`past_key_${l}`] = past ? past[2 * l]! : new ort.Tensor('float32', empty, [1, this.H, 0, this.D]);
-      feeds[`past_value_${l}`] = past ? past[2 * l + 1]! : new ort.Tensor('float32', empty, [1, this.H, 0, this.D]);
-    }
+    this.pastFeeds(past, feeds);
     const res = await session.run(feeds);
     const present: ort.Tensor[] = [];
     for (let l = 0; l < this.L; l++) present.push(res[`present_key_${l}`]!, res[`present_value_${l}`]!);
@@ -203,7 +216,7 @@ export class EngineLM implements CausalLM {
   }
 
   async startGeneration(prompt: number[]): Promise<GenerationSession> {
-    if (prompt.length < 1 || prompt.length > this.nPositions) throw new SftError(`the prompt has ${prompt.length} tokens; the model takes 1..${this.nPositions}`);
+    this.checkPrompt(prompt);
     const first = await this.serial(() => this.step(prompt, null));
     let cache: ort.Tensor[] | null = first.present;
     let length = prompt.length;
@@ -232,21 +245,15 @@ export class EngineLM implements CausalLM {
 
   /** Prefill + multi-token decoding through the 'decode' graph (see ChunkedGeneration). */
   async startChunkedGeneration(prompt: number[], decoding: ChunkedDecoding): Promise<ChunkedGeneration> {
-    if (prompt.length < 1 || prompt.length > this.nPositions) throw new SftError(`the prompt has ${prompt.length} tokens; the model takes 1..${this.nPositions}`);
-    this.checkIds(prompt, 'generation input');
+    if (this.disposed) throw new SftError('the model was closed');
+    // The graph failed before (and its session was released): fail at once; generate() then decodes per token.
+    if (this.chunkedFailure) throw this.chunkedFailure;
+    this.checkPrompt(prompt);
     const V = this.vocabSize;
     const presence = new Uint8Array(V);
     for (const id of prompt) presence[id] = 1;
-    const o = decoding.sampling;
     const stop = BigInt64Array.from([-1, ...decoding.stopIds].map((x) => BigInt(x)));
-    const fixed: Record<string, ort.Tensor> = {
-      stop_ids: new ort.Tensor('int64', stop, [stop.length]),
-      do_sample: new ort.Tensor('bool', Uint8Array.of(o.doSample ? 1 : 0), []),
-      temperature: new ort.Tensor('float64', Float64Array.of(o.temperature), []),
-      top_k: new ort.Tensor('int64', BigInt64Array.of(BigInt(o.topK)), []),
-      top_p: new ort.Tensor('float64', Float64Array.of(o.topP), []),
-      repetition_penalty: new ort.Tensor('float64', Float64Array.of(o.repetitionPenalty), []),
-    };
+    const fixed: Record<string, ort.Tensor> = { stop_ids: new ort.Tensor('int64', stop, [stop.length]), ...samplingFeeds(decoding.sampling) };
     let pending = prompt.slice();
     let cache: ort.Tensor[] | null = [];
     let cached = 0;
@@ -271,18 +278,16 @@ export class EngineLM implements CausalLM {
           uniforms: new ort.Tensor('float64', Float64Array.from(uniforms.subarray(0, count)), [count]),
           n_steps: new ort.Tensor('int64', BigInt64Array.of(BigInt(count)), []),
         };
-        const empty = new Float32Array(0);
-        for (let l = 0; l < self.L; l++) {
-          feeds[`past_key_${l}`] = past.length ? past[2 * l]! : new ort.Tensor('float32', empty, [1, self.H, 0, self.D]);
-          feeds[`past_value_${l}`] = past.length ? past[2 * l + 1]! : new ort.Tensor('float32', empty, [1, self.H, 0, self.D]);
-        }
+        self.pastFeeds(past.length ? past : null, feeds);
         let res: ort.InferenceSession.OnnxValueMapType;
         try {
           res = await self.serial(async () => (await self.session('decode')).run(feeds));
         } catch (e) {
-          if (!self.chunkedFailure) {
+          // A closed model is no failure of the graph: chunked decoding stays as it was, no note.
+          if (!self.chunkedFailure && !self.disposed) {
             self.chunkedFailure = e;
             process.stderr.write(`note: chunked decoding failed on ${self.device} (${(e instanceof Error ? e.message : String(e)).split('\n')[0]}); this model now decodes one token per run\n`);
+            self.releaseSession('decode');
           }
           throw e;
         }
@@ -300,6 +305,18 @@ export class EngineLM implements CausalLM {
         cache = null;
       },
     };
+  }
+
+  /**
+   * Drops a session that will not be used again (the 'decode' graph after it failed: its weights and arena would
+   * stay allocated — on CUDA, GPU memory — next to the 'generate' session until dispose). Released after the
+   * runs queued so far; a later session(kind) builds a fresh one.
+   */
+  private releaseSession(kind: InferenceGraphKind): void {
+    const s = this.sessions.get(kind);
+    if (!s) return;
+    this.sessions.delete(kind);
+    void this.serial(async () => (await s).release()).catch(() => undefined);
   }
 
   async dispose(): Promise<void> {

@@ -39,7 +39,7 @@ import {
 import { expectedParamShapes } from '../model/gpt2Params';
 import type { GPT2Config, ParamSet } from '../model/types';
 import { SftError } from '../util/errors';
-import { chooseTokenInGraph, type SamplingTensors } from './samplingGraph';
+import { chooseTokenInGraph, samplingInputs } from './samplingGraph';
 
 export type InferenceGraphKind = 'generate' | 'score' | 'decode';
 
@@ -68,16 +68,22 @@ export function buildInferenceGraph(config: GPT2Config, params: ParamSet, kind: 
   return graph.toModelBytes({ singleIterationLoop: device === 'cuda' });
 }
 
-export function buildGenerateGraph(config: GPT2Config, params: ParamSet): Graph {
+/** The weights as initialisers, input_ids int32 [1,S] and past_key_l / past_value_l float [1,H,P,D] per layer. */
+function cachedInputs(g: Graph, config: GPT2Config, params: ParamSet): { w: WeightMap; ids: Tensor; past: { k: Tensor; v: Tensor }[] } {
   const { n_layer: L, n_head: H, n_embd: C } = config;
   const D = C / H;
-  const g = new Graph('gpt2_generate');
   const w = weightConstants(g, config, params);
   const ids = g.input('input_ids', 'int32', [1, 'S']);
   const past = Array.from({ length: L }, (_, l) => ({
     k: g.input(`past_key_${l}`, 'float', [1, H, 'P', D]),
     v: g.input(`past_value_${l}`, 'float', [1, H, 'P', D]),
   }));
+  return { w, ids, past };
+}
+
+export function buildGenerateGraph(config: GPT2Config, params: ParamSet): Graph {
+  const g = new Graph('gpt2_generate');
+  const { w, ids, past } = cachedInputs(g, config, params);
   const { logits, present } = cachedForward(g, config, w, ids, past);
   present.forEach((p, l) => {
     g.output(p.k, `present_key_${l}`);
@@ -135,23 +141,12 @@ export function buildDecodeGraph(config: GPT2Config, params: ParamSet): Graph {
   const { n_layer: L, n_head: H, n_embd: C, vocab_size: V } = config;
   const D = C / H;
   const g = new Graph('gpt2_decode');
-  const w = weightConstants(g, config, params);
-  const ids = g.input('input_ids', 'int32', [1, 'S']);
-  const past = Array.from({ length: L }, (_, l) => ({
-    k: g.input(`past_key_${l}`, 'float', [1, H, 'P', D]),
-    v: g.input(`past_value_${l}`, 'float', [1, H, 'P', D]),
-  }));
+  const { w, ids, past } = cachedInputs(g, config, params);
   const presence = g.input('presence', 'bool', [V]);
   const uniforms = g.input('uniforms', 'double', ['N']);
   const nSteps = g.input('n_steps', 'int64', []);
   const stopIds = g.input('stop_ids', 'int64', ['K']);
-  const sampling: SamplingTensors = {
-    doSample: g.input('do_sample', 'bool', []),
-    temperature: g.input('temperature', 'double', []),
-    topK: g.input('top_k', 'int64', []),
-    topP: g.input('top_p', 'double', []),
-    repetitionPenalty: g.input('repetition_penalty', 'double', []),
-  };
+  const sampling = samplingInputs(g);
 
   const body = g.subgraph('decode_step');
   const iter = body.freshInput('iter', 'int64', []);

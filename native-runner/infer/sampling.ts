@@ -121,7 +121,7 @@ export function applyTopP(scores: Float32Array, topP: number): void {
   if (topP >= 1) return;
   let max = -Infinity;
   for (let i = 0; i < scores.length; i++) if (scores[i]! > max) max = scores[i]!;
-  if (max === -Infinity) return;
+  if (!(max > -Infinity && max < Infinity)) return; // nothing finite to rank (sampleFromScores takes the argmax)
   let z = 0;
   for (let i = 0; i < scores.length; i++) z += Math.exp(scores[i]! - max);
   // Candidates: tokens with probability ≥ τ, lowering τ until they carry ≥ top_p of the mass; the kept set
@@ -165,13 +165,19 @@ export function argmax(scores: ArrayLike<number>): number {
   return best;
 }
 
-/** Draws an index from softmax(scores) (−∞ entries have probability 0) with one uniform from `rng`. */
+/**
+ * Draws an index from softmax(scores) (−∞ entries have probability 0) with one uniform from `rng`; when the scores
+ * hold NaN or +∞ (no distribution), the first maximum (argmax), the uniform still consumed.
+ */
 export function sampleFromScores(scores: Float32Array, rng: Rng): number {
   let max = -Infinity;
   for (let i = 0; i < scores.length; i++) if (scores[i]! > max) max = scores[i]!;
   let z = 0;
   for (let i = 0; i < scores.length; i++) z += Math.exp(scores[i]! - max);
-  const u = rng.nextFloat() * z;
+  const r = rng.nextFloat(); // drawn even when unused below: one uniform per sampled token on every path
+  // NaN scores (a diverged model) or +∞ ones (s / t overflowing float): no distribution; the first maximum.
+  if (!(z > 0 && z < Infinity)) return argmax(scores);
+  const u = r * z;
   let acc = 0;
   let last = -1;
   for (let i = 0; i < scores.length; i++) {

@@ -17,6 +17,8 @@
  *   draw                w = e of the kept tokens, scattered back to index order; acc = CumSum(w) (index order),
  *                       u' = u · acc[V−1]; the pick is the first index with u' < acc (= #{acc ≤ u'}), at most the
  *                       last kept index (sampleFromScores' fallback)
+ *   non-finite scores   z NaN or ∞ (NaN logits, or s / t overflowing float): the first maximum of the top-k
+ *                       scores instead of the draw (sampleFromScores does the same), never an id outside 0..V−1
  *   do_sample           false → the greedy pick, true → the draw
  *
  * Identity with the host: float32 steps are bit-exact; the double sums are sequential in index order on the CPU
@@ -26,8 +28,10 @@
  *
  * Legend: V vocabulary.
  */
+import * as ort from 'onnxruntime-node';
 import type { Graph, Tensor } from '../engine/graph/graph';
 import { makeData } from '../engine/graph/graph';
+import type { SamplingOptions } from './sampling';
 
 /** The sampling settings as graph tensors (scalars). */
 export interface SamplingTensors {
@@ -41,6 +45,28 @@ export interface SamplingTensors {
   topP: Tensor;
   /** double; 1 = off. */
   repetitionPenalty: Tensor;
+}
+
+/** The settings as graph inputs do_sample, temperature, top_k, top_p, repetition_penalty (scalars) of `g`. */
+export function samplingInputs(g: Graph): SamplingTensors {
+  return {
+    doSample: g.input('do_sample', 'bool', []),
+    temperature: g.input('temperature', 'double', []),
+    topK: g.input('top_k', 'int64', []),
+    topP: g.input('top_p', 'double', []),
+    repetitionPenalty: g.input('repetition_penalty', 'double', []),
+  };
+}
+
+/** Feeds for the inputs of samplingInputs. */
+export function samplingFeeds(o: SamplingOptions): Record<string, ort.Tensor> {
+  return {
+    do_sample: new ort.Tensor('bool', Uint8Array.of(o.doSample ? 1 : 0), []),
+    temperature: new ort.Tensor('float64', Float64Array.of(o.temperature), []),
+    top_k: new ort.Tensor('int64', BigInt64Array.of(BigInt(o.topK)), []),
+    top_p: new ort.Tensor('float64', Float64Array.of(o.topP), []),
+    repetition_penalty: new ort.Tensor('float64', Float64Array.of(o.repetitionPenalty), []),
+  };
 }
 
 /**
@@ -106,6 +132,10 @@ export function chooseTokenInGraph(g: Graph, logits: Tensor, presence: Tensor, u
   const acc = g.op('CumSum', [w, axis0], {}, { dtype: 'double', shape: [V] });
   const target = g.mul(u, g.gather(acc, lastPos, 0));
   const below = g.reduceSum(g.cast(g.op('LessOrEqual', [acc, target]), 'int64'), null, false); // #{acc ≤ u'}
-  const drawn = g.min(below, lastKept);
+  // Non-finite scores (NaN logits of a diverged model, or a temperature so small that s / t overflows): the
+  // total mass z is NaN or ∞ and there is nothing to draw from; like sampleFromScores, take the first maximum
+  // of the warped scores (the draw above would give −1 or a dropped id).
+  const zOk = g.op('And', [g.op('Greater', [z, zero64]), g.op('Less', [z, g.scalar(Infinity, 'double')])]);
+  const drawn = g.where(zOk, g.min(below, lastKept), g.op('ArgMax', [topKScores], { axis: 0, keepdims: 0 }, { dtype: 'int64', shape: [] }));
   return g.where(s.doSample, drawn, greedy);
 }

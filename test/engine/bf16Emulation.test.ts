@@ -306,7 +306,7 @@ test("bf16 option: 'emulate' is accepted on the CPU, true still is not, other va
   await assert.rejects(TrainingEngine.create(engineOpts(1, 'yes' as unknown as Bf16Mode)), (err: unknown) => err instanceof SftError && err.where === 'bf16' && /'emulate'/.test(err.message));
 });
 
-test('compareLossCurves: |Δ| ≤ tol·(|ref|+1) per step; NaN, a missing step or one step over fails', () => {
+test('compareLossCurves: |Δ| ≤ tol·(|ref|+1) per step; NaN, a missing step, one step over or empty curves fail', () => {
   const ref = [10, 9, 8];
   assert.deepEqual(compareLossCurves(ref, ref, 0), { pass: true, worst: 0, worstStep: 0, failedSteps: [] });
   const ok = compareLossCurves(ref, [10.2, 9.15, 8], 0.02);
@@ -319,4 +319,6 @@ test('compareLossCurves: |Δ| ≤ tol·(|ref|+1) per step; NaN, a missing step o
   assert.deepEqual(nan.failedSteps, [1]);
   assert.ok(Number.isNaN(nan.worst));
   assert.equal(compareLossCurves(ref, [10, 9], 0.02).pass, false);
+  // two empty curves compare nothing: not a pass (a tested run that made no steps against an empty reference)
+  assert.equal(compareLossCurves([], [], 0.02).pass, false);
 });

@@ -105,3 +105,37 @@ test('adopted and copied parameters evaluate identically; lazy moments train bit
     await copy.dispose();
   }
 });
+
+test('resume with adoptParams: getOptimizerState before any step is the adopted state; training matches a copying engine; exposed arrays stay intact', async () => {
+  const mb = batch();
+  const steps = [{ lr: 1e-3, microBatches: [mb] }];
+  // A checkpoint: parameters and moments after one step.
+  const first = await TrainingEngine.create(opts(initGpt2Params(config, 3)));
+  await first.runSteps(steps);
+  const copyOf = (s: ParamSet): ParamSet => new Map([...s].map(([n, t]) => [n, { shape: t.shape.slice(), data: t.data.slice() }]));
+  const ck = { p: copyOf(first.getParams()), m: copyOf(first.getOptimizerState().m), v: copyOf(first.getOptimizerState().v) };
+  await first.dispose();
+  const adopted = { p: copyOf(ck.p), m: copyOf(ck.m), v: copyOf(ck.v) };
+  const resumed = await TrainingEngine.create(opts(adopted.p, { adoptParams: true, optimizer: { m: adopted.m, v: adopted.v, step: 1 } }));
+  const copying = await TrainingEngine.create(opts(copyOf(ck.p), { optimizer: { m: copyOf(ck.m), v: copyOf(ck.v), step: 1 } }));
+  try {
+    const s0 = resumed.getOptimizerState();
+    assert.equal(s0.step, 1);
+    assert.equal(resumed.momentsAllocated, true);
+    for (const name of ck.m.keys()) assert.equal(s0.m.get(name)!.data, adopted.m.get(name)!.data, `m ${name} is the caller's array`);
+    assert.ok([...s0.v.values()].some((t) => t.data.some((x) => x > 0)), 'the checkpoint moments, not zeros');
+    const two = [{ lr: 5e-4, microBatches: [mb] }];
+    assert.deepEqual(await resumed.runSteps(two), await copying.runSteps(two));
+    await resumed.runSteps(two);
+    await copying.runSteps(two);
+    const [ra, rc] = [resumed.getOptimizerState(), copying.getOptimizerState()];
+    assert.equal(ra.step, 3);
+    for (const [name, t] of rc.v) assert.deepEqual(ra.v.get(name)!.data, t.data, name);
+    for (const [name, t] of copying.getParams()) assert.deepEqual(resumed.getParams().get(name)!.data, t.data, name);
+    // the state read before the first step is not reused as an output buffer by the runs after it
+    for (const [name, t] of ck.v) assert.deepEqual(s0.v.get(name)!.data, t.data, `exposed v ${name}`);
+  } finally {
+    await resumed.dispose();
+    await copying.dispose();
+  }
+});

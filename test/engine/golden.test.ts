@@ -157,10 +157,12 @@ test('K=4 steps in one run equal four runs of K=1 (1e-6)', async () => {
   await b.dispose();
 });
 
-test('flat optimizer state (one vector per decay group) equals per-tensor AdamW, with and without accumulation (1e-6)', async () => {
+test('flat optimizer state (one vector per decay group) equals per-tensor AdamW, with and without accumulation, A varying per step (1e-6)', async () => {
   const lrs = [1e-3, 5e-4, 2e-3];
-  for (const micro of [1, 2]) {
-    const steps = lrs.map((lr) => ({ microBatches: Array.from({ length: micro }, () => mb), lr }));
+  // micro-batches per step: none accumulated, 2 each, and 1/3/2 in one run (n_micro differs per step)
+  for (const counts of [[1, 1, 1], [2, 2, 2], [1, 3, 2]]) {
+    const micro = counts.join('/');
+    const steps = lrs.map((lr, k) => ({ microBatches: Array.from({ length: counts[k]! }, () => mb), lr }));
     const flat = await TrainingEngine.create({ ...engineOpts(3), flatState: true, maxGradNorm: 0.5 });
     const perTensor = await TrainingEngine.create({ ...engineOpts(3), flatState: false, maxGradNorm: 0.5 });
     const a = await flat.runSteps(steps);
@@ -170,6 +172,7 @@ test('flat optimizer state (one vector per decay group) equals per-tensor AdamW,
       assert.ok(Math.abs(m.gradNorm - b[k]!.gradNorm) <= 1e-6 * b[k]!.gradNorm, `micro ${micro} step ${k} norm ${m.gradNorm} vs ${b[k]!.gradNorm}`);
     });
     assert.ok(a[0]!.gradNorm > 0.5, 'clipping is active in this check');
+    assert.deepEqual(a.map((m) => m.tokens), counts.map((n) => n * b[0]!.tokens / counts[0]!), 'each step saw its own number of micro-batches');
     const sets = [[flat.getParams(), perTensor.getParams()], [flat.getOptimizerState().m, perTensor.getOptimizerState().m], [flat.getOptimizerState().v, perTensor.getOptimizerState().v]] as const;
     for (const [x, y] of sets) {
       assert.equal(x.size, y.size);

@@ -9,6 +9,7 @@ import { readSafetensors } from '../../native-runner/model/safetensors';
 import { readConfig } from '../../native-runner/model/config';
 import type { ParamSet } from '../../native-runner/model/types';
 import { TrainingEngine, type TrainingEngineOptions } from '../../native-runner/engine/trainingEngine';
+import { envSwitch } from '../../native-runner/engine/ortSession';
 import { buildTrainGraph } from '../../native-runner/engine/trainGraph';
 import { paramSpecs } from '../../native-runner/engine/gpt2Graph';
 import { decodeModel, type GraphProtoObj } from '../../native-runner/engine/graph/onnxProto';
@@ -279,4 +280,32 @@ test('bad micro-batches are SftErrors naming the step, micro-batch and field', a
   badParams.get('transformer.ln_f.bias')!.shape = [31];
   await assert.rejects(TrainingEngine.create(opts(1, { params: badParams })), /tensor transformer\.ln_f\.bias: shape \[31\]/);
   await e.dispose();
+});
+
+test('SFT_FLAT_STATE / SFT_ORT_SPINNING: blank means unset (the device default), 0/off/no/false off, else on', async () => {
+  assert.equal(envSwitch(undefined), undefined);
+  for (const v of ['', '  ', '\t']) assert.equal(envSwitch(v), undefined, JSON.stringify(v));
+  for (const v of ['0', 'off', ' No ', 'FALSE']) assert.equal(envSwitch(v), false, v);
+  for (const v of ['1', 'on', 'yes', ' true ']) assert.equal(envSwitch(v), true, v);
+  // The engine's choices (private; read through a cast): before, SFT_FLAT_STATE=' ' turned flat state on on the
+  // CPU (the blank was tested untrimmed), while SFT_CUDA_STATE_ON_DEVICE=' ' counted as unset.
+  const saved = { flat: process.env.SFT_FLAT_STATE, spin: process.env.SFT_ORT_SPINNING };
+  const e = await TrainingEngine.create(opts(1));
+  const choices = e as unknown as { flatState(): boolean; allowSpinning(): boolean | undefined };
+  try {
+    process.env.SFT_FLAT_STATE = ' ';
+    process.env.SFT_ORT_SPINNING = ' ';
+    assert.equal(choices.flatState(), false, 'blank SFT_FLAT_STATE: the CPU default (off)');
+    assert.equal(choices.allowSpinning(), undefined, "blank SFT_ORT_SPINNING: ORT's default");
+    process.env.SFT_FLAT_STATE = ' 1 ';
+    process.env.SFT_ORT_SPINNING = 'off';
+    assert.equal(choices.flatState(), true);
+    assert.equal(choices.allowSpinning(), false);
+  } finally {
+    for (const [k, v] of [['SFT_FLAT_STATE', saved.flat], ['SFT_ORT_SPINNING', saved.spin]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    await e.dispose();
+  }
 });

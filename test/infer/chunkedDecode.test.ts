@@ -118,6 +118,41 @@ function recording(lm: EngineLM): { lm: CausalLM; runs: number[]; returned: numb
   return { lm: wrapped, runs, returned };
 }
 
+/** The model with each decoder's nextChunk replaced by `next(inner, call, count, uniforms)` (call = 1, 2, …). */
+function interceptRuns(lm: CausalLM, next: (inner: ChunkedGeneration, call: number, count: number, uniforms: Float64Array) => Promise<number[]>): CausalLM {
+  const start = lm.startChunkedGeneration!.bind(lm);
+  return {
+    ...lm,
+    async startChunkedGeneration(p: number[], d: ChunkedDecoding): Promise<ChunkedGeneration> {
+      const g = await start(p, d);
+      let calls = 0;
+      return {
+        get cachedLength() {
+          return g.cachedLength;
+        },
+        get pendingLength() {
+          return g.pendingLength;
+        },
+        nextChunk: (k: number, u: Float64Array) => next(g, ++calls, k, u),
+        dispose: () => g.dispose(),
+      };
+    },
+  };
+}
+
+/** Runs `fn` with process.stderr.write captured; returns what was written. */
+async function capturingStderr(fn: () => Promise<void>): Promise<string> {
+  const writes: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((chunk: string) => (writes.push(String(chunk)), true)) as typeof process.stderr.write;
+  try {
+    await fn();
+  } finally {
+    process.stderr.write = write;
+  }
+  return writes.join('');
+}
+
 test('run sizes: first run 1 token, then N, the last run cut to max_new_tokens; the cache length follows', async () => {
   const { chunked } = await pair('tiny');
   const rec = recording(chunked);
@@ -188,26 +223,12 @@ test('cancellation: between runs (abort during a run discards it, no further run
   // abort while the second run is in flight: its tokens are dropped and no third run starts
   const rec = recording(chunked);
   const ac = new AbortController();
-  const start = rec.lm.startChunkedGeneration!.bind(rec.lm);
-  rec.lm.startChunkedGeneration = async (p, d) => {
-    const g = await start(p, d);
-    let calls = 0;
-    return {
-      get cachedLength() {
-        return g.cachedLength;
-      },
-      get pendingLength() {
-        return g.pendingLength;
-      },
-      nextChunk(k: number, u: Float64Array) {
-        const running = g.nextChunk(k, u);
-        if (++calls === 2) ac.abort();
-        return running;
-      },
-      dispose: () => g.dispose(),
-    };
-  };
-  const r = await generate(rec.lm, CHAT_PROMPT, { maxNewTokens: 11, stopIds: [], signal: ac.signal });
+  const aborting = interceptRuns(rec.lm, (g, call, k, u) => {
+    const running = g.nextChunk(k, u);
+    if (call === 2) ac.abort();
+    return running;
+  });
+  const r = await generate(aborting, CHAT_PROMPT, { maxNewTokens: 11, stopIds: [], signal: ac.signal });
   assert.equal(r.stopReason, 'aborted');
   assert.equal(r.newIds.length, 1);
   assert.deepEqual(rec.runs, [1, 4]);
@@ -263,38 +284,69 @@ test('a decode graph that fails before any token falls back to the per-token pat
   const { perToken } = await pair('tiny');
   const sampling = samplingFrom({ temperature: 0.7, topP: 0.9 });
   const want = await generate(perToken, CHAT_PROMPT, { maxNewTokens: 9, sampling, seed: 5, stopIds: [] });
-  const writes: string[] = [];
-  const write = process.stderr.write;
-  process.stderr.write = ((chunk: string) => (writes.push(String(chunk)), true)) as typeof process.stderr.write;
-  let got: GenerationResult;
-  try {
+  let got!: GenerationResult;
+  const written = await capturingStderr(async () => {
     got = await generate(lm, CHAT_PROMPT, { maxNewTokens: 9, sampling, seed: 5, stopIds: [] });
-  } finally {
-    process.stderr.write = write;
-  }
+  });
   assert.equal(summary(got), summary(want));
   assert.equal(lm.decodeChunk, 0);
   assert.equal(decodeTries, 1);
-  assert.match(writes.join(''), /chunked decoding failed on cpu \(no CUDA kernel for TopK \(simulated\)\); this model now decodes one token per run/);
+  assert.match(written, /chunked decoding failed on cpu \(no CUDA kernel for TopK \(simulated\)\); this model now decodes one token per run/);
   await generate(lm, CHAT_PROMPT, { maxNewTokens: 3, stopIds: [] });
   assert.equal(decodeTries, 1, 'not tried again');
   // a failure after tokens were reported is not hidden
   const { chunked } = await pair('tiny');
   const rec = recording(chunked);
-  const start = rec.lm.startChunkedGeneration!.bind(rec.lm);
-  rec.lm.startChunkedGeneration = async (p, d) => {
-    const g = await start(p, d);
-    let calls = 0;
-    return {
-      get cachedLength() {
-        return g.cachedLength;
-      },
-      get pendingLength() {
-        return g.pendingLength;
-      },
-      nextChunk: (k: number, u: Float64Array) => (++calls === 2 ? Promise.reject(new Error('device lost')) : g.nextChunk(k, u)),
-      dispose: () => g.dispose(),
-    };
-  };
-  await assert.rejects(generate(rec.lm, CHAT_PROMPT, { maxNewTokens: 9, stopIds: [] }), /device lost/);
+  const failing = interceptRuns(rec.lm, (g, call, k, u) => (call === 2 ? Promise.reject(new Error('device lost')) : g.nextChunk(k, u)));
+  await assert.rejects(generate(failing, CHAT_PROMPT, { maxNewTokens: 9, stopIds: [] }), /device lost/);
+});
+
+test('a closed model: chunked generation fails with "closed", no "chunked decoding failed" note, the setting unchanged', async () => {
+  const m = await modelP;
+  const lm = new EngineLM(m.config, m.params, { device: 'cpu', decodeChunk: 4 });
+  const d = await lm.startChunkedGeneration(CHAT_PROMPT, { sampling: samplingFrom({ temperature: 0 }), stopIds: [] });
+  await lm.dispose();
+  const written = await capturingStderr(async () => {
+    await assert.rejects(d.nextChunk(1, new Float64Array(1)), /the model was closed/);
+    await assert.rejects(generate(lm, CHAT_PROMPT, { maxNewTokens: 3, stopIds: [] }), /the model was closed/);
+  });
+  // before: the closed model's error was taken for a failing decode graph (a misleading note, chunking turned off)
+  assert.equal(written, '');
+  assert.equal(lm.decodeChunk, 4);
+});
+
+test("a decode run that fails releases the 'decode' session (its weights and arena are not kept next to 'generate')", async () => {
+  const m = await modelP;
+  const lm = new EngineLM(m.config, m.params, { device: 'cpu', decodeChunk: 4 });
+  const internals = lm as unknown as { session: (kind: string) => Promise<{ run: unknown; release: () => Promise<void> }>; sessions: Map<string, unknown> };
+  const original = internals.session.bind(lm);
+  let released = 0;
+  let decodeBuilds = 0;
+  internals.session = (kind: string) =>
+    kind === 'decode'
+      ? (decodeBuilds++, original(kind)).then((s) => {
+          s.run = () => Promise.reject(new Error('CUDA out of memory (simulated)'));
+          const release = s.release.bind(s);
+          s.release = () => (released++, release());
+          return s;
+        })
+      : original(kind);
+  const { perToken } = await pair('tiny');
+  const want = await generate(perToken, CHAT_PROMPT, { maxNewTokens: 5, stopIds: [] });
+  let got!: GenerationResult;
+  const written = await capturingStderr(async () => {
+    got = await generate(lm, CHAT_PROMPT, { maxNewTokens: 5, stopIds: [] });
+  });
+  assert.match(written, /CUDA out of memory \(simulated\)/);
+  assert.equal(summary(got), summary(want));
+  await lm.logitsWithoutCache([1, 2]); // runs after the queued release
+  // before: the failed session stayed in the cache until the model was closed
+  assert.equal(released, 1);
+  assert.deepEqual([...internals.sessions.keys()], ['generate']);
+  // asked for chunks again explicitly: the failed graph is not rebuilt (the per-token path answers)
+  const again = await generate(lm, CHAT_PROMPT, { maxNewTokens: 5, stopIds: [], decodeChunk: 4 });
+  assert.equal(summary(again), summary(want));
+  assert.equal(decodeBuilds, 1);
+  await lm.dispose();
+  assert.equal(released, 1, 'not released twice');
 });

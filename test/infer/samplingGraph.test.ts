@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as ort from 'onnxruntime-node';
 import { Graph } from '../../native-runner/engine/graph/graph';
-import { chooseTokenInGraph } from '../../native-runner/infer/samplingGraph';
+import { chooseTokenInGraph, samplingFeeds, samplingInputs } from '../../native-runner/infer/samplingGraph';
 import { chooseToken, type SamplingOptions } from '../../native-runner/infer/sampling';
 import type { Rng } from '../../native-runner/util/rng';
 
@@ -18,14 +18,7 @@ function buildChooser(): Promise<ort.InferenceSession> {
   const logits = g.input('logits', 'float', [V]);
   const presence = g.input('presence', 'bool', [V]);
   const u = g.input('u', 'double', []);
-  const s = {
-    doSample: g.input('do_sample', 'bool', []),
-    temperature: g.input('temperature', 'double', []),
-    topK: g.input('top_k', 'int64', []),
-    topP: g.input('top_p', 'double', []),
-    repetitionPenalty: g.input('repetition_penalty', 'double', []),
-  };
-  g.output(chooseTokenInGraph(g, logits, presence, u, s, V), 'token');
+  g.output(chooseTokenInGraph(g, logits, presence, u, samplingInputs(g), V), 'token');
   return ort.InferenceSession.create(g.toModelBytes(), { executionProviders: ['cpu'] });
 }
 
@@ -39,11 +32,7 @@ async function graphChoice(logits: Float32Array, seen: number[], o: SamplingOpti
     logits: new ort.Tensor('float32', logits, [V]),
     presence: new ort.Tensor('bool', presence, [V]),
     u: new ort.Tensor('float64', Float64Array.of(u), []),
-    do_sample: new ort.Tensor('bool', Uint8Array.of(o.doSample ? 1 : 0), []),
-    temperature: new ort.Tensor('float64', Float64Array.of(o.temperature), []),
-    top_k: new ort.Tensor('int64', BigInt64Array.of(BigInt(o.topK)), []),
-    top_p: new ort.Tensor('float64', Float64Array.of(o.topP), []),
-    repetition_penalty: new ort.Tensor('float64', Float64Array.of(o.repetitionPenalty), []),
+    ...samplingFeeds(o),
   });
   return Number((r.token!.data as BigInt64Array)[0]);
 }
@@ -128,4 +117,29 @@ test('boundary cases: ties at the k-th value, top-p mass exactly at the bound, t
   twoMax[3] = 7;
   twoMax[9] = 7;
   assert.equal(await assertSame(twoMax, [], { doSample: false, temperature: 1, topP: 1, topK: 0, repetitionPenalty: 1 }, 0.99, 'first maximum'), 3);
+});
+
+test('non-finite scores (NaN logits of a diverged model, s / t overflowing float, all −∞): a valid id, the same as the host', async () => {
+  const nan = new Float32Array(V).fill(NaN);
+  const allNegInf = new Float32Array(V).fill(-Infinity);
+  // logits / 1e-40 overflow float32: the positive ones become +∞ (first at index 2)
+  const overflow = new Float32Array(V).fill(-1);
+  overflow.set([5, 7], 2);
+  const cases: [string, Float32Array, Partial<SamplingOptions>][] = [
+    ['NaN logits', nan, {}],
+    ['NaN logits, top_k 3', nan, { topK: 3 }],
+    ['NaN logits, top_p 0.5, penalty 1.3', nan, { topP: 0.5, repetitionPenalty: 1.3 }],
+    ['all −∞', allNegInf, {}],
+    ['temperature 1e-40', overflow, { temperature: 1e-40 }],
+    ['temperature 1e-40, top_k 2, top_p 0.5', overflow, { temperature: 1e-40, topK: 2, topP: 0.5 }],
+  ];
+  for (const [what, logits, o] of cases) {
+    for (const u of [0, 0.5, 0.99]) {
+      const got = await assertSame(logits, [1], sample(o), u, `${what}, u ${u}`);
+      // before: the draw gave −1 (nothing "kept") or an arbitrary last index
+      assert.ok(got >= 0 && got < V, `${what}: id ${got}`);
+    }
+  }
+  assert.equal(await graphChoice(overflow, [], sample({ temperature: 1e-40 }), 0.7), 2, 'the first +∞ score');
+  assert.equal(await graphChoice(nan, [], sample({}), 0.7), 0, 'NaN everywhere: the first id, as argmax');
 });
