@@ -21,6 +21,7 @@ import {
   arrayOf, bool, int, literal, nullable, num, obj, oneOf, opt, range, record, str, tagged,
   type Check, type Checked,
 } from './schema';
+import { maxLengthCheck } from './trainingOptions';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -135,7 +136,7 @@ const lossEvalParamsCheck = obj({
   /** eval_loss: a dataset file and its format. */
   dataset: opt(str),
   dataset_format: opt(str),
-  max_length: opt(int(1)),
+  max_length: opt(maxLengthCheck),
   assistant_only_loss: opt(bool),
   per_device_eval_batch_size: opt(int(1)),
   /** perplexity: a text file, window and stride in tokens. */
@@ -207,7 +208,7 @@ const REQUEST_CHECKS = {
       dataset: str,
       dataset_format: str,
       model: opt(str),
-      max_length: opt(int(1)),
+      max_length: opt(maxLengthCheck),
       assistant_only_loss: opt(bool),
       offset: int(0),
       limit: int(0),

@@ -8,6 +8,7 @@
  */
 
 import { arrayOf, bool, int as intMin, literal, nullable, obj as object, opt, record as plainObject, str as anyString, type Check, type Checked, type ObjectOf } from './schema';
+import { DEVICES, maxLengthCheck } from './trainingOptions';
 
 // ---------------------------------------------------------------------------------------------------
 // Bounded checks on top of protocol/schema.ts: a webview is untrusted input, so sizes are capped.
@@ -182,7 +183,7 @@ export const PreviewFromWebview = messages({
   /** Open the dataset file at a 1-based line (bad-line links, example sources). */
   openLine: { file: PATH, line: int(1) },
   pickDataset: {},
-  setOptions: { max_length: int(1, 1_000_000), assistant_only_loss: bool },
+  setOptions: { max_length: maxLengthCheck, assistant_only_loss: bool },
 });
 export const PreviewToWebview = messages({
   loading: { dataset: PATH },
@@ -190,7 +191,7 @@ export const PreviewToWebview = messages({
     dataset: PATH,
     format: str(100),
     model: PATH,
-    max_length: int(1),
+    max_length: maxLengthCheck,
     assistant_only_loss: bool,
     offset: int(0),
     limit: int(1),
@@ -233,7 +234,7 @@ export const TrainFormFromWebview = messages({
   browse: { field: oneOf('model_name_or_path', 'dataset', 'output_dir', 'eval_dataset'), kind: oneOf('file', 'folder') },
 });
 export const TrainFormToWebview = messages({
-  init: { config: record, configPath: PATH, device: oneOf('cpu', 'cuda') },
+  init: { config: record, configPath: PATH, device: oneOf(...DEVICES) },
   plan: { plan: planView },
   planError: { message: str(20_000) },
   browsed: { field: str(100), path: PATH },

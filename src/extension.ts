@@ -160,6 +160,16 @@ export function activate(context: vscode.ExtensionContext): void {
     ChatPanel.show(panelCtx, [base, sft], true);
   });
 
+  /** Evaluate Checkpoint's file step: workspace files in a quick pick, plus "Browse…" for the file dialog. */
+  const pickEvalFile = async (files: string[], title: string, dialog: vscode.OpenDialogOptions): Promise<string | undefined> => {
+    const pick = await vscode.window.showQuickPick(
+      [...files.map((p) => ({ label: basename(p), description: vscode.workspace.asRelativePath(p), path: p })), { label: '$(folder-opened) Browse…', path: '' }],
+      { title, matchOnDescription: true },
+    );
+    if (!pick) return undefined;
+    return pick.path || (await vscode.window.showOpenDialog({ canSelectMany: false, title, ...dialog }))?.[0]?.fsPath;
+  };
+
   cmd('sft.evaluate', async (arg) => {
     const model = argPath(arg) ?? (await pickModel(runs, 'SFT: Evaluate Checkpoint — pick a model'))?.path;
     if (!model) return;
@@ -174,13 +184,7 @@ export function activate(context: vscode.ExtensionContext): void {
     if (!kind) return;
     let params: RequestParams<'evaluate'>;
     if (kind.evalKind === 'eval_loss') {
-      const ds = await vscode.window.showQuickPick(
-        [...(await runs.getDatasets()).map((p) => ({ label: basename(p), description: vscode.workspace.asRelativePath(p), path: p })), { label: '$(folder-opened) Browse…', path: '' }],
-        { title: 'Dataset to evaluate on' },
-      );
-      if (!ds) return;
-      let dataset = ds.path;
-      if (!dataset) dataset = (await vscode.window.showOpenDialog({ canSelectMany: false }))?.[0]?.fsPath ?? '';
+      const dataset = await pickEvalFile(await runs.getDatasets(), 'Dataset to evaluate on', { filters: { Datasets: ['jsonl', 'json', 'parquet'] } });
       if (!dataset) return;
       params = { model, kind: 'eval_loss', dataset, dataset_format: 'auto' };
     } else if (kind.evalKind === 'task') {
@@ -189,14 +193,10 @@ export function activate(context: vscode.ExtensionContext): void {
         { title: 'Benchmark task (zero-shot, lm-evaluation-harness scoring)' },
       );
       if (!task) return;
-      const data = (
-        await vscode.window.showOpenDialog({
-          canSelectMany: false,
-          openLabel: `Run ${task.task} on this file`,
-          title: `${task.task} rows (the Hugging Face dataset split as JSONL, JSON or Parquet)`,
-          filters: { 'Benchmark rows': ['jsonl', 'json', 'parquet'] },
-        })
-      )?.[0]?.fsPath;
+      const data = await pickEvalFile(await runs.getDatasets(), `${task.task} rows (the Hugging Face dataset split as JSONL, JSON or Parquet)`, {
+        openLabel: `Run ${task.task} on this file`,
+        filters: { 'Benchmark rows': ['jsonl', 'json', 'parquet'] },
+      });
       if (!data) return;
       const limitText = await vscode.window.showInputBox({
         title: `${task.task}: how many documents?`,
@@ -211,7 +211,8 @@ export function activate(context: vscode.ExtensionContext): void {
       const limit = parseDocLimit(limitText);
       params = { model, kind: 'task', task: task.task, data, ...(limit.ok && limit.limit !== undefined ? { limit: limit.limit } : {}) };
     } else {
-      const file = (await vscode.window.showOpenDialog({ canSelectMany: false, openLabel: 'Perplexity on this text' }))?.[0]?.fsPath;
+      const texts = await vscode.workspace.findFiles('**/*.{txt,md}', '{**/node_modules/**,**/.git/**,**/.e2e/**,**/dist/**}', 500);
+      const file = await pickEvalFile(texts.map((u) => u.fsPath).sort(), 'Text file for perplexity', { openLabel: 'Perplexity on this text' });
       if (!file) return;
       params = { model, kind: 'perplexity', file };
     }

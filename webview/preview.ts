@@ -2,8 +2,10 @@
  * Dataset Preview front end (sidebar): the formatted examples as the seed prints them, each example's
  * tokens with trained ones highlighted (what the loss sees) and a mark where max_length cut it, paging
  * over all records, the file's statistics (length histogram, truncated, nothing trained) and its bad
- * lines as links that open the file at that line. Options: max_length, assistant_only_loss.
+ * lines as links that open the file at that line. Options: max_length (refused below 2 with the shared
+ * protocol/trainingOptions rule, the reason shown under the field), assistant_only_loss.
  */
+import { MAX_LENGTH_MAX, MAX_LENGTH_MIN, maxLengthProblem } from '../protocol/trainingOptions';
 import { PreviewToWebview, type PreviewMsgFromWebview, type PreviewMsgToWebview } from '../protocol/webview';
 import { connect } from './lib/host';
 import { clear, el, svg } from './lib/dom';
@@ -45,15 +47,20 @@ function renderData(d: Data): void {
     el('div', { class: 'dataset', title: d.dataset }, d.dataset.split(/[\\/]/).pop() ?? d.dataset),
     el('div', { class: 'muted' }, `format ${d.format} · ${d.total} records · tokenizer ${d.model.split(/[\\/]/).pop()}`),
   );
-  const maxLen = el('input', { type: 'number', min: 1, value: d.max_length, id: 'max-length' });
+  const maxLen = el('input', { type: 'number', min: MAX_LENGTH_MIN, max: MAX_LENGTH_MAX, step: 1, value: d.max_length, id: 'max-length' });
   const aol = el('input', { type: 'checkbox', checked: d.assistant_only_loss, id: 'assistant-only' });
+  const problem = el('div', { class: 'error', id: 'max-length-error', role: 'alert' });
+  // The shared rule (run.json, sft preview, the host's setOptions check): a refused value is named, not sent.
   const apply = () => {
-    const n = Math.round(Number(maxLen.value));
-    if (Number.isFinite(n) && n >= 1) host.post({ type: 'setOptions', max_length: n, assistant_only_loss: aol.checked });
+    const n = maxLen.value.trim() === '' ? NaN : Number(maxLen.value);
+    const why = maxLengthProblem(n);
+    problem.textContent = why === null ? '' : `max_length: ${why}`;
+    maxLen.setAttribute('aria-invalid', String(why !== null));
+    if (why === null) host.post({ type: 'setOptions', max_length: n, assistant_only_loss: aol.checked });
   };
   maxLen.addEventListener('change', apply);
   aol.addEventListener('change', apply);
-  const opts = el('div', { class: 'row' }, el('label', { class: 'field small' }, 'max_length', maxLen), el('label', { class: 'check' }, aol, ' assistant_only_loss'));
+  const opts = el('div', { class: 'row' }, el('label', { class: 'field small' }, 'max_length', maxLen), el('label', { class: 'check' }, aol, ' assistant_only_loss'), problem);
 
   const page = Math.floor(d.offset / d.limit) + 1;
   const pages = Math.max(1, Math.ceil(d.total / d.limit));

@@ -5,7 +5,7 @@
  * that survive save_total_limit; Start saves the file and starts the run.
  */
 import { TrainFormToWebview, type PlanView, type TrainFormMsgFromWebview, type TrainFormMsgToWebview } from '../protocol/webview';
-import { DATASET_FORMAT_CHOICES } from '../protocol/trainingOptions';
+import { DATASET_FORMAT_CHOICES, DEVICES, LR_SCHEDULER_TYPES } from '../protocol/trainingOptions';
 import { connect } from './lib/host';
 import { clear, el, svg } from './lib/dom';
 
@@ -24,7 +24,7 @@ const FIELDS: { key: string; label: string; kind: Kind; browse?: Browse; help?: 
   { key: 'num_train_epochs', label: 'Epochs', kind: 'number' },
   { key: 'max_steps', label: 'max_steps (-1 = epochs)', kind: 'int' },
   { key: 'learning_rate', label: 'Learning rate', kind: 'number' },
-  { key: 'lr_scheduler_type', label: 'Scheduler', kind: { options: ['cosine', 'linear', 'constant', 'constant_with_warmup'] } },
+  { key: 'lr_scheduler_type', label: 'Scheduler', kind: { options: LR_SCHEDULER_TYPES } },
   { key: 'warmup_ratio', label: 'Warmup ratio', kind: 'number' },
   { key: 'warmup_steps', label: 'Warmup steps (overrides ratio)', kind: 'int' },
   { key: 'weight_decay', label: 'Weight decay', kind: 'number' },
@@ -37,7 +37,7 @@ const FIELDS: { key: string; label: string; kind: Kind; browse?: Browse; help?: 
   { key: 'packing', label: 'Packing', kind: 'bool' },
   { key: 'assistant_only_loss', label: 'Assistant-only loss', kind: 'bool' },
   { key: 'seed', label: 'Seed', kind: 'int' },
-  { key: 'device', label: 'Device', kind: { options: ['cpu', 'cuda'] } },
+  { key: 'device', label: 'Device', kind: { options: DEVICES } },
 ];
 
 let config: Record<string, unknown> = {};

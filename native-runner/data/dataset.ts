@@ -79,10 +79,12 @@ export function orphansNote(orphans: readonly OasstOrphan[]): string | null {
   if (n === 0) return null;
   const named = orphans.slice(0, ORPHANS_NAMED).map((o) => {
     const replies = o.replies === 0 ? '' : `, ${o.replies} repl${o.replies === 1 ? 'y' : 'ies'}`;
-    return `${o.src.file}:${o.src.line} (message_id "${o.messageId}", parent_id "${o.parentId}"${replies})`;
+    const bad = o.parentBadLine === undefined ? '' : ` at bad line ${o.parentBadLine}`;
+    return `${o.src.file}:${o.src.line} (message_id "${o.messageId}", parent_id "${o.parentId}"${bad}${replies})`;
   });
   const more = n > ORPHANS_NAMED ? `, and ${n - ORPHANS_NAMED} more` : '';
-  return `oasst1: skipped ${n} message${n > 1 ? 's' : ''} whose parent_id is not in the file (with the replies below them): ${named.join(', ')}${more}`;
+  const where = orphans.some((o) => o.parentBadLine !== undefined) ? 'is not in the file or is a bad line' : 'is not in the file';
+  return `oasst1: skipped ${n} message${n > 1 ? 's' : ''} whose parent_id ${where} (with the replies below them): ${named.join(', ')}${more}`;
 }
 
 /** The SftError thrown for bad lines under on_bad_line "error": first line names the first bad line. */

@@ -179,24 +179,34 @@ export interface OasstResult {
   skipped: number;
   /** Messages dropped as deleted, review_result false, other language, or below such a message. */
   droppedMessages: number;
-  /** Messages whose parent is not in the file at all (their replies are not counted here). */
+  /** Messages whose parent is not in the file, or only as a bad line (their replies are not counted here). */
   orphans: number;
   /** Each of those messages, in file order: skipped with its replies, reported but not an error. */
   orphanRows: OasstOrphan[];
 }
 
-/** A message whose parent_id names no message of the file; it is skipped with `replies` messages below it. */
+/**
+ * A message whose parent_id names no usable message of the file; it is skipped with `replies` messages below
+ * it. `parentBadLine`: the parent's row is in the file, at this line, but is a bad line (skipped or an error
+ * by on_bad_line), so the reply is lost with it rather than pointing nowhere.
+ */
 export interface OasstOrphan {
   src: SourceRef;
   messageId: string;
   parentId: string;
   replies: number;
+  parentBadLine?: number;
+}
+
+/** Where an orphan's parent is, in words: `is not in the file` or `is the bad line 7`. */
+function orphanParentWhere(o: OasstOrphan): string {
+  return o.parentBadLine === undefined ? 'is not in the file' : `is the bad line ${o.parentBadLine}`;
 }
 
 /** How an orphan is reported (a preview bad line's reason, a training note). */
 export function orphanReason(o: OasstOrphan): string {
   const replies = o.replies === 0 ? '' : ` and its ${o.replies} repl${o.replies === 1 ? 'y' : 'ies'}`;
-  return `message_id "${o.messageId}": parent_id "${o.parentId}" is not in the file; message${replies} skipped`;
+  return `message_id "${o.messageId}": parent_id "${o.parentId}" ${orphanParentWhere(o)}; message${replies} skipped`;
 }
 
 /** Validates one oasst1 row; returns the message or a reason. */
@@ -262,11 +272,15 @@ export function buildOasstConversations(rows: { value: Record<string, unknown>; 
   const langs = opts.lang && opts.lang.trim() !== '' ? new Set(opts.lang.split(',').map((s) => s.trim()).filter(Boolean)) : null;
   const out: OasstResult = { conversations: [], bad: [], skipped: 0, droppedMessages: 0, orphans: 0, orphanRows: [] };
   const byId = new Map<string, OasstMessage>();
+  // message_id → line of bad rows whose id is still readable (their replies are reported against that line).
+  const badRowLine = new Map<string, number>();
   const all: OasstMessage[] = [];
   rows.forEach((r, i) => {
     const m = parseOasstRow(r.value, r.src, i, langs);
     if (typeof m === 'string') {
       out.bad.push({ src: r.src, reason: m });
+      const id = r.value.message_id;
+      if (typeof id === 'string' && !badRowLine.has(id)) badRowLine.set(id, r.src.line);
       return;
     }
     if (byId.has(m.id)) {
@@ -289,7 +303,12 @@ export function buildOasstConversations(rows: { value: Record<string, unknown>; 
   // Count dropped messages (a dropped message takes its whole subtree with it).
   const countSubtree = (m: OasstMessage): number => 1 + m.children.reduce((s, c) => s + countSubtree(c), 0);
   out.orphans = orphans.length;
-  for (const o of orphans) out.orphanRows.push({ src: o.src, messageId: o.id, parentId: o.parentId!, replies: countSubtree(o) - 1 });
+  for (const o of orphans) {
+    const row: OasstOrphan = { src: o.src, messageId: o.id, parentId: o.parentId!, replies: countSubtree(o) - 1 };
+    const parentBadLine = badRowLine.get(o.parentId!);
+    if (parentBadLine !== undefined) row.parentBadLine = parentBadLine;
+    out.orphanRows.push(row);
+  }
   const live = (m: OasstMessage) => m.children.filter((c) => !c.dropped).sort(byRank);
   const countDropped = (m: OasstMessage): void => {
     for (const c of m.children) {

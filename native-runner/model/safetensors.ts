@@ -55,6 +55,17 @@ export interface SafetensorsHeader {
   /** Tensors in header order. */
   entries: SafetensorsEntry[];
   metadata: Record<string, string>;
+  /**
+   * Which file this header was read from (device, inode, size, mtime of the open file): a header handed on to
+   * readSafetensors is refused when the file there now has another stamp (replaced by a rename, rewritten).
+   */
+  fileStamp: string;
+}
+
+/** The identity stamp of an open file (see SafetensorsHeader.fileStamp). */
+function fileStampOf(fd: number): string {
+  const st = fs.fstatSync(fd);
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
 }
 
 function fileSizeOf(file: string): number {
@@ -78,7 +89,7 @@ function readExactly(fd: number, into: Uint8Array, position: number, file: strin
   }
 }
 
-function parseHeaderBytes(file: string, fileSize: number, headerBytes: Uint8Array, dataStart: number): SafetensorsHeader {
+function parseHeaderBytes(file: string, fileSize: number, headerBytes: Uint8Array, dataStart: number, fileStamp: string): SafetensorsHeader {
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
@@ -146,7 +157,7 @@ function parseHeaderBytes(file: string, fileSize: number, headerBytes: Uint8Arra
       file,
     );
   }
-  return { file, fileSize, dataStart, entries, metadata };
+  return { file, fileSize, dataStart, entries, metadata, fileStamp };
 }
 
 /** Reads and validates the header only (no tensor data is read). */
@@ -171,7 +182,7 @@ function readHeaderFd(fd: number, file: string, fileSize: number): SafetensorsHe
   if (headerLen < 2) throw new SftError(`header length ${headerLen} is too short for a JSON object`, file);
   const headerBytes = Buffer.alloc(headerLen);
   readExactly(fd, headerBytes, 8, file);
-  return parseHeaderBytes(file, fileSize, headerBytes, 8 + headerLen);
+  return parseHeaderBytes(file, fileSize, headerBytes, 8 + headerLen, fileStampOf(fd));
 }
 
 /** IEEE half → float32, for every element (F16 checkpoints). */
@@ -197,8 +208,8 @@ export interface ReadOptions {
   /** Load only the tensors for which this returns true (the header is still validated in full). */
   filter?: (name: string) => boolean;
   /**
-   * The file's header as readSafetensorsHeader returned it: not read again (the file must still have the
-   * size the header was validated against, else an SftError says it changed).
+   * The file's header as readSafetensorsHeader returned it: not read again (the file must still be the one
+   * the header was read from, same size and fileStamp, else an SftError says it changed).
    */
   header?: SafetensorsHeader;
 }
@@ -227,6 +238,8 @@ export function readSafetensors(file: string, opts: ReadOptions = {}): Map<strin
   const fd = fs.openSync(file, 'r');
   try {
     if (given && fileSize !== given.fileSize) throw new SftError(`file changed while loading: ${fileSize} bytes now, ${given.fileSize} when its header was read`, file);
+    // Same size is not the same file: a re-save of the same layout, or another layout of equal length.
+    if (given && fileStampOf(fd) !== given.fileStamp) throw new SftError('file changed while loading: replaced or rewritten since its header was read', file);
     const header = given ?? readHeaderFd(fd, file, fileSize);
     const wanted = header.entries.filter((t) => !opts.filter || opts.filter(t.name));
     for (const t of wanted) {

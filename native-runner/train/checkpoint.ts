@@ -14,7 +14,8 @@
  * (an interrupted save, copied half-way, truncated).
  * Rotation (save_total_limit) runs only after a save completed and never deletes the newest complete
  * checkpoint; a deleted checkpoint is first renamed aside (`.deleting`) so a crash mid-delete cannot leave a
- * half-deleted folder that still looks like a checkpoint.
+ * half-deleted folder that still looks like a checkpoint. A delete that fails (Windows: a file held by another
+ * process) is logged and does not fail the save: the checkpoint stays and the next rotation tries again.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -22,7 +23,7 @@ import type { MetricsRecord } from '../../protocol/runner';
 import type { OptimizerState } from '../engine/trainingEngine';
 import type { ParamSet } from '../model/types';
 import { readSafetensors, writeSafetensorsSynced } from '../model/safetensors';
-import { fsStep, fsyncDir, listLeftovers, locateDir, recoverDir, writeDirAtomic, writeFileSynced } from '../util/atomic';
+import { fsStep, fsyncDir, listLeftovers, locateDir, parseLeftover, recoverDir, removeTree, renameRetrying, writeDirAtomic, writeFileSynced } from '../util/atomic';
 import { SftError } from '../util/errors';
 import type { RngState } from '../util/rng';
 
@@ -181,8 +182,18 @@ export function findLatestCheckpoint(outputDir: string, log: (message: string) =
 /**
  * Read-only: where the checkpoint folder `dir` (a path the user named) is: `dir` itself when it exists, else
  * the complete leftover of its interrupted replacement (logged), else `dir` (the caller reports it missing).
+ * A missing `dir` that is itself a leftover name (`checkpoint-6.tmp-<id>`, `.old-<id>`: the start-up cleanup,
+ * removeStaleTemp, has just put it back under its name or deleted it) is located as the folder it belongs to.
  */
 export function locateCheckpoint(dir: string, log: (message: string) => void = () => {}): string {
+  const leftover = fs.existsSync(dir) ? null : parseLeftover(path.basename(dir));
+  if (leftover) {
+    const target = path.join(path.dirname(dir), leftover.base);
+    const at = locateDir(target, isCompleteCheckpoint);
+    if (at === null) return dir;
+    log(`${path.basename(dir)} is gone (a leftover of an interrupted save, cleaned up at start); using ${path.basename(at)}`);
+    return at;
+  }
   const at = locateDir(dir, isCompleteCheckpoint);
   if (at === null || at === dir) return dir;
   log(`${path.basename(dir)} is missing; using ${path.basename(at)}, left complete by an interrupted save`);
@@ -195,12 +206,18 @@ export function locateCheckpoint(dir: string, log: (message: string) => void = (
  */
 export function deleteCheckpointDir(dir: string): void {
   const aside = `${dir}.deleting`;
-  fs.rmSync(aside, { recursive: true, force: true });
-  fs.renameSync(dir, aside);
+  removeTree(aside);
+  renameRetrying(dir, aside);
   fsStep('moved aside for deletion', aside);
   fsyncDir(path.dirname(dir));
   fsStep('fsynced parent', dir);
-  fs.rmSync(aside, { recursive: true, force: true });
+  // No longer a checkpoint by name: if it cannot be deleted now (Windows: a file still held), removeStaleTemp
+  // deletes it at the next start; a finished save is not failed for it.
+  try {
+    removeTree(aside);
+  } catch {
+    return;
+  }
   fsStep('deleted', aside);
 }
 
@@ -211,7 +228,14 @@ export function rotateCheckpoints(outputDir: string, limit: number | null, log: 
   const keep = Math.max(1, limit);
   const removed: string[] = [];
   for (const c of complete.slice(keep)) {
-    deleteCheckpointDir(c.dir);
+    try {
+      deleteCheckpointDir(c.dir);
+    } catch (e) {
+      // The new checkpoint is saved; an old one that cannot be moved now (Windows: a file held by another
+      // process) stays a complete checkpoint and is rotated at the next save.
+      log(`could not delete ${path.basename(c.dir)} (save_total_limit ${limit}), kept for now: ${(e as Error).message}`);
+      continue;
+    }
     removed.push(c.dir);
     log(`deleted ${path.basename(c.dir)} (save_total_limit ${limit})`);
   }
@@ -231,7 +255,13 @@ export function removeStaleTemp(outputDir: string, log: (message: string) => voi
   }
   for (const name of fs.readdirSync(outputDir)) {
     if (name.endsWith('.deleting') || /^\.save-\d+-\d+$/.test(name)) {
-      fs.rmSync(path.join(outputDir, name), { recursive: true, force: true });
+      try {
+        removeTree(path.join(outputDir, name));
+      } catch (e) {
+        // Not a checkpoint by name: harmless until the next start removes it (Windows: a file still held).
+        log(`could not remove ${name} (left by an interrupted save; tried again at the next start): ${(e as Error).message}`);
+        continue;
+      }
       fsStep('removed leftover', path.join(outputDir, name));
       log(`removed ${name} (left by an interrupted save)`);
     }

@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { TrainingDataOptions } from '../data/dataset';
 import { DATASET_FORMATS, type FormatChoice } from '../data/formats';
-import { maxLengthProblem } from '../../protocol/trainingOptions';
+import { DEVICES, LR_SCHEDULER_TYPES, maxLengthProblem } from '../../protocol/trainingOptions';
 import { HUB_ID } from '../util/download';
 import { SftError } from '../util/errors';
 
@@ -154,7 +154,7 @@ const KEYS: Record<keyof RunConfig, Parser> = {
   learning_rate: numIn(0, 10),
   num_train_epochs: numIn(0, 1e6, { loOpen: true }),
   max_steps: (v, k) => (typeof v === 'number' && Number.isInteger(v) && v >= -1 ? v : fail(k, 'an integer >= -1 (-1 = use num_train_epochs)', v)),
-  lr_scheduler_type: oneOf('linear', 'cosine', 'constant', 'constant_with_warmup'),
+  lr_scheduler_type: oneOf(...LR_SCHEDULER_TYPES),
   warmup_ratio: numIn(0, 1),
   warmup_steps: numIn(0, Infinity, { integer: true }),
   weight_decay: numIn(0, 10),
@@ -180,7 +180,7 @@ const KEYS: Record<keyof RunConfig, Parser> = {
   seed: numIn(0, 2 ** 53, { integer: true }),
   shuffle: bool,
   dropout: nullable(numIn(0, 1)),
-  device: oneOf('cpu', 'cuda'),
+  device: oneOf(...DEVICES),
   steps_per_run: nullable(numIn(1, 4096, { integer: true })),
   on_bad_line: oneOf('error', 'skip'),
   oasst_paths: oneOf('best', 'all'),

@@ -7,6 +7,7 @@
  */
 import { loadTrainingData } from '../data/dataset';
 import { makeMicroBatches } from '../data/batching';
+import { checkMaxLength } from '../data/tokenize';
 import type { FormatChoice } from '../data/formats';
 import { TrainingEngine } from '../engine/trainingEngine';
 import { prepareForChat } from '../model/chat';
@@ -33,6 +34,8 @@ export interface EvalFileResult {
 }
 
 export async function evalModelOnFile(o: EvalFileOptions): Promise<EvalFileResult> {
+  // The shared rule (run.json, preview, the protocol), checked before the model is loaded.
+  if (o.max_length !== undefined) checkMaxLength(o.max_length);
   const { model } = prepareForChat(await loadModel(o.model));
   const maxLength = Math.min(o.max_length ?? 512, model.config.n_positions);
   const data = await loadTrainingData({

@@ -15,7 +15,13 @@
  * writer, at start-up) puts it back at `<dir>` and deletes the other leftovers. Callers that can check a
  * folder's completeness themselves (checkpoints: COMPLETE marker) pass `isComplete`, which also lets an
  * unpaired complete staging folder or a complete backup be used.
- * One writer per folder at a time: recovery deletes leftovers it cannot use.
+ * One writer per folder at a time: recovery deletes leftovers it cannot use (a second writer's staging folder
+ * included), and nothing here locks a folder against a second writer.
+ *
+ * Windows: renames and deletes fail with EPERM/EACCES/EBUSY while another process (a virus scanner, the
+ * search indexer) briefly holds a file, so renames are retried there for about a second (renameRetrying) and
+ * deletes use rmSync's retries. Deleting the backup after a finished replacement, and leftovers at recovery,
+ * is best-effort: what cannot be deleted now stays a recognised leftover and goes at the next start.
  *
  * `setFsStepHook` is the test seam for crash simulation: the hook runs after every filesystem step of this
  * module (and of callers that report theirs through `fsStep`), i.e. at every point where a crash can fall.
@@ -36,6 +42,47 @@ export function setFsStepHook(hook: FsStepHook | null): FsStepHook | null {
 /** Reports a finished filesystem step to the hook (see setFsStepHook). */
 export function fsStep(step: string, target: string): void {
   stepHook?.(step, target);
+}
+
+/** Error codes of a rename/delete refused while another process holds a file (Windows only: elsewhere they are final). */
+const WINDOWS_TRANSIENT = new Set(['EPERM', 'EACCES', 'EBUSY']);
+/** Waits between rename attempts on Windows (ms; about 1.3 s in all). */
+const RENAME_RETRY_MS = [10, 20, 40, 80, 160, 320, 640];
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/**
+ * fs.renameSync, retried on Windows while it fails with EPERM/EACCES/EBUSY (a file briefly held by another
+ * process); the last error is thrown. On other platforms a single attempt. `platform` is a test seam.
+ */
+export function renameRetrying(from: string, to: string, platform: string = process.platform): void {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      fs.renameSync(from, to);
+      return;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (platform !== 'win32' || code === undefined || !WINDOWS_TRANSIENT.has(code) || attempt >= RENAME_RETRY_MS.length) throw e;
+      sleepSync(RENAME_RETRY_MS[attempt]!);
+    }
+  }
+}
+
+/** Deletes a file or folder tree (absent is fine), with rmSync's own retries on Windows. */
+export function removeTree(p: string): void {
+  fs.rmSync(p, { recursive: true, force: true, maxRetries: process.platform === 'win32' ? 5 : 0 });
+}
+
+/** removeTree that reports a failure instead of throwing (for deletes whose failure leaves a harmless leftover). */
+function tryRemoveTree(p: string): Error | null {
+  try {
+    removeTree(p);
+    return null;
+  } catch (e) {
+    return e as Error;
+  }
 }
 
 let counter = 0;
@@ -82,7 +129,7 @@ export function writeFileAtomic(file: string, chunks: Uint8Array | string | (Uin
   const tmp = `${file}.tmp-${freshId(file)}`;
   try {
     writeFileSynced(tmp, chunks);
-    fs.renameSync(tmp, file);
+    renameRetrying(tmp, file);
     fsStep('renamed into place', file);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
@@ -108,7 +155,8 @@ export interface Leftover {
 const LEFTOVER_RE = /^(.+)\.(tmp|old)-(\d+-\d+)$/;
 const LEGACY_BACKUP_RE = /^(.+)\.tmp-(\d+-\d+)\.old$/;
 
-function parseLeftover(name: string): { base: string; kind: Leftover['kind']; id: string } | null {
+/** What a file or folder name is as a leftover (`checkpoint-6.tmp-12-3` → base `checkpoint-6`), or null. */
+export function parseLeftover(name: string): { base: string; kind: Leftover['kind']; id: string } | null {
   const legacy = LEGACY_BACKUP_RE.exec(name);
   if (legacy) return { base: legacy[1]!, kind: 'backup', id: `legacy-${legacy[2]}` };
   const m = LEFTOVER_RE.exec(name);
@@ -189,7 +237,7 @@ export function recoverDir(dir: string, opts: { isComplete?: (p: string) => bool
   if (!fs.existsSync(dir)) {
     const best = usableLeftovers(dir, opts.isComplete)[0];
     if (best) {
-      fs.renameSync(best.path, dir);
+      renameRetrying(best.path, dir);
       fsStep('recovered', dir);
       fsyncDir(parent);
       fsStep('fsynced parent', dir);
@@ -199,7 +247,11 @@ export function recoverDir(dir: string, opts: { isComplete?: (p: string) => bool
   // Backups last: while a staging folder of the pair is still there, the pair stays recognisable.
   const rest = leftoversOf(dir).sort((a, b) => (a.kind === b.kind ? 0 : a.kind === 'staging' ? -1 : 1));
   for (const l of rest) {
-    fs.rmSync(l.path, { recursive: true, force: true });
+    const failed = tryRemoveTree(l.path);
+    if (failed) {
+      log(`could not remove ${path.basename(l.path)} (left by an interrupted save; tried again at the next start): ${failed.message}`);
+      continue;
+    }
     fsStep('removed leftover', l.path);
     log(`removed ${path.basename(l.path)} (left by an interrupted save)`);
   }
@@ -230,28 +282,27 @@ export async function writeDirAtomic(
     fsyncDir(tmp);
     fsStep('fsynced staging', tmp);
   } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
+    tryRemoveTree(tmp);
     throw e;
   }
   let movedAside = false;
   try {
     if (fs.existsSync(dir)) {
-      fs.renameSync(dir, backup);
+      renameRetrying(dir, backup);
       movedAside = true;
       fsStep('moved old aside', backup);
     }
-    fs.renameSync(tmp, dir);
+    renameRetrying(tmp, dir);
     fsStep('renamed into place', dir);
   } catch (e) {
     // Not a crash but a failed rename: put the old folder back where it was, drop the new one.
-    if (movedAside && !fs.existsSync(dir)) fs.renameSync(backup, dir);
-    fs.rmSync(tmp, { recursive: true, force: true });
+    if (movedAside && !fs.existsSync(dir)) renameRetrying(backup, dir);
+    tryRemoveTree(tmp);
     throw e;
   }
   fsyncDir(parent);
   fsStep('fsynced parent', dir);
-  if (movedAside) {
-    fs.rmSync(backup, { recursive: true, force: true });
-    fsStep('removed old', backup);
-  }
+  // The new folder is in place: a backup that cannot be deleted now (Windows: a file still held) is left as
+  // a recognised leftover for the next start's recovery rather than failing a finished save.
+  if (movedAside && tryRemoveTree(backup) === null) fsStep('removed old', backup);
 }

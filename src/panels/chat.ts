@@ -6,11 +6,12 @@
  */
 import * as vscode from 'vscode';
 import { ChatFromWebview, type ChatMsgFromWebview, type ChatMsgToWebview, type ModelChoice } from '../../protocol/webview';
-import { chatRequestParams, DEFAULT_SAMPLING } from '../chatRequest';
+import { DEFAULT_SAMPLING } from '../chatRequest';
 import { RunnerService } from '../runnerService';
 import type { WorkspaceRuns } from '../workspaceRuns';
 import { openChannelPanel, type WebviewChannel } from './webviewChannel';
 import { listModelChoices, pickModel } from '../modelChoices';
+import { ChatGenerations } from './chatGenerations';
 
 
 export class ChatPanel implements vscode.Disposable {
@@ -18,8 +19,8 @@ export class ChatPanel implements vscode.Disposable {
   private readonly panel: vscode.WebviewPanel;
   private readonly channel: WebviewChannel<ChatMsgFromWebview, ChatMsgToWebview>;
   private readonly subs: vscode.Disposable[] = [];
-  /** Runner request ids of generations in progress (for stop). */
-  private readonly active = new Set<number>();
+  /** Generations in progress (runner chat requests; stop cancels them). */
+  private readonly generations: ChatGenerations;
   private selection: [string | null, string | null];
   private sideBySide: boolean;
   private disposed = false;
@@ -44,6 +45,7 @@ export class ChatPanel implements vscode.Disposable {
   ) {
     this.selection = models;
     this.sideBySide = sideBySide;
+    this.generations = new ChatGenerations(ctx.runner, (m) => this.channel.post(m), (e) => RunnerService.describe(e));
     const opened = openChannelPanel<ChatMsgFromWebview, ChatMsgToWebview>(
       ctx,
       { viewType: 'sft.chat', tabTitle: sideBySide ? 'SFT Compare' : 'SFT Chat', panel: 'chat', title: 'SFT Chat', parser: ChatFromWebview, retainContextWhenHidden: false },
@@ -78,37 +80,18 @@ export class ChatPanel implements vscode.Disposable {
         return;
       }
       case 'stop':
-        for (const id of this.active) void this.ctx.runner.request('cancel', { requestId: id }).catch(() => undefined);
+        this.generations.stop();
         return;
-      case 'generate': {
-        let id = -1;
-        try {
-          const r = await this.ctx.runner.request(
-            'chat',
-            chatRequestParams(m, vscode.workspace.getConfiguration('sft').get<'cpu' | 'cuda'>('device') ?? 'cpu'),
-            {
-              onId: (i) => {
-                id = i;
-                this.active.add(i);
-              },
-              onToken: (text) => this.channel.post({ type: 'token', pane: m.pane, text }),
-            },
-          );
-          this.channel.post({ type: 'done', pane: m.pane, text: r.text, stopped: r.finish_reason === 'cancelled' });
-        } catch (e) {
-          this.channel.post({ type: 'error', pane: m.pane, message: RunnerService.describe(e) });
-        } finally {
-          this.active.delete(id);
-        }
+      case 'generate':
+        await this.generations.generate(m, vscode.workspace.getConfiguration('sft').get<'cpu' | 'cuda'>('device') ?? 'cpu');
         return;
-      }
     }
   }
 
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    for (const id of this.active) void this.ctx.runner.request('cancel', { requestId: id }).catch(() => undefined);
+    this.generations.stop();
     if (ChatPanel.current === this) ChatPanel.current = undefined;
     for (const s of this.subs) s.dispose();
     this.panel.dispose();

@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { readRecords, splitJsonArray } from '../../native-runner/data/readRecords';
 import { detectFormat, buildOasstConversations, orphanReason, recordToConversation } from '../../native-runner/data/formats';
-import { loadConversations } from '../../native-runner/data/dataset';
+import { loadConversations, orphansNote } from '../../native-runner/data/dataset';
 import { SftError } from '../../native-runner/util/errors';
 import type { RawItem } from '../../native-runner/data/readRecords';
 
@@ -253,4 +253,29 @@ test('oasst1 orphans: a message whose parent is not in the file is listed with f
   const set = await loadConversations(fx('oasst1.jsonl'));
   assert.equal(set.badLineCount, 0);
   assert.deepEqual(set.orphans, [{ src: { file: fx('oasst1.jsonl'), line: 15 }, messageId: 'z1', parentId: 'missing', replies: 0 }]);
+});
+
+test('oasst1 orphans: a reply whose parent row is a bad line is reported against that line, not as "not in the file"', async () => {
+  const row = (line: number, value: Record<string, unknown>) => ({ value, src: { file: 'o.jsonl', line } });
+  const res = buildOasstConversations(
+    [
+      row(1, { message_id: 'q', parent_id: null, role: 'prompter', text: 'question' }),
+      row(2, { message_id: 'a', parent_id: 'q', role: 'assistant', text: 'answer' }),
+      row(3, { message_id: 'p', parent_id: null, role: 'prompter' }), // bad: no text
+      row(4, { message_id: 'r', parent_id: 'p', role: 'assistant', text: 'reply to a bad line' }),
+      row(5, { message_id: 's', parent_id: 'elsewhere', role: 'assistant', text: 'true orphan' }),
+    ],
+    { paths: 'all' },
+  );
+  assert.deepEqual(res.bad.map((b) => b.src.line), [3]);
+  assert.deepEqual(res.orphanRows, [
+    { src: { file: 'o.jsonl', line: 4 }, messageId: 'r', parentId: 'p', replies: 0, parentBadLine: 3 },
+    { src: { file: 'o.jsonl', line: 5 }, messageId: 's', parentId: 'elsewhere', replies: 0 },
+  ]);
+  assert.equal(orphanReason(res.orphanRows[0]!), 'message_id "r": parent_id "p" is the bad line 3; message skipped');
+  assert.equal(orphanReason(res.orphanRows[1]!), 'message_id "s": parent_id "elsewhere" is not in the file; message skipped');
+  assert.equal(
+    orphansNote(res.orphanRows),
+    'oasst1: skipped 2 messages whose parent_id is not in the file or is a bad line (with the replies below them): o.jsonl:4 (message_id "r", parent_id "p" at bad line 3), o.jsonl:5 (message_id "s", parent_id "elsewhere")',
+  );
 });

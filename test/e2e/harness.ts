@@ -174,6 +174,14 @@ export async function pickQuickItem(page: Page, text: string, timeoutMs = 30_000
   await row.click();
 }
 
+/** Types `text` into the input box whose title contains `title` (showInputBox) and accepts it with Enter. */
+export async function answerInputBox(page: Page, title: string | RegExp, text: string, timeoutMs = 30_000): Promise<void> {
+  await page.locator(`${QUICK_INPUT} .quick-input-title`, { hasText: title }).first().waitFor({ state: 'visible', timeout: timeoutMs });
+  const input = page.locator(`${QUICK_INPUT} input`);
+  await input.fill(text);
+  await input.press('Enter');
+}
+
 /**
  * Runs a palette command and picks `item` in the quick pick it opens. Retried as a whole: a webview that
  * (re)loads and takes focus can close a quick pick that has just opened.

@@ -1,14 +1,37 @@
 // End-to-end in real VS Code (code-server + Chromium, see harness.ts): builds the .vsix, installs it,
 // runs "SFT: Start Training" on the tiny fixture model with a small Dolly subset through the real runner,
 // waits for the dashboard's charts to have points, reads a highlighted example in the Dataset Preview,
-// gets an answer in the chat panel, and saves screenshots to .e2e/screenshots.
+// gets an answer in the chat panel, stops a long answer with the Stop button, runs Evaluate Checkpoint (eval loss, perplexity, a benchmark task with a
+// limit) through its quick picks, and saves screenshots to .e2e/screenshots.
 // Skipped (with the reason) only when .e2e is not set up and SFT_E2E is unset; SFT_E2E=1 makes it run.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { E2E, ROOT, e2eMissing, pickQuickItem, runCommand, runCommandAndPick, screenshot, startVsCode, webviewFrame, type VsCode } from './harness';
+import { E2E, ROOT, answerInputBox, e2eMissing, pickQuickItem, runCommand, runCommandAndPick, screenshot, startVsCode, webviewFrame, type VsCode } from './harness';
+import type { RequestParams } from '../../protocol/runner';
+import { evaluationText } from '../../src/evaluateText';
+import { defaultServices } from '../../native-runner/train/runtime';
+import { closeInferenceModels } from '../../native-runner/infer/service';
+import { readSafetensors, writeSafetensors } from '../../native-runner/model/safetensors';
+
+/**
+ * The tiny model with n_positions raised to `positions` (wpe [128, C] → [positions, C], its rows repeated), so
+ * an answer can run long enough (thousands of tokens, seconds) for a Stop click to land in the middle of it.
+ */
+function writeLongContextModel(from: string, to: string, positions: number): void {
+  cpSync(from, to, { recursive: true });
+  const weights = readSafetensors(join(to, 'model.safetensors'));
+  const wpe = weights.get('transformer.wpe.weight')!;
+  const [rows, C] = wpe.shape as [number, number];
+  const data = new Float32Array(positions * C);
+  for (let i = 0; i < positions; i++) data.set(wpe.data.subarray((i % rows) * C, ((i % rows) + 1) * C), i * C);
+  weights.set('transformer.wpe.weight', { shape: [positions, C], data });
+  writeSafetensors(join(to, 'model.safetensors'), weights);
+  const config = JSON.parse(readFileSync(join(to, 'config.json'), 'utf8')) as Record<string, unknown>;
+  writeFileSync(join(to, 'config.json'), JSON.stringify({ ...config, n_positions: positions, ...(config.n_ctx !== undefined ? { n_ctx: positions } : {}) }, null, 2));
+}
 
 const missing = e2eMissing();
 const skip = missing !== null && !process.env.SFT_E2E ? `e2e skipped: ${missing}; set SFT_E2E=1 to require it` : false;
@@ -32,6 +55,7 @@ test('SFT Studio in real VS Code: train, dashboard, dataset preview, chat', { sk
   const ws = join(sandbox, 'workspace');
   mkdirSync(join(ws, '.vscode'), { recursive: true });
   cpSync(join(ROOT, 'samples', 'tiny-gpt2-chat'), join(ws, 'tiny-gpt2-chat'), { recursive: true });
+  writeLongContextModel(join(ROOT, 'samples', 'tiny-gpt2-chat'), join(ws, 'tiny-gpt2-long'), 4096);
   const dolly = readFileSync(join(ROOT, 'samples', 'dolly-sample.jsonl'), 'utf8').split('\n').filter(Boolean).slice(0, 40);
   writeFileSync(join(ws, 'small.jsonl'), dolly.join('\n') + '\n');
   writeFileSync(join(ws, 'broken.jsonl'), [dolly[0], '{"instruction": "no response"}', 'not json at all', dolly[1]].join('\n') + '\n');
@@ -51,6 +75,9 @@ test('SFT Studio in real VS Code: train, dashboard, dataset preview, chat', { sk
       logging_steps: 1, eval_steps: 20, save_steps: 3, save_total_limit: 2, max_length: 128,
     }, null, 2),
   );
+  // For Evaluate Checkpoint: a text for perplexity and three HellaSwag rows (of our own writing) for a task.
+  writeFileSync(join(ws, 'notes.txt'), 'The capital of France is Paris. Water boils at one hundred degrees Celsius at sea level.\n');
+  cpSync(join(ROOT, 'test', 'fixtures', 'infer', 'bench', 'hellaswag.jsonl'), join(ws, 'hellaswag.jsonl'));
   writeFileSync(join(ws, '.vscode', 'settings.json'), JSON.stringify({ 'sft.defaultModel': 'tiny-gpt2-chat' }));
 
   let vs: VsCode | undefined;
@@ -190,6 +217,53 @@ test('SFT Studio in real VS Code: train, dashboard, dataset preview, chat', { sk
     assert.ok(left && right);
     await screenshot(page, '05-compare');
 
+    // 8b. Stop a long answer mid-way. The long-context copy of the untrained tiny model, sampling its whole
+    // vocabulary, would answer 4,000 tokens (many seconds) without meeting a stop token; Stop is clicked once the
+    // first tokens are on screen. The kept answer is marked stopped (the runner's finish_reason "cancelled"), Send
+    // is usable again, and the answer is the start of the same-seed answer computed here in-process afterwards.
+    writeFileSync(join(ws, '.vscode', 'settings.json'), JSON.stringify({ 'sft.defaultModel': 'tiny-gpt2-long' }));
+    const stopPrompt = 'Tell me a long story about the sea.';
+    const sampling = { temperature: 1, top_p: 1, top_k: 0, max_new_tokens: 4000, seed: 42 };
+    await page.locator('.tab', { hasText: 'broken.jsonl' }).first().click();
+    await runCommandAndPick(page, 'SFT: Chat with Checkpoint', 'tiny-gpt2-long (base, default)');
+    const longChat = await webviewFrame(page, 'chat');
+    await longChat.waitForFunction(() => document.querySelector('#pane-0 .model-label')?.textContent === 'tiny-gpt2-long (base, default)', undefined, { timeout: 30_000 });
+    for (const [key, value] of Object.entries(sampling)) {
+      await longChat.fill(`#param-${key}`, String(value));
+      await longChat.dispatchEvent(`#param-${key}`, 'change');
+    }
+    await longChat.fill('#system', '');
+    await longChat.dispatchEvent('#system', 'input');
+    await longChat.fill('#prompt', stopPrompt);
+    await longChat.dispatchEvent('#prompt', 'input');
+    await longChat.click('#send');
+    await longChat.waitForFunction(() => (document.querySelector('#pane-0[data-state="streaming"] .msg.assistant.streaming .body')?.textContent ?? '…').length > 1, undefined, { timeout: 60_000 });
+    assert.equal(await longChat.isEnabled('#stop'), true);
+    await longChat.click('#stop');
+    await longChat.waitForSelector('#pane-0[data-state="idle"][data-answers="1"] #stopped-0', { timeout: 60_000 });
+    const stoppedAnswer = (await longChat.textContent('#pane-0 .msg.assistant .body')) ?? '';
+    assert.equal(await longChat.isEnabled('#send'), true, 'Send is usable again');
+    assert.equal(await longChat.isEnabled('#stop'), false);
+    await screenshot(page, '05a-chat-stopped');
+    // The reference: the same request in this process, cut (by its own cancel) 200 characters past the stopped answer.
+    const refAbort = new AbortController();
+    let refStreamed = 0;
+    const reference = await defaultServices(ws).chat(
+      { model: join(ws, 'tiny-gpt2-long'), messages: [{ role: 'user', content: stopPrompt }], ...sampling, device: 'cpu' },
+      {
+        id: 0, signal: refAbort.signal, log: () => undefined,
+        token: (text) => {
+          refStreamed += text.length;
+          if (refStreamed > stoppedAnswer.length + 200) refAbort.abort();
+        },
+      },
+    );
+    await closeInferenceModels();
+    t.diagnostic(`stopped after ${stoppedAnswer.length} characters; reference ${reference.text.length} characters (${reference.new_tokens} tokens, ${reference.finish_reason})`);
+    assert.equal(reference.finish_reason, 'cancelled', 'no stop token before the point where Stop was clicked');
+    assert.ok(stoppedAnswer.length > 0 && stoppedAnswer.length < reference.text.length, `stopped answer of ${stoppedAnswer.length} characters`);
+    assert.ok(reference.text.startsWith(stoppedAnswer), `the stopped answer is the start of the full one: ${JSON.stringify(stoppedAnswer.slice(0, 80))}`);
+
     // 9. Closing the dashboard and opening it again rebuilds it from metrics.jsonl.
     await page.locator('.tab', { hasText: 'SFT Dashboard' }).first().click();
     await runCommand(page, 'View: Close Editor');
@@ -199,23 +273,55 @@ test('SFT Studio in real VS Code: train, dashboard, dataset preview, chat', { sk
     await dash2.waitForFunction(() => Number(document.querySelector('.run-summary')?.getAttribute('data-train-points')) >= 12, undefined, { timeout: 30_000 });
     assert.match((await dash2.textContent('.run-summary')) ?? '', /finished/);
 
-    // 10. Evaluate Checkpoint: eval loss of the final model on the dataset, shown in a notification.
+    // 10. Evaluate Checkpoint through its quick picks, one run per kind (eval loss on a workspace dataset,
+    // perplexity of a workspace text, a benchmark task with a document limit). Each notification must show
+    // exactly what the runner's evaluate service computes in this process for the same request.
     // (Focus an editor first: a webview that just loaded can take focus and close a quick pick.)
-    await page.locator('.tab', { hasText: 'broken.jsonl' }).first().click();
-    for (let i = 1; ; i++) {
-      try {
-        await runCommandAndPick(page, 'SFT: Evaluate Checkpoint', 'e2e (final)');
-        await pickQuickItem(page, 'Eval loss on a dataset', 10_000);
-        await pickQuickItem(page, 'small.jsonl', 10_000);
-        break;
-      } catch (e) {
-        if (i === 3) throw e;
-        await page.keyboard.press('Escape');
+    const finalModel = join(ws, 'runs', 'e2e');
+    const services = defaultServices(ws);
+    const evalCtx = { id: 0, signal: new AbortController().signal, token: () => undefined, log: () => undefined };
+    const evaluations: { kind: string; picks: string[]; limit?: string; params: RequestParams<'evaluate'>; pattern: RegExp }[] = [
+      {
+        kind: 'Eval loss on a dataset', picks: ['small.jsonl'],
+        params: { model: finalModel, kind: 'eval_loss', dataset: join(ws, 'small.jsonl'), dataset_format: 'auto' },
+        pattern: /^eval loss \d+\.\d{4} over \d+ tokens \(perplexity \d+\.\d{2}\)$/,
+      },
+      {
+        kind: 'Perplexity on a text file', picks: ['notes.txt'],
+        params: { model: finalModel, kind: 'perplexity', file: join(ws, 'notes.txt') },
+        pattern: /^perplexity \d+\.\d{3} over \d+ tokens$/,
+      },
+      {
+        kind: 'Benchmark task', picks: ['hellaswag', 'hellaswag.jsonl'], limit: '2',
+        params: { model: finalModel, kind: 'task', task: 'hellaswag', data: join(ws, 'hellaswag.jsonl'), limit: 2 },
+        pattern: /^hellaswag: acc \d\.\d{4} ± \d\.\d{4}, acc_norm \d\.\d{4} ± \d\.\d{4} over 2 documents$/,
+      },
+    ];
+    try {
+      for (const ev of evaluations) {
+        const expected = evaluationText(await services.evaluate(ev.params, evalCtx));
+        assert.match(expected, ev.pattern);
+        await page.locator('.tab', { hasText: 'broken.jsonl' }).first().click();
+        for (let i = 1; ; i++) {
+          try {
+            await runCommandAndPick(page, 'SFT: Evaluate Checkpoint', 'e2e (final)');
+            await pickQuickItem(page, ev.kind, 10_000);
+            for (const item of ev.picks) await pickQuickItem(page, item, 10_000);
+            if (ev.limit !== undefined) await answerInputBox(page, 'how many documents', ev.limit, 10_000);
+            break;
+          } catch (e) {
+            if (i === 3) throw e;
+            await page.keyboard.press('Escape');
+          }
+        }
+        const note = page.locator('.notification-list-item-message', { hasText: `e2e: ${expected}` }).first();
+        await note.waitFor({ timeout: 60_000 });
+        t.diagnostic(`evaluate (${ev.params.kind}): ${await note.textContent()}`);
+        await screenshot(page, `05b-evaluate-${ev.params.kind}`);
       }
+    } finally {
+      await closeInferenceModels();
     }
-    const note = page.locator('.notification-list-item-message', { hasText: /e2e: eval loss \d+\.\d{4} over \d+ tokens/ }).first();
-    await note.waitFor({ timeout: 60_000 });
-    t.diagnostic(`evaluate: ${await note.textContent()}`);
 
     // 11. Stop a longer run mid-way, then resume it to the end.
     await runCommandAndPick(page, 'SFT: Start Training', 'e2e-long.json');

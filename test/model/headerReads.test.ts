@@ -99,3 +99,16 @@ test('a handed-on header of a file that changed size since is an SftError naming
   writeSafetensors(f, new Map([['w', { shape: [3], data: new Float32Array([1, 2, 3]) }]]));
   expectSftError(() => readSafetensors(f, { header }), 'changing.safetensors', 'file changed while loading');
 });
+
+test('a handed-on header of a file replaced by one of the same size (another layout) is refused, not misread', () => {
+  const f = path.join(tmp, 'same-size.safetensors');
+  const t = (v: number) => ({ shape: [2], data: new Float32Array([v, v + 1]) });
+  writeSafetensors(f, new Map([['a', t(1)], ['b', t(10)]]));
+  const header = readSafetensorsHeader(f);
+  // same names, shapes and byte count; only the values (and, where the writer orders data by insertion, the offsets) differ
+  writeSafetensors(f, new Map([['b', t(20)], ['a', t(2)]]));
+  assert.equal(readSafetensorsHeader(f).fileSize, header.fileSize, 'the replacement has the same size');
+  expectSftError(() => readSafetensors(f, { header }), 'same-size.safetensors', 'file changed while loading', 'replaced or rewritten');
+  // without a handed-on header the new content reads normally
+  assert.deepEqual([...readSafetensors(f).get('a')!.data], [2, 3]);
+});

@@ -4,7 +4,8 @@
 // state: the read-only finder still finds the newest checkpoint, old or new but complete and never mixed; no
 // completed checkpoint is missing (rotation may delete only after the new one is in place); the trainer's
 // start-up cleanup (removeStaleTemp) puts it back as checkpoint-<step>, also when itself crashed at any step;
-// and a resumed run saves on top of the result.
+// and a resumed run saves on top of the result. The trainer resumes from such a state with --resume (latest)
+// and with --resume DIR: DIR in output_dir, in another folder (read in place), or named by its leftover name.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -198,20 +199,25 @@ test('leftovers of the earlier writeDirAtomic (old folder at checkpoint-N.tmp-<i
   }
 });
 
+/** Trains the tiny model 4 of 6 steps into `out` (stopped at the step-4 save: checkpoints 2 and 4); returns its run.json. */
+async function trainFourOfSixSteps(out: string): Promise<Record<string, unknown>> {
+  const raw = {
+    model_name_or_path: path.join(ROOT, 'samples/tiny-gpt2-chat'), dataset: path.join(ROOT, 'test/fixtures/train/dolly-small.jsonl'), dataset_format: 'dolly',
+    output_dir: out, test_size: 4, per_device_train_batch_size: 4, gradient_accumulation_steps: 1, max_steps: 6, learning_rate: 1e-3,
+    logging_steps: 2, eval_steps: 100, save_steps: 2, steps_per_run: 2,
+  };
+  const trainer: Trainer = await Trainer.prepare(parseRunConfig(raw, '/').config, defaultDeps(), {
+    listener: { metrics: (r) => void (r.type === 'save' && r.step === 4 && trainer.requestStop(false)) },
+  });
+  await trainer.run();
+  assert.deepEqual(listCheckpointDirs(out).map((c) => c.step), [4, 2]);
+  return raw;
+}
+
 test('the trainer resumes from a checkpoint whose replacement was interrupted (not from an older one)', { timeout: 120_000 }, async () => {
   const out = tmp('sft-ckpt-trainer-');
   try {
-    const raw = {
-      model_name_or_path: path.join(ROOT, 'samples/tiny-gpt2-chat'), dataset: path.join(ROOT, 'test/fixtures/train/dolly-small.jsonl'), dataset_format: 'dolly',
-      output_dir: out, test_size: 4, per_device_train_batch_size: 4, gradient_accumulation_steps: 1, max_steps: 6, learning_rate: 1e-3,
-      logging_steps: 2, eval_steps: 100, save_steps: 2, steps_per_run: 2,
-    };
-    // train 4 of the 6 steps: stop at the run boundary of the step-4 save
-    const trainer: Trainer = await Trainer.prepare(parseRunConfig(raw, '/').config, defaultDeps(), {
-      listener: { metrics: (r) => void (r.type === 'save' && r.step === 4 && trainer.requestStop(false)) },
-    });
-    await trainer.run();
-    assert.deepEqual(listCheckpointDirs(out).map((c) => c.step), [4, 2]);
+    const raw = await trainFourOfSixSteps(out);
     // the crash window of re-saving checkpoint-4: old folder aside, the complete new one still at its staging name
     const ck4 = checkpointDir(out, 4);
     fs.cpSync(ck4, `${ck4}.tmp-99-1`, { recursive: true });
@@ -224,5 +230,64 @@ test('the trainer resumes from a checkpoint whose replacement was interrupted (n
     await resumed.discard();
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test('--resume DIR caught mid-replacement: in output_dir (recovered), in another folder (read in place, untouched), and named by its leftover name', { timeout: 120_000 }, async () => {
+  const root = tmp('sft-ckpt-resume-dir-');
+  try {
+    const out = path.join(root, 'out');
+    const raw = await trainFourOfSixSteps(out);
+    const ck4 = checkpointDir(out, 4);
+    /** The crash window of re-saving checkpoint-4 in `dir`: old folder aside, the complete new one at its staging name. */
+    const midReplacement = (dir: string) => {
+      const ck = checkpointDir(dir, 4);
+      fs.cpSync(ck, `${ck}.tmp-99-1`, { recursive: true });
+      fs.renameSync(ck, `${ck}.old-99-1`);
+    };
+    const template = path.join(root, 'template');
+    fs.cpSync(out, template, { recursive: true });
+    const resume = async (resumeDir: string, outputDir: string) => {
+      const logs: string[] = [];
+      const t = await Trainer.prepare(parseRunConfig({ ...raw, output_dir: outputDir }, '/').config, defaultDeps(), { resume: resumeDir, listener: { log: (_l, m) => logs.push(m) } });
+      const step = t.currentStep;
+      await t.discard();
+      return { step, logs: logs.join('\n') };
+    };
+
+    // 1. DIR in output_dir: the start-up cleanup puts checkpoint-4 back, the trainer resumes at step 4 (not 2)
+    midReplacement(out);
+    let r = await resume(ck4, out);
+    assert.equal(r.step, 4, r.logs);
+    assert.match(r.logs, /recovered checkpoint-4 from checkpoint-4\.tmp-99-1/);
+    assert.deepEqual(fs.readdirSync(out).filter((n) => n.startsWith('checkpoint-')).sort(), ['checkpoint-2', 'checkpoint-4']);
+
+    // 2. DIR in another run's folder: read from its complete leftover, that folder left as it was
+    const other = path.join(root, 'other');
+    fs.cpSync(template, other, { recursive: true });
+    midReplacement(other);
+    const before = treeSignature(other);
+    r = await resume(checkpointDir(other, 4), path.join(root, 'out2'));
+    assert.equal(r.step, 4, r.logs);
+    assert.match(r.logs, /checkpoint-4 is missing; using checkpoint-4\.tmp-99-1, left complete by an interrupted save/);
+    assert.deepEqual(treeSignature(other), before, 'the other folder is only read');
+
+    // 3. DIR named by its leftover name inside output_dir: the cleanup renames it back first, the trainer follows it
+    fs.rmSync(out, { recursive: true });
+    fs.cpSync(template, out, { recursive: true });
+    midReplacement(out);
+    r = await resume(`${ck4}.tmp-99-1`, out);
+    assert.equal(r.step, 4, r.logs);
+    assert.match(r.logs, /checkpoint-4\.tmp-99-1 is gone \(a leftover of an interrupted save, cleaned up at start\); using checkpoint-4/);
+    // ... and the backup's name too (deleted by the cleanup)
+    midReplacement(out);
+    r = await resume(`${ck4}.old-99-1`, out);
+    assert.equal(r.step, 4, r.logs);
+    // 4. a leftover name in another folder is used as named when it is there and complete
+    r = await resume(path.join(other, 'checkpoint-4.tmp-99-1'), path.join(root, 'out3'));
+    assert.equal(r.step, 4, r.logs);
+    assert.deepEqual(treeSignature(other), before);
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
   }
 });

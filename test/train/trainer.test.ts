@@ -180,3 +180,12 @@ test('packing trains with the plan\'s micro-batch count; a fresh start over old 
     fs.rmSync(out, { recursive: true, force: true });
   }
 });
+
+test('evalModelOnFile refuses max_length < 2 with the shared rule before loading anything', async () => {
+  for (const bad of [1, 0, 2.5]) {
+    await assert.rejects(
+      evalModelOnFile({ model: '/nonexistent/model', dataset: '/nonexistent/data.jsonl', max_length: bad }),
+      (e: unknown) => e instanceof SftError && e.message === `max_length: expected an integer >= 2 and <= 1048576, got ${bad}`,
+    );
+  }
+});
