@@ -10,13 +10,10 @@
  * path per prompt length (greedy, first run of each path not counted: it creates the session) and a JSON line.
  */
 import { parseArgs } from 'node:util';
-import { makeConfig } from '../native-runner/model/config';
-import { initGpt2Params } from '../native-runner/model/gpt2Params';
-import { loadModel } from '../native-runner/model/modelFolder';
 import { EngineLM } from '../native-runner/infer/engineLM';
 import { generate } from '../native-runner/infer/generate';
 import { samplingFrom } from '../native-runner/infer/sampling';
-import type { GPT2Config, ParamSet } from '../native-runner/model/types';
+import { benchModel } from './benchModel';
 
 const { values } = parseArgs({
   options: {
@@ -30,16 +27,7 @@ const { values } = parseArgs({
 });
 
 async function main() {
-  let config: GPT2Config;
-  let params: ParamSet;
-  if (values.model === 'tiny') {
-    const m = await loadModel('samples/tiny-gpt2-chat');
-    config = m.config;
-    params = m.params;
-  } else {
-    config = makeConfig({ n_layer: 12, n_head: 12, n_embd: 768, n_positions: 1024, vocab_size: 50257 });
-    params = initGpt2Params(config, 1234);
-  }
+  const { config, params } = await benchModel(values.model!);
   const device = values.device as 'cpu' | 'cuda';
   const chunk = Number(values.chunk);
   const maxNewTokens = Number(values.new);

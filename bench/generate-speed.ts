@@ -6,12 +6,9 @@
  * tiny = samples/tiny-gpt2-chat. Prints one line per run and a JSON summary last.
  */
 import { parseArgs } from 'node:util';
-import { makeConfig } from '../native-runner/model/config';
-import { initGpt2Params } from '../native-runner/model/gpt2Params';
-import { loadModel } from '../native-runner/model/modelFolder';
 import { EngineLM } from '../native-runner/infer/engineLM';
 import { generate } from '../native-runner/infer/generate';
-import type { GPT2Config, ParamSet } from '../native-runner/model/types';
+import { benchModel } from './benchModel';
 
 const { values } = parseArgs({
   options: {
@@ -25,21 +22,12 @@ const { values } = parseArgs({
 });
 
 async function main() {
-  let config: GPT2Config;
-  let params: ParamSet;
   const t0 = performance.now();
-  if (values.model === 'tiny') {
-    const m = await loadModel('samples/tiny-gpt2-chat');
-    config = m.config;
-    params = m.params;
-  } else {
-    config = makeConfig({ n_layer: 12, n_head: 12, n_embd: 768, n_positions: 1024, vocab_size: 50257 });
-    params = initGpt2Params(config, 1234);
-  }
+  const { config, params } = await benchModel(values.model!);
   const initS = (performance.now() - t0) / 1000;
   const lm = new EngineLM(config, params, { device: values.device as 'cpu' | 'cuda', threads: Number(values.threads) });
   const t1 = performance.now();
-  await lm.warmUp(['generate']);
+  await lm.warmUp();
   const sessionS = (performance.now() - t1) / 1000;
   console.log(`model ${values.model}: ${config.n_layer} layers, ${config.n_embd} wide, vocab ${config.vocab_size}; weights ${initS.toFixed(1)} s, graph + session ${sessionS.toFixed(1)} s, device ${values.device}`);
   const promptLen = Number(values.prompt);

@@ -1,0 +1,18 @@
+/**
+ * The model a benchmark runs: 'tiny' = samples/tiny-gpt2-chat (loaded from disk), 'gpt2' = GPT-2 124M's shapes
+ * (12 layers, 768 wide, vocab 50257, 1024 positions) with random weights (initGpt2Params, seed 1234).
+ */
+import { makeConfig } from '../native-runner/model/config';
+import { initGpt2Params } from '../native-runner/model/gpt2Params';
+import { loadModel } from '../native-runner/model/modelFolder';
+import type { GPT2Config, ParamSet } from '../native-runner/model/types';
+
+export async function benchModel(name: string): Promise<{ config: GPT2Config; params: ParamSet }> {
+  if (name === 'tiny') {
+    const m = await loadModel('samples/tiny-gpt2-chat');
+    return { config: m.config, params: m.params };
+  }
+  if (name !== 'gpt2') throw new Error(`--model must be tiny or gpt2, got ${name}`);
+  const config = makeConfig({ n_layer: 12, n_head: 12, n_embd: 768, n_positions: 1024, vocab_size: 50257 });
+  return { config, params: initGpt2Params(config, 1234) };
+}
