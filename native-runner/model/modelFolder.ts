@@ -12,12 +12,23 @@
  * Writing (`saveModel`): config.json, generation_config.json, model.safetensors (HF names, fp32, tied lm_head
  * not written) and the tokenizer files. A folder that holds only model files (or does not exist) is replaced
  * as a whole (built next to it, renamed into place); a folder with other things in it (checkpoint folders,
- * metrics.jsonl, …) keeps them and gets each model file replaced atomically.
+ * metrics.jsonl, … : a training output_dir) keeps them and gets the model files replaced one rename at a time.
+ *
+ * That second kind of save cannot be atomic as a whole (the Hugging Face layout puts the files directly in the
+ * folder), so it is made detectable: before the first rename it writes the marker `.sft-model-save.json`
+ * (a dot-file: transformers and our listings ignore it) recording, for every file the save writes or
+ * deletes, the SHA-256 of its content before and after the save; it renames the weights last and deletes the
+ * marker once everything is in place. A folder that still has a marker was caught mid-save (or is being
+ * saved right now): loadModel/inspectModelFolder compare the files with the marker (`checkInterruptedSave`)
+ * and refuse a mix — some files from the new save while others are still the old ones, e.g. a new
+ * config.json over old weights — with an SftError naming the files; when every file is still the old
+ * content (or already the new) the folder is a consistent model and loads, with a note.
  */
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { SftError } from '../util/errors';
-import { fsyncDir, writeDirAtomic, writeFileSynced } from '../util/atomic';
+import { fsStep, fsyncDir, renameRetrying, writeDirAtomic, writeFileAtomic, writeFileSynced } from '../util/atomic';
 import type { GPT2Config, LoadedModel, ParamSet, ParamTensor, TextTokenizer } from './types';
 import { configToJson, readConfig } from './config';
 import { countParameters, expectedParamShapes } from './gpt2Params';
@@ -26,6 +37,9 @@ import { loadTokenizer, TOKENIZER_FILE_NAMES } from './tokenizer';
 
 export const WEIGHTS_FILE = 'model.safetensors';
 export const WEIGHTS_INDEX_FILE = 'model.safetensors.index.json';
+/** Marker of a model save in progress in a folder with other content (see header). */
+export const SAVE_MARKER_FILE = '.sft-model-save.json';
+const SAVE_MARKER_FORMAT = 'sft-studio/model-save';
 
 /** Files a saved model folder consists of (anything else in the folder is left alone by saveModel). */
 const MODEL_FILE_NAMES = new Set<string>(['config.json', 'generation_config.json', WEIGHTS_FILE, WEIGHTS_INDEX_FILE, 'chat_template.jinja', ...TOKENIZER_FILE_NAMES]);
@@ -168,10 +182,12 @@ export function checkTokenizerFits(tokenizer: TextTokenizer, config: GPT2Config,
 /** Loads a model folder: config, weights (validated), tokenizer. */
 export async function loadModel(dir: string): Promise<LoadedModel> {
   requireDir(dir);
+  const saveNote = checkInterruptedSave(dir);
   const config = readConfig(dir);
   const tokenizer = loadTokenizer(dir);
   checkTokenizerFits(tokenizer, config, dir);
   const { params, notes } = loadParams(dir, config);
+  if (saveNote) notes.unshift(saveNote);
   return { dir, config, params, tokenizer, notes };
 }
 
@@ -232,19 +248,115 @@ export async function saveModel(dir: string, m: SaveModelInput): Promise<void> {
     return;
   }
   // The folder holds other things: stage the files in a temp folder inside it (a leftover one is cleared by
-  // train/checkpoint removeStaleTemp), then rename each into place.
+  // train/checkpoint removeStaleTemp), record old and new content in the marker, then rename each into place,
+  // the weights last (see header).
+  const stale = existing.filter((f) => !files.has(f) && (f === WEIGHTS_INDEX_FILE || SHARD_RE.test(f)));
+  const record: Record<string, { old: string | null; new: string | null }> = {};
+  for (const [name, chunks] of files) record[name] = { old: existing.includes(name) ? hashFile(path.join(dir, name)) : null, new: hashChunks(chunks) };
+  for (const f of stale) record[f] = { old: hashFile(path.join(dir, f)), new: null };
   const stage = path.join(dir, `.save-${process.pid}-${Date.now()}`);
   fs.mkdirSync(stage);
   try {
     for (const [name, chunks] of files) writeFileSynced(path.join(stage, name), chunks);
     fsyncDir(stage);
-    for (const name of files.keys()) fs.renameSync(path.join(stage, name), path.join(dir, name));
+    const marker: SaveMarker = { format: SAVE_MARKER_FORMAT, version: 1, started: new Date().toISOString(), pid: process.pid, files: record };
+    writeFileAtomic(path.join(dir, SAVE_MARKER_FILE), `${JSON.stringify(marker, null, 2)}\n`);
+    const order = [...files.keys()].filter((n) => n !== WEIGHTS_FILE);
+    if (files.has(WEIGHTS_FILE)) order.push(WEIGHTS_FILE);
+    for (const name of order) {
+      renameRetrying(path.join(stage, name), path.join(dir, name));
+      fsStep('renamed into place', path.join(dir, name));
+    }
     // Stale weights of another layout (a sharded index and its shards) would shadow nothing but confuse readers.
-    for (const f of existing) if (!files.has(f) && (f === WEIGHTS_INDEX_FILE || SHARD_RE.test(f))) fs.rmSync(path.join(dir, f), { force: true });
+    for (const f of stale) {
+      fs.rmSync(path.join(dir, f), { force: true });
+      fsStep('removed', path.join(dir, f));
+    }
     fsyncDir(dir);
+    fsStep('fsynced', dir);
+    fs.rmSync(path.join(dir, SAVE_MARKER_FILE), { force: true });
+    fsyncDir(dir);
+    fsStep('removed marker', path.join(dir, SAVE_MARKER_FILE));
   } finally {
     fs.rmSync(stage, { recursive: true, force: true });
   }
+}
+
+interface SaveMarker {
+  format: typeof SAVE_MARKER_FORMAT;
+  version: 1;
+  started: string;
+  pid: number;
+  /** File name → SHA-256 (hex) before and after the save; null = absent. */
+  files: Record<string, { old: string | null; new: string | null }>;
+}
+
+function hashChunks(chunks: (string | Uint8Array)[]): string {
+  const h = crypto.createHash('sha256');
+  for (const c of chunks) h.update(c);
+  return h.digest('hex');
+}
+
+/** SHA-256 (hex) of a file's content, or null when it does not exist. */
+function hashFile(file: string): string | null {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+  try {
+    const h = crypto.createHash('sha256');
+    const buf = Buffer.allocUnsafe(1 << 22);
+    for (;;) {
+      const n = fs.readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      h.update(buf.subarray(0, n));
+    }
+    return h.digest('hex');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Checks a folder for a model save caught part-way (its marker is still there, see header). Returns null when
+ * there is no marker or the files are all the new ones (a save that finished but for deleting its marker), a
+ * note when they are all still the old ones (the model from before the save, consistent), and throws an
+ * SftError naming the files when some are new and others old.
+ */
+export function checkInterruptedSave(dir: string): string | null {
+  const file = path.join(dir, SAVE_MARKER_FILE);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+  let marker: SaveMarker;
+  try {
+    marker = JSON.parse(text);
+    if (marker?.format !== SAVE_MARKER_FORMAT || typeof marker.files !== 'object' || marker.files === null) throw new Error('not a model-save marker');
+  } catch (e) {
+    return `${SAVE_MARKER_FILE} is unreadable (${(e as Error).message}): the folder may hold an interrupted save`;
+  }
+  const onlyNew: string[] = [];
+  const onlyOld: string[] = [];
+  for (const [name, h] of Object.entries(marker.files)) {
+    const now = hashFile(path.join(dir, name));
+    const isNew = now === h.new;
+    const isOld = now === h.old;
+    if (isNew && !isOld) onlyNew.push(name);
+    else if (isOld && !isNew) onlyOld.push(name);
+  }
+  const when = `the save started ${marker.started} by pid ${marker.pid}`;
+  if (onlyOld.length === 0) return null;
+  if (onlyNew.length === 0) return `a model save into this folder did not finish (${when}); its files are still the complete model from before that save`;
+  throw new SftError(
+    `a model save into this folder is in progress or was interrupted (${when}): ${onlyNew.join(', ')} ${onlyNew.length > 1 ? 'are' : 'is'} new but ${onlyOld.join(', ')} ${onlyOld.length > 1 ? 'are' : 'is'} still from before, so the files do not belong together. Load the newest checkpoint-<step> folder instead, or save/train again into this folder`,
+    dir,
+  );
 }
 
 /** Quick facts about a folder without reading tensor data (for `sft inspect`). */
@@ -260,9 +372,11 @@ export interface ModelSummary {
 
 export function inspectModelFolder(dir: string): ModelSummary {
   requireDir(dir);
+  const saveNote = checkInterruptedSave(dir);
   const config = readConfig(dir);
   const { shapes, file } = readParamShapes(dir);
   const { notes } = matchParamShapes(config, shapes, file);
+  if (saveNote) notes.unshift(saveNote);
   const tokenizer = loadTokenizer(dir);
   return { dir, config, parameters: countParameters(config), weightsFile: file, tensorCount: shapes.size, tokenizer, notes };
 }

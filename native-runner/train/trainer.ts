@@ -16,6 +16,9 @@
  * the resumed run's metrics and weights equal an uninterrupted run's (bitwise on CPU).
  * A stop request ends the loop at the next run boundary (saving a checkpoint when asked).
  * Non-finite loss/grad norm: the run fails naming the step; nothing after the last good checkpoint is saved.
+ * One trainer per output_dir: prepare() takes output_dir's lock (train/lock) before any clean-up or overwrite
+ * and a failed prepare() releases it; run() releases it when the run ends (finished, stopped, failed), discard()
+ * when it never runs.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -34,6 +37,7 @@ import {
   removeStaleTemp, saveCheckpoint, type OptimizerState, type PendingLog, type TrainerState,
 } from './checkpoint';
 import { defaultStepsPerRun, runConfigToJson, trainingDataOptions, type RunConfig } from './config';
+import { acquireOutputDirLock, type OutputDirLock } from './lock';
 import { MetricsLog } from './metricsLog';
 import { computePlan, runEvents, type RunEvents } from './plan';
 import { computeStepSchedule, cursorOfStep, epochAfter, learningRateAt, type LrSchedule, type StepSchedule } from './schedule';
@@ -160,6 +164,7 @@ export class Trainer {
     private state: TrainerState,
     readonly resumedFrom: string | null,
     private readonly listener: TrainerListener,
+    private readonly lock: OutputDirLock,
   ) {
     this.step = state.global_step;
     this.metrics = new MetricsLog(config.output_dir);
@@ -190,6 +195,19 @@ export class Trainer {
     const log = (m: string) => listener.log?.('info', m);
     for (const n of opts.notes ?? []) log(n);
     fs.mkdirSync(config.output_dir, { recursive: true });
+    // Before anything in output_dir is cleaned up or deleted: a second trainer there would destroy this one's saves.
+    const lock = acquireOutputDirLock(config.output_dir, (m) => listener.log?.('warn', m));
+    try {
+      return await Trainer.prepareLocked(config, deps, opts, lock);
+    } catch (e) {
+      lock.release();
+      throw e;
+    }
+  }
+
+  private static async prepareLocked(config: RunConfig, deps: TrainerDeps, opts: PrepareOptions, lock: OutputDirLock): Promise<Trainer> {
+    const listener = opts.listener ?? {};
+    const log = (m: string) => listener.log?.('info', m);
     removeStaleTemp(config.output_dir, log);
 
     let resumeDir: string | null = null;
@@ -309,10 +327,22 @@ export class Trainer {
       throw engineError(e, config, K, 'creating the training session');
     }
 
-    writeFileAtomic(path.join(config.output_dir, 'run.json'), `${JSON.stringify(runConfigToJson(config), null, 2)}\n`);
-    const t = new Trainer(config, model, data, schedule, events, K, engine, state, resumeDir, listener);
-    t.metrics.reset(state.log_history);
-    const plan = computePlan({ ...config, max_length: batchOpts.maxLength }, {
+    try {
+      writeFileAtomic(path.join(config.output_dir, 'run.json'), `${JSON.stringify(runConfigToJson(config), null, 2)}\n`);
+      const t = new Trainer(config, model, data, schedule, events, K, engine, state, resumeDir, listener, lock);
+      t.metrics.reset(state.log_history);
+      t.logPlan(data, batchOpts.maxLength, state.global_step);
+      return t;
+    } catch (e) {
+      await engine.dispose();
+      throw e;
+    }
+  }
+
+  private logPlan(data: TrainingData, maxLength: number, startStep: number): void {
+    const { config, schedule, stepsPerRun: K, listener } = this;
+    const log = (m: string) => listener.log?.('info', m);
+    const plan = computePlan({ ...config, max_length: maxLength }, {
       trainLengths: data.train.map((e) => e.inputIds.length),
       trainedCounts: data.train.map((e) => e.trained.reduce((a, b) => a + b, 0)),
       evalExamples: data.eval.length,
@@ -321,15 +351,18 @@ export class Trainer {
     });
     log(
       `plan: ${schedule.microBatchesPerEpoch} micro-batches/epoch, ${schedule.stepsPerEpoch} steps/epoch, ${schedule.totalSteps} steps, warmup ${schedule.warmupSteps}, K=${K} steps per run` +
-        (state.global_step > 0 ? `, starting at step ${state.global_step}` : ''),
+        (startStep > 0 ? `, starting at step ${startStep}` : ''),
     );
     for (const w of plan.warnings) listener.log?.('warn', w);
-    return t;
   }
 
   /** Releases the engine of a prepared trainer that will not run (run() releases it otherwise). */
   async discard(): Promise<void> {
-    await this.engine.dispose();
+    try {
+      await this.engine.dispose();
+    } finally {
+      this.lock.release();
+    }
   }
 
   /**
@@ -445,7 +478,11 @@ export class Trainer {
       this.setStatus('failed', describeError(e));
       throw e;
     } finally {
-      await this.engine.dispose();
+      try {
+        await this.engine.dispose();
+      } finally {
+        this.lock.release();
+      }
     }
   }
 

@@ -90,6 +90,16 @@ test('sft eval --json: last line is {"eval_loss","eval_tokens"}; equals the gold
   assert.match(bad.stderr, /^error: .*nope\.jsonl/);
 });
 
+test('sft eval --max_length 1 names the flag, as sft preview does (the shared max_length rule)', { timeout: 60_000 }, async () => {
+  const expected = 'error: --max_length: expected an integer >= 2 and <= 1048576, got 1';
+  const evalRun = await sft(['eval', '--model', 'samples/tiny-gpt2-chat', '--dataset', 'test/fixtures/train/golden-pair.jsonl', '--dataset_format', 'dolly', '--max_length', '1']);
+  assert.equal(evalRun.code, 1);
+  assert.equal(evalRun.stderr.trim(), expected);
+  const preview = await sft(['preview', '--dataset', 'test/fixtures/train/golden-pair.jsonl', '--dataset_format', 'dolly', '--max_length', '1']);
+  assert.equal(preview.code, 1);
+  assert.equal(preview.stderr.trim(), expected);
+});
+
 test('sft download --json fetches from $HF_ENDPOINT into --to', { timeout: 60_000 }, async () => {
   const modelDir = path.join(ROOT, 'samples/tiny-gpt2-chat');
   const server = await startStaticServer(hubFiles('org/tiny', modelDir));

@@ -7,6 +7,7 @@
 import type { Command } from '../command';
 import { boolOption, numberOption, parseOptions, required } from '../command';
 import { DATASET_FORMATS, isFormatChoice } from '../../data/formats';
+import { checkMaxLength } from '../../data/tokenize';
 import { evalModelOnFile } from '../../train/evaluate';
 import { SftError } from '../../util/errors';
 
@@ -44,12 +45,15 @@ export const command: Command = {
     if (!isFormatChoice(format)) throw new SftError(`--dataset_format must be auto or one of ${DATASET_FORMATS.join(', ')}, got "${format}"`);
     const device = values.device ?? 'cpu';
     if (device !== 'cpu' && device !== 'cuda') throw new SftError(`--device must be cpu or cuda, got "${device}"`);
+    // The shared max_length rule (protocol/trainingOptions maxLengthProblem), naming the flag as `sft preview` does.
+    const maxLength = numberOption(values.max_length, 'max_length');
+    if (maxLength !== undefined) checkMaxLength(maxLength, '--max_length');
     const t0 = performance.now();
     const r = await evalModelOnFile({
       model,
       dataset,
       dataset_format: format,
-      max_length: positiveInt(values.max_length, 'max_length'),
+      max_length: maxLength,
       assistant_only_loss: boolOption(values.assistant_only_loss, 'assistant_only_loss', true),
       per_device_eval_batch_size: positiveInt(values.per_device_eval_batch_size, 'per_device_eval_batch_size'),
       device,
