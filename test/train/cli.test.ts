@@ -62,6 +62,48 @@ test('sft train: a bad run.json is one error line naming file and key; a good on
   }
 });
 
+test('sft train: SIGTERM stops at the next run boundary, saves a checkpoint and releases the output_dir lock', { timeout: 180_000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-cli-term-'));
+  try {
+    const cfg = {
+      model_name_or_path: path.join(ROOT, 'samples/tiny-gpt2-chat'),
+      dataset: path.join(ROOT, 'test/fixtures/train/dolly-small.jsonl'),
+      dataset_format: 'dolly',
+      output_dir: 'out',
+      test_size: 0,
+      max_steps: 100000,
+      per_device_train_batch_size: 2,
+      gradient_accumulation_steps: 1,
+      logging_steps: 1,
+      save_strategy: 'no',
+    };
+    const file = path.join(dir, 'run.json');
+    fs.writeFileSync(file, JSON.stringify(cfg));
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'train', '--config', file], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let signalled = false;
+    child.stderr.on('data', (d) => (stderr += d));
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      if (!signalled && /^step 2\//m.test(stdout)) {
+        signalled = true;
+        child.kill('SIGTERM');
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    assert.ok(signalled, `never reached step 2: ${stderr}`);
+    assert.equal(code, 0, stderr);
+    const stopped = /stopped at step (\d+); resume with/.exec(stdout);
+    assert.ok(stopped, stdout.slice(-500));
+    assert.ok(Number(stopped[1]) < 100000);
+    assert.ok(fs.existsSync(path.join(dir, 'out', `checkpoint-${stopped[1]}`, 'model.safetensors')), 'a checkpoint at the stop step');
+    assert.ok(!fs.existsSync(path.join(dir, 'out', '.sft-lock')), 'the lock is released');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('sft train --json-events: a config that cannot be read is an error event on stdout, nothing else', { timeout: 60_000 }, async () => {
   const r = await sft(['train', '--config', 'no-such-run.json', '--json-events']);
   assert.equal(r.code, 1);

@@ -137,6 +137,8 @@ export const command: Command = {
     }
     total = trainer.totalSteps;
     let interrupts = 0;
+    // Ctrl-C (SIGINT) or SIGTERM (kill, a job scheduler): stop at the next run boundary, save, release the
+    // output_dir lock; a second signal quits at once (the lock's exit hook still releases it).
     const onSigint = () => {
       interrupts++;
       if (interrupts > 1) process.exit(130);
@@ -144,6 +146,7 @@ export const command: Command = {
       trainer.requestStop(true);
     };
     process.on('SIGINT', onSigint);
+    process.on('SIGTERM', onSigint);
     try {
       const outcome = await trainer.run();
       clearBar();
@@ -157,6 +160,7 @@ export const command: Command = {
       throw e;
     } finally {
       process.off('SIGINT', onSigint);
+      process.off('SIGTERM', onSigint);
     }
   },
 };
