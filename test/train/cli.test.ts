@@ -10,6 +10,7 @@ import { formatDuration, progressLine, takeResume } from '../../native-runner/cl
 import { parseRunConfig } from '../../native-runner/train/config';
 import { engineError } from '../../native-runner/train/trainer';
 import { hubFiles, startStaticServer } from '../helpers/staticServer';
+import { tinyRunJson } from './helpers/stubTrainer';
 
 const ROOT = path.join(__dirname, '../..');
 const MAIN = path.join(ROOT, 'native-runner/cli/main.ts');
@@ -28,18 +29,7 @@ function sft(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: numbe
 test('sft train: a bad run.json is one error line naming file and key; a good one prints plain progress lines', { timeout: 120_000 }, async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-cli-train-'));
   try {
-    const cfg = {
-      model_name_or_path: path.join(ROOT, 'samples/tiny-gpt2-chat'),
-      dataset: path.join(ROOT, 'test/fixtures/train/dolly-small.jsonl'),
-      dataset_format: 'dolly',
-      output_dir: 'out',
-      test_size: 0,
-      max_steps: 2,
-      per_device_train_batch_size: 2,
-      gradient_accumulation_steps: 1,
-      logging_steps: 1,
-      save_strategy: 'no',
-    };
+    const cfg = tinyRunJson('out');
     const bad = path.join(dir, 'bad.json');
     fs.writeFileSync(bad, JSON.stringify({ ...cfg, per_device_train_batchsize: 4 }));
     const r1 = await sft(['train', '--config', bad]);
@@ -65,18 +55,7 @@ test('sft train: a bad run.json is one error line naming file and key; a good on
 test('sft train: SIGTERM stops at the next run boundary, saves a checkpoint and releases the output_dir lock', { timeout: 180_000 }, async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-cli-term-'));
   try {
-    const cfg = {
-      model_name_or_path: path.join(ROOT, 'samples/tiny-gpt2-chat'),
-      dataset: path.join(ROOT, 'test/fixtures/train/dolly-small.jsonl'),
-      dataset_format: 'dolly',
-      output_dir: 'out',
-      test_size: 0,
-      max_steps: 100000,
-      per_device_train_batch_size: 2,
-      gradient_accumulation_steps: 1,
-      logging_steps: 1,
-      save_strategy: 'no',
-    };
+    const cfg = tinyRunJson('out', { max_steps: 100000 });
     const file = path.join(dir, 'run.json');
     fs.writeFileSync(file, JSON.stringify(cfg));
     const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'train', '--config', file], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });

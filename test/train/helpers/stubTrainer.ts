@@ -20,22 +20,24 @@ export function stubDeps(): TrainerDeps {
   };
 }
 
-/** A 2-step run of the tiny model on the small Dolly file into `outputDir` (no checkpoints unless asked). */
+/** run.json keys of a 2-step run of the tiny model on the small Dolly file into `outputDir` (no checkpoints unless asked). */
+export function tinyRunJson(outputDir: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    model_name_or_path: path.join(ROOT, 'samples/tiny-gpt2-chat'),
+    dataset: path.join(ROOT, 'test/fixtures/train/dolly-small.jsonl'),
+    dataset_format: 'dolly',
+    output_dir: outputDir,
+    test_size: 0,
+    max_steps: 2,
+    per_device_train_batch_size: 2,
+    gradient_accumulation_steps: 1,
+    logging_steps: 1,
+    save_strategy: 'no',
+    ...extra,
+  };
+}
+
+/** tinyRunJson parsed into a RunConfig. */
 export function stubConfig(outputDir: string, extra: Record<string, unknown> = {}): RunConfig {
-  return parseRunConfig(
-    {
-      model_name_or_path: path.join(ROOT, 'samples/tiny-gpt2-chat'),
-      dataset: path.join(ROOT, 'test/fixtures/train/dolly-small.jsonl'),
-      dataset_format: 'dolly',
-      output_dir: outputDir,
-      test_size: 0,
-      max_steps: 2,
-      per_device_train_batch_size: 2,
-      gradient_accumulation_steps: 1,
-      logging_steps: 1,
-      save_strategy: 'no',
-      ...extra,
-    },
-    '/',
-  ).config;
+  return parseRunConfig(tinyRunJson(outputDir, extra), '/').config;
 }
