@@ -13,8 +13,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { TrainingDataOptions } from '../data/dataset';
-import { DATASET_FORMATS, type FormatChoice } from '../data/formats';
-import { DEVICES, LR_SCHEDULER_TYPES, maxLengthProblem } from '../../protocol/trainingOptions';
+import type { FormatChoice } from '../data/formats';
+import { DATASET_FORMAT_CHOICES, DEVICES, LR_SCHEDULER_TYPES, maxLengthProblem } from '../../protocol/trainingOptions';
 import { HUB_ID } from '../util/download';
 import { SftError } from '../util/errors';
 
@@ -143,7 +143,7 @@ const interval: Parser = (v, k) =>
 const KEYS: Record<keyof RunConfig, Parser> = {
   model_name_or_path: str,
   dataset: str,
-  dataset_format: oneOf('auto', ...DATASET_FORMATS),
+  dataset_format: oneOf(...DATASET_FORMAT_CHOICES),
   eval_dataset: nullableStr,
   test_size: numIn(0, Infinity),
   output_dir: str,
