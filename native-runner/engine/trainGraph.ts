@@ -206,7 +206,13 @@ export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts:
     return c;
   };
 
-  // Gradients: per tensor (names order), or per group as flat vectors.
+  // Gradients of a micro-batch loss: per tensor (names order), or per group as flat vectors.
+  const lossGrads = (gr: Graph, loss: Tensor): Tensor[] => {
+    const perTensor = gradsOf(gr, loss, invN, p, names);
+    if (!flat) return perTensor;
+    const byName = new Map(names.map((n, i) => [n, perTensor[i]!]));
+    return groups.map((grp) => flatten(gr, grp, (n) => byName.get(n)!));
+  };
   let grads: Tensor[];
   let nllSum: Tensor;
   if (!opts.accumulate) {
@@ -215,8 +221,7 @@ export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts:
     const c = ctxFor(body, mb);
     const out = microBatchLoss(c, mb);
     nllSum = out.nllSum;
-    grads = gradsOf(body, out.nllSum, invN, p, names);
-    if (flat) grads = groups.map((grp) => flatten(body, grp, (n) => grads[names.indexOf(n)]!));
+    grads = lossGrads(body, out.nllSum);
   } else {
     const inner = body.subgraph('micro');
     const j = inner.freshInput('j', 'int64', []);
@@ -227,8 +232,7 @@ export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts:
     const mb = pickMicroBatch(inner, stepMb, j, inner.gather(stepDims, j));
     const c = ctxFor(inner, mb);
     const out = microBatchLoss(c, mb);
-    let gj = gradsOf(inner, out.nllSum, invN, p, names);
-    if (flat) gj = groups.map((grp) => flatten(inner, grp, (n) => gj[names.indexOf(n)]!));
+    const gj = lossGrads(inner, out.nllSum);
     inner.output(trueConst(inner));
     acc.forEach((a, i) => inner.output(inner.add(a, gj[i]!)));
     inner.output(inner.add(nllAcc, out.nllSum));
