@@ -299,7 +299,7 @@ export class TrainingEngine {
     if (r === 'host' || this.opts.device !== 'cuda') return;
     if (!deviceStateWanted()) {
       this.note(
-        process.env.SFT_CUDA_STATE_ON_DEVICE?.trim()
+        envSwitch(process.env.SFT_CUDA_STATE_ON_DEVICE) === false
           ? 'training state kept on the host between runs (SFT_CUDA_STATE_ON_DEVICE=0)'
           : "training state kept on the host between runs: this onnxruntime-node's binding cannot keep CUDA tensors between runs (SFT_CUDA_STATE_ON_DEVICE=1 tries anyway)",
       );
@@ -336,7 +336,7 @@ export class TrainingEngine {
     let s = this.sessions.get(key);
     if (!s) {
       const { config } = this.opts;
-      const gopts = { dropout: dropoutRates(config, this.opts.dropout), bf16: this.opts.bf16 === 'emulate' ? ('emulate' as const) : !!this.opts.bf16, seed: this.opts.seed ?? 0, flatState: this.flatState() };
+      const gopts = { dropout: dropoutRates(config, this.opts.dropout), bf16: this.opts.bf16 ?? false, seed: this.opts.seed ?? 0, flatState: this.flatState() };
       const evalBf16 = { bf16: gopts.bf16 };
       const graph = train
         ? buildTrainGraph(config, this.hyper, { ...gopts, accumulate: kind === 'trainA' })
