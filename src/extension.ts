@@ -160,8 +160,8 @@ export function activate(context: vscode.ExtensionContext): void {
     ChatPanel.show(panelCtx, [base, sft], true);
   });
 
-  /** Evaluate Checkpoint's file step: workspace files in a quick pick, plus "Browse…" for the file dialog. */
-  const pickEvalFile = async (files: string[], title: string, dialog: vscode.OpenDialogOptions): Promise<string | undefined> => {
+  /** A file step (Evaluate Checkpoint, Preview Dataset): workspace files in a quick pick, plus "Browse…" for the file dialog. */
+  const pickFile = async (files: string[], title: string, dialog: vscode.OpenDialogOptions): Promise<string | undefined> => {
     const pick = await vscode.window.showQuickPick(
       [...files.map((p) => ({ label: basename(p), description: vscode.workspace.asRelativePath(p), path: p })), { label: '$(folder-opened) Browse…', path: '' }],
       { title, matchOnDescription: true },
@@ -184,7 +184,7 @@ export function activate(context: vscode.ExtensionContext): void {
     if (!kind) return;
     let params: RequestParams<'evaluate'>;
     if (kind.evalKind === 'eval_loss') {
-      const dataset = await pickEvalFile(await runs.getDatasets(), 'Dataset to evaluate on', { filters: { Datasets: ['jsonl', 'json', 'parquet'] } });
+      const dataset = await pickFile(await runs.getDatasets(), 'Dataset to evaluate on', { filters: { Datasets: ['jsonl', 'json', 'parquet'] } });
       if (!dataset) return;
       params = { model, kind: 'eval_loss', dataset, dataset_format: 'auto' };
     } else if (kind.evalKind === 'task') {
@@ -193,7 +193,7 @@ export function activate(context: vscode.ExtensionContext): void {
         { title: 'Benchmark task (zero-shot, lm-evaluation-harness scoring)' },
       );
       if (!task) return;
-      const data = await pickEvalFile(await runs.getDatasets(), `${task.task} rows (the Hugging Face dataset split as JSONL, JSON or Parquet)`, {
+      const data = await pickFile(await runs.getDatasets(), `${task.task} rows (the Hugging Face dataset split as JSONL, JSON or Parquet)`, {
         openLabel: `Run ${task.task} on this file`,
         filters: { 'Benchmark rows': ['jsonl', 'json', 'parquet'] },
       });
@@ -212,7 +212,7 @@ export function activate(context: vscode.ExtensionContext): void {
       params = { model, kind: 'task', task: task.task, data, ...(limit.ok && limit.limit !== undefined ? { limit: limit.limit } : {}) };
     } else {
       const texts = await vscode.workspace.findFiles('**/*.{txt,md}', '{**/node_modules/**,**/.git/**,**/.e2e/**,**/dist/**}', 500);
-      const file = await pickEvalFile(texts.map((u) => u.fsPath).sort(), 'Text file for perplexity', { openLabel: 'Perplexity on this text' });
+      const file = await pickFile(texts.map((u) => u.fsPath).sort(), 'Text file for perplexity', { openLabel: 'Perplexity on this text' });
       if (!file) return;
       params = { model, kind: 'perplexity', file };
     }
@@ -225,17 +225,8 @@ export function activate(context: vscode.ExtensionContext): void {
   });
 
   cmd('sft.previewDataset', async (arg) => {
-    let dataset = argPath(arg);
-    if (!dataset) {
-      const items = [
-        ...(await runs.getDatasets()).map((p) => ({ label: basename(p), description: vscode.workspace.asRelativePath(p), path: p })),
-        { label: '$(folder-opened) Browse…', path: '' },
-      ];
-      const pick = await vscode.window.showQuickPick(items, { title: 'SFT: Preview Dataset', matchOnDescription: true });
-      if (!pick) return;
-      dataset = pick.path || (await vscode.window.showOpenDialog({ canSelectMany: false, filters: { Datasets: ['jsonl', 'json', 'parquet'] } }))?.[0]?.fsPath;
-      if (!dataset) return;
-    }
+    const dataset = argPath(arg) || (await pickFile(await runs.getDatasets(), 'SFT: Preview Dataset', { filters: { Datasets: ['jsonl', 'json', 'parquet'] } }));
+    if (!dataset) return;
     await preview.show(resolveInWorkspace(dataset, workspaceRoot()));
   });
 
