@@ -198,15 +198,11 @@ export interface OasstOrphan {
   parentBadLine?: number;
 }
 
-/** Where an orphan's parent is, in words: `is not in the file` or `is the bad line 7`. */
-function orphanParentWhere(o: OasstOrphan): string {
-  return o.parentBadLine === undefined ? 'is not in the file' : `is the bad line ${o.parentBadLine}`;
-}
-
-/** How an orphan is reported (a preview bad line's reason, a training note). */
+/** How an orphan is reported as a preview bad line's reason (training notes use data/dataset.ts orphansNote). */
 export function orphanReason(o: OasstOrphan): string {
+  const where = o.parentBadLine === undefined ? 'is not in the file' : `is the bad line ${o.parentBadLine}`;
   const replies = o.replies === 0 ? '' : ` and its ${o.replies} repl${o.replies === 1 ? 'y' : 'ies'}`;
-  return `message_id "${o.messageId}": parent_id "${o.parentId}" ${orphanParentWhere(o)}; message${replies} skipped`;
+  return `message_id "${o.messageId}": parent_id "${o.parentId}" ${where}; message${replies} skipped`;
 }
 
 /** Validates one oasst1 row; returns the message or a reason. */
