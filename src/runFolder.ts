@@ -8,6 +8,7 @@
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { MetricRecord } from '../protocol/webview';
+import { SAVE_MARKER_FILE } from '../protocol/runFiles';
 
 export type RunState = 'training' | 'stopping' | 'finished' | 'failed' | 'stopped' | 'empty';
 
@@ -29,6 +30,11 @@ export interface RunSummary {
   bestEval: { step: number; loss: number } | null;
   checkpoints: CheckpointInfo[]; // newest first
   hasFinalModel: boolean;
+  /**
+   * A final-model save was interrupted (its marker file is still there): the folder may mix old and new files,
+   * so it is not offered as the final model (the runner refuses to load it; the newest checkpoint is intact).
+   */
+  interruptedSave: boolean;
   config: Record<string, unknown> | null;
   badMetricLines: number;
   /** Base model the run started from (config model_name_or_path), when known. */
@@ -148,7 +154,8 @@ export function readRun(dir: string, live?: LiveRunView, metrics: ParsedMetrics 
   const config = readJson(join(dir, 'run.json'));
   const { records, badLines } = metrics;
   const checkpoints = listCheckpoints(dir, records);
-  const hasFinalModel = existsSync(join(dir, 'config.json')) && existsSync(join(dir, 'model.safetensors'));
+  const interruptedSave = existsSync(join(dir, SAVE_MARKER_FILE));
+  const hasFinalModel = !interruptedSave && existsSync(join(dir, 'config.json')) && existsSync(join(dir, 'model.safetensors'));
   let step = 0;
   let lastLoss: number | null = null;
   let bestEval: RunSummary['bestEval'] = null;
@@ -182,6 +189,7 @@ export function readRun(dir: string, live?: LiveRunView, metrics: ParsedMetrics 
     bestEval,
     checkpoints,
     hasFinalModel,
+    interruptedSave,
     config,
     badMetricLines: badLines.length,
     baseModel: typeof base === 'string' ? base : null,

@@ -45,6 +45,7 @@ export function formatProgress(step: number, total: number | null): string {
 
 export function runNode(run: RunSummary, workspaceRoot?: string): TreeNode {
   const parts = [run.state, formatProgress(run.step, run.totalSteps)];
+  if (run.interruptedSave) parts.push('final save interrupted');
   if (run.bestEval) parts.push(`best eval ${formatLoss(run.bestEval.loss)} @${run.bestEval.step}`);
   const rel = workspaceRoot ? relative(workspaceRoot, run.dir) : run.dir;
   const tooltip = [
@@ -55,6 +56,7 @@ export function runNode(run: RunSummary, workspaceRoot?: string): TreeNode {
     `best eval loss: ${run.bestEval ? `${formatLoss(run.bestEval.loss)} at step ${run.bestEval.step}` : '—'}`,
     `checkpoints: ${run.checkpoints.length}${run.hasFinalModel ? ' + final model' : ''}`,
     ...(run.badMetricLines ? [`metrics.jsonl: ${run.badMetricLines} unreadable line(s)`] : []),
+    ...(run.interruptedSave ? ['the final model save did not finish: use the newest checkpoint, or train again to save it'] : []),
   ].join('\n');
   return {
     id: `run:${run.dir}`,

@@ -34,11 +34,12 @@ import { configToJson, readConfig } from './config';
 import { countParameters, expectedParamShapes } from './gpt2Params';
 import { readSafetensors, readSafetensorsHeader, readShardedHeaders, readShardedSafetensors, encodeSafetensors, type SafetensorsHeader, type ShardedHeaders } from './safetensors';
 import { loadTokenizer, TOKENIZER_FILE_NAMES } from './tokenizer';
+import { SAVE_MARKER_FILE } from '../../protocol/runFiles';
 
 export const WEIGHTS_FILE = 'model.safetensors';
 export const WEIGHTS_INDEX_FILE = 'model.safetensors.index.json';
 /** Marker of a model save in progress in a folder with other content (see header). */
-export const SAVE_MARKER_FILE = '.sft-model-save.json';
+export { SAVE_MARKER_FILE };
 const SAVE_MARKER_FORMAT = 'sft-studio/model-save';
 
 /** Files a saved model folder consists of (anything else in the folder is left alone by saveModel). */

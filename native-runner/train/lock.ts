@@ -24,8 +24,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { SftError } from '../util/errors';
+import { LOCK_FILE } from '../../protocol/runFiles';
 
-export const LOCK_FILE = '.sft-lock';
+export { LOCK_FILE };
 /** An unparsable lock file younger than this is a trainer writing it right now. */
 const UNREADABLE_GRACE_MS = 5000;
 

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { listCheckpoints, nearestCheckpoint, parseMetrics, readRun } from '../../src/runFolder';
 import { checkpointTree, datasetNodes, formatProgress, isDatasetCandidate, runNode } from '../../src/treeModel';
+import { SAVE_MARKER_FILE } from '../../protocol/runFiles';
 
 function makeRun(root: string, name: string, opts: { lines: string[]; ckpts: { step: number; complete: boolean; state?: object }[]; final?: boolean; config?: object }): string {
   const dir = join(root, name);
@@ -73,6 +74,26 @@ test('readRun: finished run with best eval, checkpoints newest first, eval loss 
     assert.deepEqual(ck!.children!.map((c) => c.contextValue), ['checkpoint', 'checkpoint.incomplete', 'checkpoint', 'checkpoint', 'checkpoint']);
     assert.equal(ck!.children![2]!.description, 'step 20 · eval 2.2000');
     assert.match(ck!.children![1]!.description!, /incomplete/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('readRun: a final save interrupted by a crash (its marker left) is not offered as the final model', () => {
+  const root = mkdtempSync(join(tmpdir(), 'sft-tree-'));
+  try {
+    const dir = makeRun(root, 'run-c', { lines: [train(10, 3.1)], ckpts: [{ step: 10, complete: true }], final: true, config: { max_steps: 10 } });
+    assert.equal(readRun(dir).hasFinalModel, true);
+    writeFileSync(join(dir, SAVE_MARKER_FILE), '{}');
+    const r = readRun(dir);
+    assert.equal(r.interruptedSave, true);
+    assert.equal(r.hasFinalModel, false);
+    assert.equal(r.state, 'stopped');
+    const node = runNode(r, root);
+    assert.match(node.description!, /final save interrupted/);
+    assert.match(node.tooltip!, /use the newest checkpoint/);
+    const [ck] = checkpointTree([r], root);
+    assert.deepEqual(ck!.children!.map((c) => c.label), ['checkpoint-10']);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
