@@ -15,9 +15,10 @@ import { initGpt2Params } from '../native-runner/model/gpt2Params';
 import { readSafetensors } from '../native-runner/model/safetensors';
 import { TrainingEngine } from '../native-runner/engine/trainingEngine';
 import { probeCudaDeviceState } from '../native-runner/engine/deviceState';
-import type { MicroBatch, StepInput } from '../native-runner/engine/types';
+import type { StepInput } from '../native-runner/engine/types';
 import type { GPT2Config, ParamSet } from '../native-runner/model/types';
 import { Rng } from '../native-runner/util/rng';
+import { randomBatch } from './benchModel';
 
 const { values } = parseArgs({
   options: {
@@ -30,17 +31,6 @@ const { values } = parseArgs({
     device: { type: 'string', default: 'cuda' },
   },
 });
-
-function randomBatch(rng: Rng, B: number, T: number, V: number): MicroBatch {
-  const n = B * T;
-  const mb: MicroBatch = { B, T, inputIds: new Int32Array(n), targets: new Int32Array(n), weights: new Float32Array(n).fill(1), positions: new Int32Array(n), segments: new Int32Array(n).fill(1) };
-  for (let i = 0; i < n; i++) {
-    mb.inputIds[i] = rng.nextInt(V);
-    mb.targets[i] = rng.nextInt(V);
-    mb.positions[i] = i % T;
-  }
-  return mb;
-}
 
 function maxDiff(a: ParamSet, b: ParamSet): number {
   let worst = 0;

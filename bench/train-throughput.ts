@@ -14,9 +14,10 @@ import { initGpt2Params } from '../native-runner/model/gpt2Params';
 import { readConfig } from '../native-runner/model/config';
 import { readSafetensors } from '../native-runner/model/safetensors';
 import { TrainingEngine } from '../native-runner/engine/trainingEngine';
-import type { MicroBatch, StepInput } from '../native-runner/engine/types';
+import type { StepInput } from '../native-runner/engine/types';
 import type { GPT2Config, ParamSet } from '../native-runner/model/types';
 import { Rng } from '../native-runner/util/rng';
+import { randomBatch } from './benchModel';
 
 const { values } = parseArgs({
   options: {
@@ -31,17 +32,6 @@ const { values } = parseArgs({
     threads: { type: 'string', default: '0' },
   },
 });
-
-function randomBatch(rng: Rng, B: number, T: number, V: number): MicroBatch {
-  const n = B * T;
-  const mb: MicroBatch = { B, T, inputIds: new Int32Array(n), targets: new Int32Array(n), weights: new Float32Array(n).fill(1), positions: new Int32Array(n), segments: new Int32Array(n).fill(1) };
-  for (let i = 0; i < n; i++) {
-    mb.inputIds[i] = rng.nextInt(V);
-    mb.targets[i] = rng.nextInt(V);
-    mb.positions[i] = i % T;
-  }
-  return mb;
-}
 
 async function main() {
   const B = Number(values.batch);
