@@ -3,20 +3,29 @@
 # (docs/GPU.md, "Running it on a GPU machine"):
 #   bash .device/unpack.sh && source /tmp/sft-rt/env.sh && bash bench/device-check.sh
 # Phases, in order of importance (must-have numbers first), each under its own time limit:
-#   doctor   the CUDA report (cudaProvider.cudaReport), nvidia-smi, torch/transformers → $OUT/doctor.txt
-#   loss     bench/cuda-vs-cpu.ts: 20 steps of GPT-2 124M on CUDA (fp32, bf16) vs the CPU → $OUT/cuda-vs-cpu.{json,log}
+#   doctor   the CUDA report (cudaProvider.cudaReport), nvidia-smi, torch/transformers → $OUT/checks.txt
+#   loss     bench/cuda-vs-cpu.ts: 20 steps of GPT-2 124M on CUDA (fp32, bf16) vs the CPU
+#                                                        → $OUT/cuda-vs-cpu.json, its table appended to checks.txt
 #   bench    bench/gpu-train.ts: throughput, host↔device share, memory, Dolly-shaped epochs (--dolly-max-s 30
 #            here: measured, then extrapolated), PyTorch side by side (bench/pytorch_baseline.py)
 #                                                                          → $OUT/gpu-train.{json,log}, pytorch.json
+#   cli      the product end to end on the device through `sft` (bin/sft.js → dist): train the tiny sample model
+#            on the sample data (samples/run.json, a few epochs, device cuda, bf16 default), then `sft eval` and
+#            greedy `sft chat` of the result on cuda and on the cpu side by side, and `sft perplexity` on cuda
+#                                                                          → $OUT/extras.txt
+#   decode   bench/decode-chunks.ts --device cuda: chunked decoding vs per-token on GPT-2 124M (same ids?
+#            tok/s at a short and a long prompt)                               → appended to $OUT/extras.txt
 #   ablate   gpu-train.ts at B8 T512 bf16 only: SFT_FLAT_STATE=0 (K default = 16), then SFT_FLAT_STATE=1 with
 #            K default and K=64 on the same engine (--extra-k 64); tok/s side by side  → $OUT/ablate.txt
 #   profile  one short engine run with ORT's profiler on (SFT_ORT_PROFILE): GPT-2 124M random weights, B8 T512
 #            bf16, 4 micro-batches, a 1-step warm-up run, a 1-step run, a K=4 run; bench/ort-profile.ts
-#            summarises the trace (node time per run, top op types and nodes, nodes per Loop iteration; on
-#            CUDA the node times are host-side launch times)                  → $OUT/profile-summary.txt
-# Time: each phase has a share (DOCTOR_S 25, LOSS_S 100, BENCH_S 270, ABLATE_S 90, PROFILE_S 55 = 540 s) and
-# its limit is its share plus what the phases before it left unused, so the default sequence ends within
-# ~540 s (a device call may run 600 s; machine start and transfers are outside it). A phase with < 10 s left
+#            summarises the trace (node time per run, top op types and nodes, nodes per Loop iteration). On CUDA
+#            the run has CUDA_LAUNCH_BLOCKING=1 (PROFILE_BLOCKING=0 turns it off): every kernel launch waits for
+#            its kernel, so a node's time is its GPU time (plus a sync), not the host-side launch time
+#                                                                              → $OUT/profile-summary.txt
+# Time: each phase has a share (DOCTOR_S 20, LOSS_S 90, BENCH_S 270, CLI_S 30, PROFILE_S 55, DECODE_S 35,
+# ABLATE_S 80 = 580 s) and its limit is its share plus what the phases before it left unused, so the default
+# sequence ends within ~580 s (a device call may run 600 s; machine start and transfers are outside it). A phase with < 10 s left
 # is skipped. Every phase writes its files as it goes, so a phase cut by its limit still leaves what it
 # measured. The device call brings back at most 8 files from $OUT: the 8 above, nothing else goes there (the
 # ablation runs' logs and JSON and the ORT traces go to a scratch folder outside $OUT, removed at the end
@@ -28,12 +37,12 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-${TMPDIR:-/tmp}/sft-device-out}
-PHASES=${PHASES:-doctor loss bench ablate profile}
+PHASES=${PHASES:-doctor loss bench cli profile decode ablate}
 mkdir -p "$OUT"
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/sft-device-scratch.XXXXXX")
 [ "${KEEP_SCRATCH:-0}" = 1 ] || trap 'rm -rf "$SCRATCH"' EXIT
 status=0
-declare -A SHARE=([doctor]=${DOCTOR_S:-25} [loss]=${LOSS_S:-100} [bench]=${BENCH_S:-270} [ablate]=${ABLATE_S:-90} [profile]=${PROFILE_S:-55})
+declare -A SHARE=([doctor]=${DOCTOR_S:-20} [loss]=${LOSS_S:-90} [bench]=${BENCH_S:-270} [cli]=${CLI_S:-30} [profile]=${PROFILE_S:-55} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-80})
 if [ "${DRY_RUN:-0}" = 1 ]; then
   loss_args=(--model tiny --test cpu:fp32)
   bench_args=(--device cpu --smoke)
@@ -42,6 +51,8 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   short_args=(--device cpu --smoke --shapes 4x64 --precisions fp32)
   k_alt=16
   short_key=fp32_B4_T64
+  dev=cpu
+  decode_args=(--model tiny --device cpu --new 16 --prompts 8,64 --seeds 1)
 else
   loss_args=()
   bench_args=(--device cuda)
@@ -50,6 +61,8 @@ else
   short_args=(--device cuda --shapes 8x512 --precisions bf16)
   k_alt=64
   short_key=bf16_B8_T512
+  dev=cuda
+  decode_args=(--model gpt2 --device cuda --new 64 --prompts 32,480 --seeds 1)
 fi
 started=$(date +%s)
 now() { echo $(( $(date +%s) - started )); }
@@ -73,7 +86,7 @@ short_train() {
 }
 
 for phase in $PHASES; do
-  [ -n "${SHARE[$phase]:-}" ] || { echo "unknown phase $phase (doctor, loss, bench, ablate, profile)" >&2; status=2; continue; }
+  [ -n "${SHARE[$phase]:-}" ] || { echo "unknown phase $phase (doctor, loss, bench, cli, profile, decode, ablate)" >&2; status=2; continue; }
   limit=$(phase_limit "$phase")
   shares_before=$(( shares_before + ${SHARE[$phase]} ))
   if [ "$limit" -lt 10 ]; then
@@ -90,11 +103,12 @@ for phase in $PHASES; do
         echo "node $(node --version)"
         node --import tsx -e "for (const l of require(\"./native-runner/engine/cudaProvider.ts\").cudaReport()) console.log(l)"
         python3 -c "import torch, transformers; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"| transformers\", transformers.__version__)" 2>&1 | tail -1
-      ' 2>&1 | tee "$OUT/doctor.txt"
+      ' 2>&1 | tee "$OUT/checks.txt"
       ;;
     loss)
       stamp "loss-curve check (limit $limit s)"
-      timeout "$limit" node --import tsx bench/cuda-vs-cpu.ts "${loss_args[@]}" --out "$OUT" 2>&1 | tee "$OUT/cuda-vs-cpu.log"
+      echo "== loss-curve check: bench/cuda-vs-cpu.ts ${loss_args[*]}" >>"$OUT/checks.txt"
+      timeout "$limit" node --import tsx bench/cuda-vs-cpu.ts "${loss_args[@]}" --out "$OUT" 2>&1 | tee -a "$OUT/checks.txt"
       rc=${PIPESTATUS[0]}
       [ "$rc" -eq 0 ] || { stamp "loss check exit status $rc"; status=1; }
       ;;
@@ -104,6 +118,43 @@ for phase in $PHASES; do
       timeout "$limit" node --import tsx bench/gpu-train.ts "${bench_args[@]}" --out "$OUT" ${BENCH_ARGS-$bench_default} 2>&1 | tee "$OUT/gpu-train.log"
       rc=${PIPESTATUS[0]}
       [ "$rc" -eq 0 ] || { stamp "benchmark exit status $rc"; status=1; }
+      ;;
+    cli)
+      stamp "sft end to end on $dev (limit $limit s)"
+      d="$SCRATCH/cli"
+      mkdir -p "$d"
+      end=$(( $(now) + limit ))
+      left() { local l=$(( end - $(now) )); echo $(( l > 1 ? l : 1 )); }
+      {
+        echo "== sft end to end on $dev, $(date -u)"
+        # samples/run.json with absolute paths, the device, 5 epochs (the demo's run is 20), output in scratch
+        node -e '
+          const fs = require("fs"), path = require("path");
+          const [dir, dev] = process.argv.slice(1);
+          const run = JSON.parse(fs.readFileSync("samples/run.json", "utf8"));
+          run.model_name_or_path = path.resolve("samples", run.model_name_or_path);
+          run.dataset = path.resolve("samples", run.dataset);
+          run.output_dir = path.join(dir, "run");
+          run.device = dev;
+          run.num_train_epochs = 5;
+          fs.writeFileSync(path.join(dir, "run.json"), JSON.stringify(run, null, 2));
+          console.log(JSON.stringify(run));
+        ' "$d" "$dev"
+        t0=$(now); timeout "$(left)" node bin/sft.js train --config "$d/run.json" 2>&1 | tail -25; echo "train exit ${PIPESTATUS[0]} ($(( $(now) - t0 )) s)"
+        ls "$d/run"
+        for dv in "$dev" cpu; do
+          t0=$(now); timeout "$(left)" node bin/sft.js eval --model "$d/run" --dataset samples/dolly-sample.jsonl --dataset_format dolly --max_length 128 --device "$dv" --json 2>&1 | tail -3; echo "eval on $dv exit ${PIPESTATUS[0]} ($(( $(now) - t0 )) s)"
+        done
+        for dv in "$dev" cpu; do
+          t0=$(now); timeout "$(left)" node bin/sft.js chat --model "$d/run" --prompt "Name three primary colors." --temperature 0 --max_new_tokens 40 --device "$dv" --json 2>&1 | tail -3; echo "greedy chat on $dv exit ${PIPESTATUS[0]} ($(( $(now) - t0 )) s)"
+        done
+        t0=$(now); timeout "$(left)" node bin/sft.js chat --model "$d/run" --prompt "Name three primary colors." --seed 1 --device "$dev" --json 2>&1 | tail -3; echo "sampled chat (0.7, top-p 0.9) on $dev exit ${PIPESTATUS[0]} ($(( $(now) - t0 )) s)"
+        t0=$(now); timeout "$(left)" node bin/sft.js perplexity --model "$d/run" --file README.md --window 128 --stride 64 --device "$dev" --json 2>&1 | tail -3; echo "perplexity on $dev exit ${PIPESTATUS[0]} ($(( $(now) - t0 )) s)"
+      } 2>&1 | tee -a "$OUT/extras.txt"
+      ;;
+    decode)
+      stamp "chunked decoding on $dev (limit $limit s)"
+      { echo "== bench/decode-chunks.ts ${decode_args[*]}, $(date -u)"; timeout "$limit" node --import tsx bench/decode-chunks.ts "${decode_args[@]}" 2>&1; echo "decode exit $?"; } | tee -a "$OUT/extras.txt"
       ;;
     ablate)
       stamp "ablation: flat state and K (limit $limit s)"
@@ -157,11 +208,15 @@ for phase in $PHASES; do
         status=1
         continue
       fi
+      blocking=${PROFILE_BLOCKING:-1}
+      [ "$dev" = cuda ] || blocking=0
+      if [ "$blocking" = 1 ]; then export CUDA_LAUNCH_BLOCKING=1; fi
       SFT_ORT_PROFILE="$SCRATCH/trace/ort" short_train profile $(( limit - 25 )) --k 4
+      unset CUDA_LAUNCH_BLOCKING
       rc=$?
       [ "$rc" -eq 0 ] || { stamp "profile run exit status $rc (a session not released writes no trace)"; status=1; }
       {
-        echo "ORT profile, $(date -u): gpu-train.ts ${short_args[*]} --no-dolly --no-pytorch --no-roundtrip --k 4, SFT_ORT_PROFILE set (profiled: slower than unprofiled runs)"
+        echo "ORT profile, $(date -u): gpu-train.ts ${short_args[*]} --no-dolly --no-pytorch --no-roundtrip --k 4, SFT_ORT_PROFILE set, CUDA_LAUNCH_BLOCKING=$blocking (profiled: slower than unprofiled runs)"
         grep -v '^RESULT' "$SCRATCH/profile.log"
         echo
         ls -l "$SCRATCH/trace"
