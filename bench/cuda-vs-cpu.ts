@@ -10,7 +10,9 @@
  * Precision bf16emu = bf16 emulated on fp32 kernels (TrainingEngine bf16 'emulate'; runs on any device).
  *
  *   npx tsx bench/cuda-vs-cpu.ts [--model gpt2|tiny] [--steps 20] [--batch 2] [--seq 64]
- *        [--test cuda:fp32,cuda:bf16] [--out DIR]
+ *        [--test cuda:fp32,cuda:bf16] [--reference FILE] [--out DIR]
+ * `--reference FILE`: take the CPU fp32 reference curve from an earlier run's cuda-vs-cpu.json (same model, batch,
+ * length and steps; checked) instead of computing it (GPT-2 124M: ~20 s of CPU on a 16-core machine).
  * Exit status 0 when every tested run is within tolerance, 1 otherwise. `--test cpu:fp32,cpu:bf16emu
  * --model tiny` runs here without a GPU (the CPU against itself, and emulated bf16) to check the script;
  * `--test cuda:bf16,cpu:bf16emu` puts real and emulated bf16 side by side.
@@ -33,6 +35,7 @@ const { values: argv } = parseArgs({
     batch: { type: 'string', default: '2' },
     seq: { type: 'string', default: '64' },
     test: { type: 'string', default: 'cuda:fp32,cuda:bf16' },
+    reference: { type: 'string' },
     out: { type: 'string' },
   },
 });
@@ -82,6 +85,19 @@ async function curve(device: Device, bf16: boolean | 'emulate'): Promise<{ metri
   return { metrics, seconds: (performance.now() - t0) / 1000 };
 }
 
+/** The reference curve of an earlier run's cuda-vs-cpu.json, refused unless it was made with the same settings. */
+function readReference(file: string): { metrics: StepMetrics[]; seconds: number } {
+  const j = JSON.parse(fs.readFileSync(file, 'utf8')) as { model?: string; B?: number; T?: number; steps?: number; reference?: StepMetrics[] };
+  const want = { model: argv.model, B, T, steps: STEPS };
+  for (const [k, v] of Object.entries(want)) {
+    if (j[k as keyof typeof want] !== v) throw new Error(`${file}: ${k} is ${JSON.stringify(j[k as keyof typeof want])}, this run's is ${JSON.stringify(v)}`);
+  }
+  if (!Array.isArray(j.reference) || j.reference.length !== STEPS || !j.reference.every((m) => Number.isFinite(m.loss))) {
+    throw new Error(`${file}: "reference" is not a list of ${STEPS} steps with a finite loss`);
+  }
+  return { metrics: j.reference, seconds: 0 };
+}
+
 async function main(): Promise<void> {
   const tests = argv.test.split(',').map((t) => {
     const [dev, prec] = t.split(':');
@@ -89,9 +105,10 @@ async function main(): Promise<void> {
     return { name: t, device: dev as Device, prec: prec as 'fp32' | 'bf16' | 'bf16emu' };
   });
   console.log(`model ${argv.model} (${config.n_layer} layers, ${config.n_embd} wide, vocab ${config.vocab_size}), B${B} T${T}, ${STEPS} steps, K ${K}`);
-  const ref = await curve('cpu', false);
-  console.log(`reference cpu:fp32 ${ref.seconds.toFixed(1)} s`);
+  const ref = argv.reference ? readReference(argv.reference) : await curve('cpu', false);
+  console.log(argv.reference ? `reference cpu:fp32 read from ${argv.reference}` : `reference cpu:fp32 ${ref.seconds.toFixed(1)} s`);
   const result: Record<string, unknown> = { command: `tsx bench/cuda-vs-cpu.ts ${process.argv.slice(2).join(' ')}`.trim(), model: argv.model, B, T, steps: STEPS, reference: ref.metrics, runs: {} };
+  if (argv.reference) result.reference_from = argv.reference;
   const write = () => {
     if (!argv.out) return;
     fs.mkdirSync(argv.out, { recursive: true });

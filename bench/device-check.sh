@@ -31,7 +31,8 @@
 # ablation runs' logs and JSON and the ORT traces go to a scratch folder outside $OUT, removed at the end
 # unless KEEP_SCRATCH=1).
 # Environment: OUT (default $TMPDIR/sft-device-out; the device tool sets it), PHASES (default "doctor loss bench
-# ablate profile"), the shares above, BENCH_ARGS (extra gpu-train.ts arguments for the bench phase; default
+# ablate profile"), the shares above, LOSS_ARGS (extra cuda-vs-cpu.ts arguments, e.g. --reference FILE), PROFILE_K
+# (K of the profiled run, default 4), BENCH_ARGS (extra gpu-train.ts arguments for the bench phase; default
 # "--dolly-max-s 30"; set it empty for gpu-train's own 60 s), DRY_RUN=1 (no GPU: the same phases on the CPU
 # with a tiny model, to check the script itself: ~40 s on 2 cores).
 set -uo pipefail
@@ -54,7 +55,8 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   dev=cpu
   decode_args=(--model tiny --device cpu --new 16 --prompts 8,64 --seeds 1)
 else
-  loss_args=()
+  # shellcheck disable=SC2206
+  loss_args=(${LOSS_ARGS:-})
   bench_args=(--device cuda)
   # The Dolly-shaped runs stop after ~30 s each and are extrapolated (measured s/step, eval and save).
   bench_default="--dolly-max-s 30"
@@ -202,7 +204,7 @@ for phase in $PHASES; do
     profile)
       stamp "profile (limit $limit s)"
       mkdir -p "$SCRATCH/trace"
-      # The run gets all but 25 s; the summary (reading a trace of some 10⁵ events) the rest.
+      # The run gets all but SUMMARY_S (default 25 s); the summary (reading a trace of some 10⁵ events) the rest.
       if [ "$limit" -lt 40 ]; then
         stamp "profile skipped: $limit s left"
         status=1
@@ -211,17 +213,17 @@ for phase in $PHASES; do
       blocking=${PROFILE_BLOCKING:-1}
       [ "$dev" = cuda ] || blocking=0
       if [ "$blocking" = 1 ]; then export CUDA_LAUNCH_BLOCKING=1; fi
-      SFT_ORT_PROFILE="$SCRATCH/trace/ort" short_train profile $(( limit - 25 )) --k 4
+      SFT_ORT_PROFILE="$SCRATCH/trace/ort" short_train profile $(( limit - ${SUMMARY_S:-25} )) --k "${PROFILE_K:-4}"
       unset CUDA_LAUNCH_BLOCKING
       rc=$?
       [ "$rc" -eq 0 ] || { stamp "profile run exit status $rc (a session not released writes no trace)"; status=1; }
       {
-        echo "ORT profile, $(date -u): gpu-train.ts ${short_args[*]} --no-dolly --no-pytorch --no-roundtrip --k 4, SFT_ORT_PROFILE set, CUDA_LAUNCH_BLOCKING=$blocking (profiled: slower than unprofiled runs)"
+        echo "ORT profile, $(date -u): gpu-train.ts ${short_args[*]} --no-dolly --no-pytorch --no-roundtrip --k ${PROFILE_K:-4}, SFT_ORT_PROFILE set, CUDA_LAUNCH_BLOCKING=$blocking (profiled: slower than unprofiled runs)"
         grep -v '^RESULT' "$SCRATCH/profile.log"
         echo
         ls -l "$SCRATCH/trace"
         echo
-        timeout 25 node --import tsx bench/ort-profile.ts "$SCRATCH/trace" --top 25
+        timeout "${SUMMARY_S:-25}" node --import tsx bench/ort-profile.ts "$SCRATCH/trace" --top 25
       } >"$OUT/profile-summary.txt" 2>&1
       head -c 8000 "$OUT/profile-summary.txt"
       ;;

@@ -6,7 +6,9 @@
  *   npx tsx bench/gpu-train.ts [--device cuda|cpu] [--smoke] [--shapes 8x512,32x512] [--precisions fp32,bf16]
  *        [--k N] [--dolly-k 256] [--logging-steps 0 (cuda) | 10 (cpu)] [--records 15000] [--epochs 3] [--dolly-max-s 60] [--dolly-modes padded,packed]
  *        [--dolly-precision bf16] [--no-throughput] [--no-roundtrip] [--no-dolly] [--no-pytorch] [--python python3]
- *        [--pytorch-args "--tf32"] [--out DIR]
+ *        [--pytorch-args "--tf32"] [--pytorch-from FILE] [--out DIR]
+ * `--pytorch-from FILE`: no PyTorch run; the ratios use an earlier pytorch.json (from a run on the same card, with
+ * the same shapes: say so when quoting them). The JSON records the file in `pytorch_from`.
  * `--no-roundtrip` skips measurement 2b; `--extra-k 64[,…]` adds, per configuration, K-step runs of those K on the
  * same engine after the main one (tok_s_by_K); both for bench/device-check.sh's ablate and profile phases.
  * `--device cpu --smoke` runs everything with a 2-layer 64-wide model and tiny shapes (< 2 min on 2 cores):
@@ -83,6 +85,7 @@ const { values: argv } = parseArgs({
     'no-pytorch': { type: 'boolean', default: false },
     python: { type: 'string', default: 'python3' },
     'pytorch-args': { type: 'string', default: '' },
+    'pytorch-from': { type: 'string' },
     out: { type: 'string' },
     threads: { type: 'string', default: '0' },
   },
@@ -314,6 +317,9 @@ async function throughput(): Promise<void> {
         const perStep = K > 1 ? Math.max(0, (kS - oneS) / (K - 1)) : kS;
         const fixed = Math.max(0, kS - K * perStep);
         const peak = mem.peakBytes() - base;
+        // The trainer's runs on CUDA hold CUDA_STEPS_PER_RUN steps: the same fixed cost spread over more steps.
+        const kT = CUDA_STEPS_PER_RUN;
+        const atTrainerK = device === 'cuda' && K > 1 && perStep > 0 ? { K: kT, tok_s: Math.round((kT * tokensPerStep) / (fixed + kT * perStep)), host_device_share: round(fixed / (fixed + kT * perStep), 3) } : null;
         const r = {
           K,
           tokens_per_run: K * tokensPerStep,
@@ -325,11 +331,12 @@ async function throughput(): Promise<void> {
           compute_tok_s: perStep > 0 ? Math.round(tokensPerStep / perStep) : null,
           host_device_share_intercept: K > 1 ? round(fixed / kS, 3) : null,
           host_device_share_roundtrip: rt === null ? null : round(rt / kS, 3),
+          projected_at_trainer_K: atTrainerK,
           [device === 'cuda' ? 'peak_gpu_mem_GB' : 'peak_rss_GB']: mem.available ? round(peak / GB, 2) : null,
           loss_last: round(m[m.length - 1]!.loss, 4),
         };
         tp[key] = r;
-        console.log(`${key}: ${r.tok_s.toLocaleString()} tok/s (K=${K}, ${kS.toFixed(2)} s per run; first run ${firstS.toFixed(1)} s)`);
+        console.log(`${key}: ${r.tok_s.toLocaleString()} tok/s (K=${K}, ${kS.toFixed(2)} s per run; first run ${firstS.toFixed(1)} s)${atTrainerK ? `; at the trainer's K=${kT}: ${atTrainerK.tok_s.toLocaleString()} tok/s, host↔device ${(atTrainerK.host_device_share * 100).toFixed(1)} % (projected: ${fixed.toFixed(2)} s fixed + ${perStep.toFixed(3)} s/step)` : ''}`);
         if (extraK.length > 0) {
           // Saved first: a caller's time limit may cut the longer runs below.
           const byK: Record<string, { run_s: number; tok_s: number }> = { [K]: { run_s: round(kS, 3), tok_s: r.tok_s } };
@@ -623,7 +630,12 @@ async function main(): Promise<void> {
     // is cut by the caller's time limit (every phase saves its results as it ends).
     const data = argv['no-dolly'] ? null : dollyData();
     let pt: Record<string, unknown> | null = null;
-    if (!argv['no-pytorch']) {
+    if (argv['pytorch-from']) {
+      pt = JSON.parse(fs.readFileSync(argv['pytorch-from'], 'utf8')) as Record<string, unknown>;
+      result.pytorch = pt;
+      result.pytorch_from = argv['pytorch-from'];
+      console.log(`PyTorch numbers from ${argv['pytorch-from']} (${String(pt.device ?? '?')}, not run now)`);
+    } else if (!argv['no-pytorch']) {
       pt = await runPytorch(data);
       result.pytorch = pt;
       if (!pt) console.log(`PyTorch comparison skipped: ${result.pytorch_error}`);

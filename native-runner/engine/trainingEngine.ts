@@ -84,9 +84,10 @@ export interface TrainingEngineOptions {
   onNote?: (message: string) => void;
   /**
    * Run AdamW on one flat vector per parameter group inside the training Loop (trainGraph.ts GraphOptions
-   * flatState): ~1,800 fewer nodes per step for GPT-2 124M, at the price of copies of the state (on the CPU,
-   * 124M B4 T128: peak RSS 9.2 → 15 GB and slower, measured). Default: SFT_FLAT_STATE (0/1) if set, else on
-   * for device 'cuda' (kernel launches and tiny kernels dominate there), off on the CPU.
+   * flatState): ~1,800 fewer nodes per step for GPT-2 124M, at the price of copies of the state. Default:
+   * SFT_FLAT_STATE (0/1) if set, else off. Measured against it: on the CPU, 124M B4 T128 peak RSS 9.2 → 15 GB
+   * and slower; on an H200 (2026-11-28) a 124M engine with it did not finish its first 1-step run within 50 s
+   * (the per-tensor engine: created, warmed up and 16 steps in ~20 s), so it is opt-in until that is understood.
    */
   flatState?: boolean;
 }
@@ -361,7 +362,7 @@ export class TrainingEngine {
 
   private flatState(): boolean {
     if (this.opts.flatState !== undefined) return this.opts.flatState;
-    return envSwitch(process.env.SFT_FLAT_STATE) ?? this.opts.device === 'cuda';
+    return envSwitch(process.env.SFT_FLAT_STATE) ?? false;
   }
 
   private allowSpinning(): boolean | undefined {
