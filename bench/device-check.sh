@@ -2,10 +2,20 @@
 # The GPU machine's one prepared call (issue #8). Runs from the project root after the bundle is unpacked
 # (docs/GPU.md, "Running it on a GPU machine"):
 #   bash .device/unpack.sh && source /tmp/sft-rt/env.sh && bash bench/device-check.sh
-# Phases, in order of importance (must-have numbers first), each under its own time limit:
+# Default phases, in this order (must-have numbers and the profile that guides the next optimisation first),
+# each under its own time limit:
 #   doctor   the CUDA report (cudaProvider.cudaReport), nvidia-smi, torch/transformers → $OUT/checks.txt
-#   loss     bench/cuda-vs-cpu.ts: 20 steps of GPT-2 124M on CUDA (fp32, bf16) vs the CPU
+#   loss     bench/cuda-vs-cpu.ts: 20 steps of GPT-2 124M on CUDA (fp32, bf16) against the CPU fp32 reference
+#            curve measured on the H200 machine's CPU (bench/results/2026-11-28-h200-a/cuda-vs-cpu.json; LOSS_ARGS
+#            replaces that argument, LOSS_ARGS= computes the reference again, ~20 s)
 #                                                        → $OUT/cuda-vs-cpu.json, its table appended to checks.txt
+#   profile  one short engine run with ORT's profiler on (SFT_ORT_PROFILE): GPT-2 124M random weights, B8 T512
+#            bf16, 4 micro-batches, a 1-step warm-up run, a 1-step run, a K=PROFILE_K (2) run; bench/ort-profile.ts
+#            summarises the trace (node time per run, top op types and nodes, nodes per Loop iteration). On CUDA
+#            the run has CUDA_LAUNCH_BLOCKING=1 (PROFILE_BLOCKING=0 turns it off): every kernel launch waits for
+#            its kernel, so a node's time is its GPU time (plus a sync), not the host-side launch time. The trace
+#            is written only when the run ends inside its limit (share minus SUMMARY_S, 25 s, for the summary)
+#                                                                              → $OUT/profile-summary.txt
 #   bench    bench/gpu-train.ts: throughput, host↔device share, memory, Dolly-shaped epochs (--dolly-max-s 30
 #            here: measured, then extrapolated), PyTorch side by side (bench/pytorch_baseline.py)
 #                                                                          → $OUT/gpu-train.{json,log}, pytorch.json
@@ -15,35 +25,32 @@
 #                                                                          → $OUT/extras.txt
 #   decode   bench/decode-chunks.ts --device cuda: chunked decoding vs per-token on GPT-2 124M (same ids?
 #            tok/s at a short and a long prompt)                               → appended to $OUT/extras.txt
+# Not in the default list:
 #   ablate   gpu-train.ts at B8 T512 bf16 only: SFT_FLAT_STATE=0 (K default = 16), then SFT_FLAT_STATE=1 with
 #            K default and K=64 on the same engine (--extra-k 64); tok/s side by side  → $OUT/ablate.txt
-#   profile  one short engine run with ORT's profiler on (SFT_ORT_PROFILE): GPT-2 124M random weights, B8 T512
-#            bf16, 4 micro-batches, a 1-step warm-up run, a 1-step run, a K=4 run; bench/ort-profile.ts
-#            summarises the trace (node time per run, top op types and nodes, nodes per Loop iteration). On CUDA
-#            the run has CUDA_LAUNCH_BLOCKING=1 (PROFILE_BLOCKING=0 turns it off): every kernel launch waits for
-#            its kernel, so a node's time is its GPU time (plus a sync), not the host-side launch time
-#                                                                              → $OUT/profile-summary.txt
-# Time: each phase has a share (DOCTOR_S 20, LOSS_S 90, BENCH_S 270, CLI_S 30, PROFILE_S 55, DECODE_S 35,
-# ABLATE_S 80 = 580 s) and its limit is its share plus what the phases before it left unused, so the default
-# sequence ends within ~580 s (a device call may run 600 s; machine start and transfers are outside it). A phase with < 10 s left
+#            (on the H200, 2026-11-28, the flat run did not finish its first run within 50 s)
+# Time: each phase has a share (DOCTOR_S 15, LOSS_S 60, PROFILE_S 70, BENCH_S 300, CLI_S 30, DECODE_S 35 = 510 s;
+# ABLATE_S 80) and its limit is its share plus what the phases before it left unused, so the default sequence
+# ends within ~510 s (a device call may run 600 s; machine start and transfers are outside it, and the session's
+# device time is 15 minutes in all: see docs/GPU.md for what the 2026-11-28 calls cost). A phase with < 10 s left
 # is skipped. Every phase writes its files as it goes, so a phase cut by its limit still leaves what it
 # measured. The device call brings back at most 8 files from $OUT: the 8 above, nothing else goes there (the
 # ablation runs' logs and JSON and the ORT traces go to a scratch folder outside $OUT, removed at the end
 # unless KEEP_SCRATCH=1).
-# Environment: OUT (default $TMPDIR/sft-device-out; the device tool sets it), PHASES (default "doctor loss bench
-# ablate profile"), the shares above, LOSS_ARGS (extra cuda-vs-cpu.ts arguments, e.g. --reference FILE), PROFILE_K
-# (K of the profiled run, default 4), BENCH_ARGS (extra gpu-train.ts arguments for the bench phase; default
-# "--dolly-max-s 30"; set it empty for gpu-train's own 60 s), DRY_RUN=1 (no GPU: the same phases on the CPU
-# with a tiny model, to check the script itself: ~40 s on 2 cores).
+# Environment: OUT (default $TMPDIR/sft-device-out; the device tool sets it), PHASES, the shares above,
+# LOSS_ARGS (cuda-vs-cpu.ts arguments, e.g. --test cuda:bf16), PROFILE_K, SUMMARY_S, PROFILE_BLOCKING,
+# BENCH_ARGS (extra gpu-train.ts arguments for the bench phase; default "--dolly-max-s 30"; set it empty for
+# gpu-train's own 60 s), DRY_RUN=1 (no GPU: the same phases on the CPU with a tiny model, to check the script
+# itself: ~25 s on 2 cores).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-${TMPDIR:-/tmp}/sft-device-out}
-PHASES=${PHASES:-doctor loss bench cli profile decode ablate}
+PHASES=${PHASES:-doctor loss profile bench cli decode}
 mkdir -p "$OUT"
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/sft-device-scratch.XXXXXX")
 [ "${KEEP_SCRATCH:-0}" = 1 ] || trap 'rm -rf "$SCRATCH"' EXIT
 status=0
-declare -A SHARE=([doctor]=${DOCTOR_S:-20} [loss]=${LOSS_S:-90} [bench]=${BENCH_S:-270} [cli]=${CLI_S:-30} [profile]=${PROFILE_S:-55} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-80})
+declare -A SHARE=([doctor]=${DOCTOR_S:-15} [loss]=${LOSS_S:-60} [profile]=${PROFILE_S:-70} [bench]=${BENCH_S:-300} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-80})
 if [ "${DRY_RUN:-0}" = 1 ]; then
   loss_args=(--model tiny --test cpu:fp32)
   bench_args=(--device cpu --smoke)
@@ -55,8 +62,9 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   dev=cpu
   decode_args=(--model tiny --device cpu --new 16 --prompts 8,64 --seeds 1)
 else
+  # The CPU reference curve measured on the H200 machine's CPU (2026-11-28): saves ~20 s of device time.
   # shellcheck disable=SC2206
-  loss_args=(${LOSS_ARGS:-})
+  loss_args=(${LOSS_ARGS---reference bench/results/2026-11-28-h200-a/cuda-vs-cpu.json})
   bench_args=(--device cuda)
   # The Dolly-shaped runs stop after ~30 s each and are extrapolated (measured s/step, eval and save).
   bench_default="--dolly-max-s 30"
@@ -213,12 +221,12 @@ for phase in $PHASES; do
       blocking=${PROFILE_BLOCKING:-1}
       [ "$dev" = cuda ] || blocking=0
       if [ "$blocking" = 1 ]; then export CUDA_LAUNCH_BLOCKING=1; fi
-      SFT_ORT_PROFILE="$SCRATCH/trace/ort" short_train profile $(( limit - ${SUMMARY_S:-25} )) --k "${PROFILE_K:-4}"
+      SFT_ORT_PROFILE="$SCRATCH/trace/ort" short_train profile $(( limit - ${SUMMARY_S:-25} )) --k "${PROFILE_K:-2}"
       unset CUDA_LAUNCH_BLOCKING
       rc=$?
       [ "$rc" -eq 0 ] || { stamp "profile run exit status $rc (a session not released writes no trace)"; status=1; }
       {
-        echo "ORT profile, $(date -u): gpu-train.ts ${short_args[*]} --no-dolly --no-pytorch --no-roundtrip --k ${PROFILE_K:-4}, SFT_ORT_PROFILE set, CUDA_LAUNCH_BLOCKING=$blocking (profiled: slower than unprofiled runs)"
+        echo "ORT profile, $(date -u): gpu-train.ts ${short_args[*]} --no-dolly --no-pytorch --no-roundtrip --k ${PROFILE_K:-2}, SFT_ORT_PROFILE set, CUDA_LAUNCH_BLOCKING=$blocking (profiled: slower than unprofiled runs)"
         grep -v '^RESULT' "$SCRATCH/profile.log"
         echo
         ls -l "$SCRATCH/trace"
