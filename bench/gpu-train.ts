@@ -33,11 +33,13 @@
  *     evaluation, the recipe's 3 epochs of batches of 8 with 4-step accumulation, evaluation over the held-out
  *     set every 200 steps, a checkpoint (model.safetensors + optimizer.safetensors, fsynced; last 3 kept)
  *     every 500 steps and at the end; `padded` = one example per row padded to the longest, `packed` =
- *     best-fit-decreasing bins of 512 (data/batching). Runs hold up to --dolly-k steps (the trainer's CUDA default) and end at
+ *     best-fit-decreasing bins of 512 (data/batching). The first run is one step (it also creates the
+ *     session: a one-off); later runs hold up to --dolly-k steps (the trainer's CUDA default) and end at
  *     evaluation and save steps — and, on the CPU, at logging steps — as the trainer's runs do. Wall time
- *     from engine creation to the last save; when it would exceed --dolly-max-s the loop stops there and
- *     the total is extrapolated (steps × measured seconds per step + evals × measured eval + saves ×
- *     measured save), marked "extrapolated".
+ *     from engine creation to the last save; when it would exceed --dolly-max-s the loop stops there (after
+ *     at least one run past the first) and the total is extrapolated (creation + first run + remaining
+ *     steps × measured seconds per step of the later runs + evals × measured eval + saves × measured save),
+ *     marked "extrapolated".
  *  5. PyTorch: `python3 bench/pytorch_baseline.py` with the same shapes, accumulation, lengths file and
  *     schedule — run first, before any session of ours exists — and the ratios ours / PyTorch.
  * Output: a table, then one line `RESULT {json}`; with --out DIR also DIR/gpu-train.json (rewritten after each
@@ -445,7 +447,9 @@ async function dollyRun(data: DollyData, packing: boolean, bf16: boolean): Promi
         const nextEval = evalSteps - (step % evalSteps);
         const nextSave = saveSteps - (step % saveSteps);
         const nextLog = loggingSteps > 0 ? loggingSteps - (step % loggingSteps) : Infinity;
-        const n = Math.min(dollyK, groups.length - i, nextEval, nextSave, nextLog);
+        // The first run holds one step: it also builds the graph and creates the session, and that one-off
+        // cost must not be spread over the steps of an extrapolation (on the H200 it inflated 3 epochs by ~40 %).
+        const n = Math.min(firstRunSteps === 0 ? 1 : dollyK, groups.length - i, nextEval, nextSave, nextLog);
         const run: StepInput[] = groups.slice(i, i + n).map((mbs) => ({ lr: 2e-5, microBatches: mbs }));
         // The engine pads every micro-batch of a run to the run's largest B and T: count what it computes.
         let maxB = 0;
@@ -469,7 +473,8 @@ async function dollyRun(data: DollyData, packing: boolean, bf16: boolean): Promi
         i += n;
         if (step % evalSteps === 0) await doEval();
         if (step % saveSteps === 0) await doSave(step);
-        if ((performance.now() - t0) / 1000 > dollyMaxS && step < totalSteps) {
+        // Stop for the estimate only once a run after the first one has been timed.
+        if ((performance.now() - t0) / 1000 > dollyMaxS && step < totalSteps && step > firstRunSteps) {
           stopped = true;
           break outer;
         }
