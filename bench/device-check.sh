@@ -26,9 +26,10 @@
 #   decode   bench/decode-chunks.ts --device cuda: chunked decoding vs per-token on GPT-2 124M (same ids?
 #            tok/s at a short and a long prompt)                               → appended to $OUT/extras.txt
 # Not in the default list:
-#   ablate   gpu-train.ts at B8 T512 bf16 only: SFT_FLAT_STATE=0 (K default = 16), then SFT_FLAT_STATE=1 with
-#            K default and K=64 on the same engine (--extra-k 64); tok/s side by side  → $OUT/ablate.txt
-#            (on the H200, 2026-11-28, the flat run did not finish its first run within 50 s)
+#   ablate   gpu-train.ts at B8 T512 bf16 once per ABLATE_RUNS entry ("label:ENV=VALUE[,ENV=VALUE…]", default
+#            "flat-state:SFT_FLAT_STATE=1"), each with those variables set, beside the bench phase's run of the
+#            same configuration: tok/s, run time, memory                         → $OUT/ablate.txt
+#            (on the H200, 2026-11-28, the flat-state run did not finish its first run within 50 s)
 # Time: each phase has a share (DOCTOR_S 15, LOSS_S 60, PROFILE_S 70, BENCH_S 300, CLI_S 30, DECODE_S 35 = 510 s;
 # ABLATE_S 80) and its limit is its share plus what the phases before it left unused, so the default sequence
 # ends within ~510 s (a device call may run 600 s; machine start and transfers are outside it, and the session's
@@ -50,6 +51,8 @@ mkdir -p "$OUT"
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/sft-device-scratch.XXXXXX")
 [ "${KEEP_SCRATCH:-0}" = 1 ] || trap 'rm -rf "$SCRATCH"' EXIT
 status=0
+# The ablate phase's runs: "label:ENV=VALUE[,ENV=VALUE…]" words, each one short_train with those variables set.
+ABLATE_RUNS=${ABLATE_RUNS:-flat-state:SFT_FLAT_STATE=1}
 declare -A SHARE=([doctor]=${DOCTOR_S:-15} [loss]=${LOSS_S:-60} [profile]=${PROFILE_S:-70} [bench]=${BENCH_S:-300} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-80})
 if [ "${DRY_RUN:-0}" = 1 ]; then
   loss_args=(--model tiny --test cpu:fp32)
@@ -57,7 +60,6 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   bench_default=""
   # The tiny model's shapes (n_positions 128) and fp32 (the CPU EP has no bf16 Gemm); smoke K default = 4.
   short_args=(--device cpu --smoke --shapes 4x64 --precisions fp32)
-  k_alt=16
   short_key=fp32_B4_T64
   dev=cpu
   decode_args=(--model tiny --device cpu --new 16 --prompts 8,64 --seeds 1)
@@ -69,7 +71,6 @@ else
   # The Dolly-shaped runs stop after ~30 s each and are extrapolated (measured s/step, eval and save).
   bench_default="--dolly-max-s 30"
   short_args=(--device cuda --shapes 8x512 --precisions bf16)
-  k_alt=64
   short_key=bf16_B8_T512
   dev=cuda
   decode_args=(--model gpt2 --device cuda --new 64 --prompts 32,480 --seeds 1)
@@ -167,47 +168,45 @@ for phase in $PHASES; do
       { echo "== bench/decode-chunks.ts ${decode_args[*]}, $(date -u)"; timeout "$limit" node --import tsx bench/decode-chunks.ts "${decode_args[@]}" 2>&1; echo "decode exit $?"; } | tee -a "$OUT/extras.txt"
       ;;
     ablate)
-      stamp "ablation: flat state and K (limit $limit s)"
+      stamp "ablation: $ABLATE_RUNS (limit $limit s)"
       end=$(( $(now) + limit ))
-      # flat0 first (flat1 at the default K is also measured by the bench phase); it leaves flat1 ≥ 40 s.
-      SFT_FLAT_STATE=0 short_train flat0 $(( limit > 80 ? limit - 40 : limit / 2 )) || { stamp "ablate flat0 exit status $?"; status=1; }
-      left=$(( end - $(now) - 3 ))
-      if [ "$left" -ge 10 ]; then
-        SFT_FLAT_STATE=1 short_train flat1 "$left" --extra-k "$k_alt" || { stamp "ablate flat1 exit status $?"; status=1; }
-      else
-        stamp "ablate flat1 skipped: $left s left"
-        status=1
-      fi
+      labels=()
+      set -f # the entries are words, not globs
+      # shellcheck disable=SC2206
+      runs=($ABLATE_RUNS)
+      set +f
+      i=0
+      for entry in "${runs[@]}"; do
+        label=${entry%%:*}
+        envs=${entry#*:}
+        left=$(( (end - $(now) - 3) / (${#runs[@]} - i) ))
+        i=$(( i + 1 ))
+        if [ "$left" -lt 15 ]; then stamp "ablate $label skipped: $left s left"; status=1; continue; fi
+        labels+=("$label")
+        # shellcheck disable=SC2086
+        ( export ${envs//,/ }; short_train "$label" "$left" ) || { stamp "ablate $label exit status $?"; status=1; }
+      done
       node -e '
-        // The side-by-side table of the ablation runs (and the run of the same configuration in the bench phase).
+        // The side-by-side table of the ablation runs and the run of the same configuration in the bench phase.
         const fs = require("fs");
-        const [scratch, out, key, kAlt] = process.argv.slice(1);
+        const [scratch, out, key, ...labels] = process.argv.slice(1);
         const read = (f) => { try { return JSON.parse(fs.readFileSync(f, "utf8")); } catch { return null; } };
-        const rows = [["run", "SFT_FLAT_STATE", "K", "tok/s", "s per K-step run", "first run s", "peak mem GB"]];
+        const rows = [["run", "switches", "K", "tok/s", "s per K-step run", "first run s", "peak mem GB"]];
         const notes = [];
-        const add = (label, j, wantK) => {
+        const add = (label, j) => {
           const r = j && j.throughput && j.throughput[key];
           if (!r) return notes.push(`${label}: no result (cut by its limit or failed: see its log lines)`);
           if (r.error) return notes.push(`${label}: failed: ${r.error}`);
-          const flat = j.env && j.env.SFT_FLAT_STATE !== null && j.env.SFT_FLAT_STATE !== undefined ? j.env.SFT_FLAT_STATE : "(default)";
-          const mem = String(r.peak_gpu_mem_GB ?? r.peak_rss_GB ?? "—");
-          const byK = r.tok_s_by_K || { [r.K]: { tok_s: r.tok_s, run_s: r.run_K_steps_s } };
-          for (const [k, v] of Object.entries(byK)) rows.push([label, flat, k, String(v.tok_s), String(v.run_s), String(r.first_run_s), mem]);
-          for (const k of wantK) if (!byK[k]) notes.push(`${label}: no result at K=${k} (cut by its limit?)`);
+          const sw = Object.entries((j && j.env) || {}).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => `${k}=${v}`).join(" ") || "(defaults)";
+          rows.push([label, sw, String(r.K), String(r.tok_s), String(r.run_K_steps_s), String(r.first_run_s), String(r.peak_gpu_mem_GB ?? r.peak_rss_GB ?? "—")]);
         };
-        add("ablate flat0", read(`${scratch}/flat0/gpu-train.json`), []);
-        add("ablate flat1", read(`${scratch}/flat1/gpu-train.json`), [kAlt]);
-        const b = read(`${out}/gpu-train.json`);
-        if (b && b.throughput && b.throughput[key]) add("bench phase", b, []);
+        add("bench phase", read(`${out}/gpu-train.json`));
+        for (const l of labels) add(l, read(`${scratch}/${l}/gpu-train.json`));
         const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? "").length)));
-        console.log(`ablation at ${key} (tok/s of the K-step runs; each run: one engine, a 1-step warm-up, a 1-step run, then the K-step runs):`);
-        for (const r of rows) console.log(r.map((c, i) => (i === 0 ? String(c ?? "").padEnd(w[i]) : String(c ?? "").padStart(w[i]))).join("  ").trimEnd());
+        console.log(`ablation at ${key} (tok/s of the K-step run; each run: one engine, a 1-step warm-up, a 1-step run, then the K-step run):`);
+        for (const r of rows) console.log(r.map((c, i) => (i <= 1 ? String(c ?? "").padEnd(w[i]) : String(c ?? "").padStart(w[i]))).join("  ").trimEnd());
         for (const n of notes) console.log(n);
-        for (const n of ["flat0", "flat1"]) {
-          const j = read(`${scratch}/${n}/gpu-train.json`);
-          if (j) console.log(`${n}: SFT_FLAT_STATE=${j.env && j.env.SFT_FLAT_STATE} ${j.command}`);
-        }
-      ' "$SCRATCH" "$OUT" "$short_key" "$k_alt" 2>&1 | tee "$OUT/ablate.txt"
+      ' "$SCRATCH" "$OUT" "$short_key" "${labels[@]}" 2>&1 | tee "$OUT/ablate.txt"
       ;;
     profile)
       stamp "profile (limit $limit s)"

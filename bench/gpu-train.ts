@@ -137,7 +137,8 @@ const result: Record<string, unknown> = {
   model: { n_layer: config.n_layer, n_embd: config.n_embd, vocab_size: config.vocab_size, parameters: countParameters(config) },
   accum: ACCUM,
   /** Engine switches read from the environment (unset = the engine's default). */
-  env: { SFT_FLAT_STATE: process.env.SFT_FLAT_STATE ?? null, SFT_ORT_PROFILE: process.env.SFT_ORT_PROFILE ?? null },
+  // Every SFT_* switch set for this run (ablations compare runs by them).
+  env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('SFT_')).map(([k, v]) => [k, v ?? null])),
   throughput: {} as Record<string, unknown>,
 };
 
