@@ -9,7 +9,7 @@
  * and (segment[q] = segment[k] or segment[q] = 0); masked scores get −1e9 added, so a fully masked row is a
  * finite uniform softmax, never NaN.
  *
- * Precision of the MatMul/Gemm ops (linear, bmm), ModelContext.bf16 (Bf16Mode):
+ * Precision of the MatMul/Gemm ops (linear, attentionCore), ModelContext.bf16 (Bf16Mode):
  *   false     fp32 throughout.
  *   true      operands cast to bfloat16, Gemm/MatMul in bf16 (fp32 accumulation on CUDA), product cast back
  *             to float; biases added in fp32. Needs bf16 kernels (CUDA; ORT's CPU provider has none).
@@ -23,6 +23,7 @@
  * lmHeadLogits, tokenNll) are exported so that other graphs (eval, KV-cache generation) reuse them.
  */
 import { expectedParamShapes } from '../model/gpt2Params';
+import { attentionCoreFused } from './attention';
 import type { GPT2Config } from '../model/types';
 import { Graph, makeData, type Tensor } from './graph/graph';
 
@@ -96,14 +97,6 @@ export function linear(c: ModelContext, x: Tensor, w: Tensor, b: Tensor | null, 
   return b ? g.add(y, b) : y;
 }
 
-/** Batched a·b (a [..., M, K], b [..., K, N]); precision per c.bf16. */
-function bmm(c: ModelContext, a: Tensor, b: Tensor): Tensor {
-  const g = c.g;
-  if (!c.bf16) return g.matmul(a, b);
-  if (c.bf16 === 'emulate') return roundToBf16(g, g.matmul(roundToBf16(g, a), roundToBf16(g, b)));
-  return g.cast(g.matmul(g.cast(a, 'bfloat16'), g.cast(b, 'bfloat16')), 'float');
-}
-
 /** int64 [2] (B, T) of an int [B, T] tensor. */
 export function batchDims(g: Graph, ids: Tensor): Tensor {
   return g.shapeOf(ids);
@@ -159,12 +152,12 @@ export function attentionQKV(c: ModelContext, layer: number, a: Tensor): { q: Te
   return { q, k: heads(k0!), v: heads(v0!) };
 }
 
-/** softmax(q·kᵀ + bias)·v: q [B,H,Tq,D], k/v [B,H,Tk,D], bias [B,1,Tq,Tk] → [B,H,Tq,D]. */
+/**
+ * softmax(q·kᵀ + bias) → attention dropout → ·v: q [B,H,Tq,D], k/v [B,H,Tk,D], bias [B,1,Tq,Tk] → [B,H,Tq,D].
+ * Hand-written backward with fewer [B,H,Tq,Tk] passes (engine/attention.ts); both MatMuls per c.bf16.
+ */
 export function attentionCore(c: ModelContext, q: Tensor, k: Tensor, v: Tensor, bias: Tensor): Tensor {
-  const g = c.g;
-  const scores = bmm(c, q, g.transpose(k, [0, 1, 3, 2])); // [B,H,Tq,Tk]
-  const probs = dropout(c, g.softmax(g.add(scores, bias), -1), c.dropout.attn);
-  return bmm(c, probs, v);
+  return attentionCoreFused(c, q, k, v, bias);
 }
 
 /** Heads [B,H,T,D] → [N,C] → c_proj. */
@@ -217,38 +210,8 @@ export function hiddenStates(c: ModelContext, ids: Tensor, positions: Tensor, se
   return finalNorm(c, x);
 }
 
-/**
- * Per-token negative log-likelihood with a fused backward. logits [N, V], targets [N] (int) →
- * nll [N, 1] = lse − logit[target], lse [N, 1] = logsumexp over V (max-shifted).
- * Backward: dlogits = softmax·g − onehot(target)·g, computed as e·(g/s) (e = exp(logits − max) and
- * s = Σe reused from the forward) plus a ScatterElements-add of −g at the targets: two [N, V] passes.
- */
-export function tokenNll(g: Graph, logits: Tensor, targets: Tensor): { nll: Tensor; lse: Tensor } {
-  const tgt = g.unsqueeze(g.cast(targets, 'int64'), [1]); // [N,1]
-  let e!: Tensor;
-  let s!: Tensor;
-  const [nll, lse] = g.customGradient(
-    [logits],
-    () => {
-      const m = g.reduce('ReduceMax', logits, [-1], true); // [N,1]
-      e = g.exp(g.sub(logits, m)); // [N,V]
-      s = g.reduceSum(e, [-1], true); // [N,1]
-      const lseT = g.add(g.log(s), m);
-      const picked = g.gatherElements(logits, tgt, 1); // [N,1]
-      return [g.sub(lseT, picked), lseT];
-    },
-    (gg, gy, needs) => {
-      if (!needs[0]) return [null];
-      const gNll = gy[0];
-      const gLse = gy[1];
-      const coefNum = gNll && gLse ? gg.add(gNll, gLse) : (gNll ?? gLse)!;
-      let d = gg.mul(e, gg.div(coefNum, s)); // [N,V]
-      if (gNll) d = gg.op('ScatterElements', [d, tgt, gg.neg(gNll)], { axis: 1, reduction: 'add' }, { dtype: d.dtype, shape: d.shape });
-      return [d];
-    },
-  );
-  return { nll: nll!, lse: lse! };
-}
+/** Per-token NLL and logsumexp with a custom backward (logits [N, V], targets [N] → nll, lse [N, 1]): crossEntropy.ts. */
+export { tokenNll } from './crossEntropy';
 
 /** A fresh ModelContext over weights `w` in graph `g`. */
 export function modelContext(g: Graph, config: GPT2Config, w: WeightMap, bt: Tensor, opts: { dropout?: DropoutRates; bf16?: Bf16Mode; seed?: number } = {}): ModelContext {

@@ -21,6 +21,7 @@
 import type { GPT2Config } from '../model/types';
 import { Graph, type Tensor } from './graph/graph';
 import { gradients } from './graph/autodiff';
+import { lmHeadNll } from './crossEntropy';
 import { hiddenStates, lmHeadLogits, modelContext, paramSpecs, tokenNll, trueConst, usesWeightDecay, type Bf16Mode, type DropoutRates, type ModelContext, type WeightMap } from './gpt2Graph';
 
 export interface OptimizerHyper {
@@ -43,6 +44,12 @@ export interface GraphOptions {
    * unchanged; the concatenation and split happen once per run, outside the Loop.
    */
   flatState?: boolean;
+  /**
+   * Train and grads graphs: the lm_head Gemm and the token NLL as one region whose backward never forms the
+   * [N, V] logits gradient (crossEntropy.ts lmHeadNll). Default on; off = lm_head Gemm then tokenNll (same
+   * values; kept for ablations: SFT_FUSED_LM_HEAD=0).
+   */
+  fusedLmHead?: boolean;
 }
 
 export const MB_FIELDS = ['ids', 'targets', 'positions', 'segments'] as const;
@@ -55,14 +62,13 @@ interface MbTensors {
   segments: Tensor;
 }
 
-/** Forward of one micro-batch: Σ w·NLL, Σ w, per-position nll/lse [N,1]. */
-function microBatchLoss(c: ModelContext, mb: MbTensors): { nllSum: Tensor; tokens: Tensor; nll: Tensor; lse: Tensor } {
+/** Forward of one micro-batch: Σ w·NLL, Σ w, per-position nll/lse [N,1]. `fusedHead`: see GraphOptions.fusedLmHead. */
+function microBatchLoss(c: ModelContext, mb: MbTensors, fusedHead = false): { nllSum: Tensor; tokens: Tensor; nll: Tensor; lse: Tensor } {
   const g = c.g;
   const h = hiddenStates(c, mb.ids, mb.positions, mb.segments);
-  const logits = lmHeadLogits(c, h); // [N,V]
   const targets = g.reshape(mb.targets, [-1], ['N']);
   const w = g.reshape(mb.weights, [-1, 1], ['N', 1]);
-  const { nll, lse } = tokenNll(g, logits, targets);
+  const { nll, lse } = fusedHead ? lmHeadNll(c, h, targets) : tokenNll(g, lmHeadLogits(c, h), targets);
   const nllSum = g.reduceSum(g.mul(nll, w), null, false);
   const tokens = g.reduceSum(w, null, false);
   return { nllSum, tokens, nll, lse };
@@ -219,7 +225,7 @@ export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts:
     const zero = body.scalar(0, 'int64');
     const mb = pickMicroBatch(body, stepMb, zero, body.gather(stepDims, zero));
     const c = ctxFor(body, mb);
-    const out = microBatchLoss(c, mb);
+    const out = microBatchLoss(c, mb, opts.fusedLmHead ?? true);
     nllSum = out.nllSum;
     grads = lossGrads(body, out.nllSum);
   } else {
@@ -231,7 +237,7 @@ export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts:
     const nllAcc = inner.freshInput('nll_acc', 'float', []);
     const mb = pickMicroBatch(inner, stepMb, j, inner.gather(stepDims, j));
     const c = ctxFor(inner, mb);
-    const out = microBatchLoss(c, mb);
+    const out = microBatchLoss(c, mb, opts.fusedLmHead ?? true);
     const gj = lossGrads(inner, out.nllSum);
     inner.output(trueConst(inner));
     acc.forEach((a, i) => inner.output(inner.add(a, gj[i]!)));
@@ -330,7 +336,7 @@ export function buildGradsGraph(config: GPT2Config, opts: GraphOptions): Graph {
   const mb = mbInputs(g, []);
   const invN = g.input('inv_n', 'float', []);
   const c = modelContext(g, config, w, g.shapeOf(mb.ids), { dropout: opts.dropout, bf16: opts.bf16, seed: opts.seed });
-  const out = microBatchLoss(c, mb);
+  const out = microBatchLoss(c, mb, opts.fusedLmHead ?? true);
   const names = paramSpecs(config).map((s) => s.name);
   const grads = gradsOf(g, out.nllSum, invN, w, names);
   g.output(out.nllSum, 'nll_sum');

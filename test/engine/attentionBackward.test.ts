@@ -1,0 +1,357 @@
+// The attention core's hand-written backward (engine/attention.ts) against the generic autodiff one on random
+// q/k/v and a bias with masked entries (causal, a padded key, a fully masked row):
+// - fp32, dropout off and on (same Dropout seed → same mask), Tq = Tk and Tq < Tk: same output, and the
+//   gradients of q, k, v within 1e-5 of the reference relative to each tensor's largest entry;
+// - 'emulate': the rounding scheme attention.ts documents, recomputed in JS (bf16 operands and products,
+//   fp32 elementwise; the Dropout mask read from the graph) — every value within one bf16 ulp, ≥ 95 %
+//   bit-identical — and within bf16 tolerance of the autodiff 'emulate' gradients;
+// - the backward's passes over [B,H,Tq,Tk] tensors: the nodes writing one, by op type, per mode, and the
+//   [B,H,Tq,Tk] forward tensors the backward keeps (P, mask, the second MatMul's operand).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { attentionCoreAutodiff, attentionCoreFused } from '../../native-runner/engine/attention';
+import { modelContext, type Bf16Mode } from '../../native-runner/engine/gpt2Graph';
+import { gradients } from '../../native-runner/engine/graph/autodiff';
+import { Graph, type Shape, type Tensor } from '../../native-runner/engine/graph/graph';
+import { makeConfig } from '../../native-runner/model/config';
+import { createSession, f32 } from '../../native-runner/engine/ortSession';
+import { Rng } from '../../native-runner/util/rng';
+
+const config = makeConfig({ n_layer: 1, n_head: 3, n_embd: 24, n_positions: 16, vocab_size: 16 });
+type Core = typeof attentionCoreFused;
+
+interface Dims {
+  B: number;
+  H: number;
+  Tq: number;
+  Tk: number;
+  D: number;
+}
+
+interface Inputs {
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+  bias: Float32Array;
+  r: Float32Array;
+}
+
+function randomInputs(d: Dims, seed: number): Inputs {
+  const rng = new Rng(seed);
+  const rand = (n: number, s: number) => Float32Array.from({ length: n }, () => s * (2 * rng.nextFloat() - 1));
+  const nq = d.B * d.H * d.Tq * d.D;
+  const nk = d.B * d.H * d.Tk * d.D;
+  // Causal with the queries as the last Tq keys; key 1 of row 0 padded; row 1's first query sees nothing.
+  const bias = new Float32Array(d.B * d.Tq * d.Tk);
+  for (let b = 0; b < d.B; b++) {
+    for (let i = 0; i < d.Tq; i++) {
+      for (let j = 0; j < d.Tk; j++) {
+        const masked = j > i + d.Tk - d.Tq || (b === 0 && j === 1) || (b === 1 && i === 0);
+        bias[(b * d.Tq + i) * d.Tk + j] = masked ? -1e9 : 0;
+      }
+    }
+  }
+  return { q: rand(nq, 1.5), k: rand(nk, 1.5), v: rand(nk, 1), bias, r: rand(nq, 1) };
+}
+
+interface Built {
+  g: Graph;
+  /** Nodes before the backward. */
+  forwardCount: number;
+  y: Tensor;
+}
+
+/** y = core(q, k, v, bias); loss = Σ y⊙r; outputs y, dq, dk, dv (and the Dropout mask as `mask` when asked). */
+function buildGraph(core: Core, d: Dims, bf16: Bf16Mode, attn: number, opts: { maskOutput?: boolean } = {}): Built {
+  const g = new Graph('attention');
+  const q = g.input('q', 'float', [d.B, d.H, d.Tq, d.D]);
+  const k = g.input('k', 'float', [d.B, d.H, d.Tk, d.D]);
+  const v = g.input('v', 'float', [d.B, d.H, d.Tk, d.D]);
+  const bias = g.input('bias', 'float', [d.B, 1, d.Tq, d.Tk]);
+  const r = g.input('r', 'float', [d.B, d.H, d.Tq, d.D]);
+  const c = modelContext(g, config, new Map(), g.ints([d.B, d.Tq]), { bf16, dropout: { embd: 0, attn, resid: 0 }, seed: 17 });
+  const y = core(c, q, k, v, bias);
+  const forwardCount = g.nodes.length;
+  g.output(y, 'y');
+  if (opts.maskOutput) {
+    const drop = g.nodes.find((n) => n.opType === 'Dropout');
+    assert.ok(drop, 'no Dropout node');
+    g.output(drop.outputs[1]!, 'mask');
+  }
+  const [dq, dk, dv] = gradients(g, [g.reduceSum(g.mul(y, r), null, false)], [g.scalar(1)], [q, k, v]);
+  g.output(dq!, 'dq');
+  g.output(dk!, 'dk');
+  g.output(dv!, 'dv');
+  return { g, forwardCount, y };
+}
+
+type Outputs = Record<'y' | 'dq' | 'dk' | 'dv', Float32Array> & { mask?: Uint8Array };
+
+async function runGraph(b: Built, d: Dims, x: Inputs): Promise<Outputs> {
+  const s = await createSession(b.g.toModelBytes(), { device: 'cpu' });
+  const qs = [d.B, d.H, d.Tq, d.D];
+  const ks = [d.B, d.H, d.Tk, d.D];
+  const out = await s.run({ q: f32(x.q, qs), k: f32(x.k, ks), v: f32(x.v, ks), bias: f32(x.bias, [d.B, 1, d.Tq, d.Tk]), r: f32(x.r, qs) });
+  await s.release();
+  const res: Outputs = { y: out.y!.data as Float32Array, dq: out.dq!.data as Float32Array, dk: out.dk!.data as Float32Array, dv: out.dv!.data as Float32Array };
+  if (out.mask) res.mask = out.mask.data as Uint8Array;
+  return res;
+}
+
+/** max |a − b| / max |b|. */
+function relMax(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i]! - b[i]!));
+    m = Math.max(m, Math.abs(b[i]!));
+  }
+  return d / m;
+}
+
+/** ‖a − b‖ / ‖b‖. */
+function relL2(a: Float32Array, b: ArrayLike<number>): number {
+  let n = 0;
+  let m = 0;
+  for (let i = 0; i < b.length; i++) {
+    n += (a[i]! - b[i]!) ** 2;
+    m += b[i]! ** 2;
+  }
+  return Math.sqrt(n / m);
+}
+
+const SQUARE: Dims = { B: 2, H: 3, Tq: 7, Tk: 7, D: 8 };
+const DECODE: Dims = { B: 2, H: 3, Tq: 4, Tk: 7, D: 8 };
+
+for (const [tag, dims] of [
+  ['Tq = Tk', SQUARE],
+  ['Tq < Tk', DECODE],
+] as const) {
+  for (const attn of [0, 0.3]) {
+    test(`fp32, ${tag}, attention dropout ${attn}: fused backward = autodiff within 1e-5 (y identical)`, async (t) => {
+      const x = randomInputs(dims, 3 + attn * 10);
+      const fused = await runGraph(buildGraph(attentionCoreFused, dims, false, attn), dims, x);
+      const ref = await runGraph(buildGraph(attentionCoreAutodiff, dims, false, attn), dims, x);
+      assert.deepEqual(fused.y, ref.y, 'the forward must be unchanged (same ops, same Dropout seed)');
+      const errs = (['dq', 'dk', 'dv'] as const).map((n) => [n, relMax(fused[n], ref[n])] as const);
+      t.diagnostic(errs.map(([n, e]) => `${n} ${e.toExponential(2)}`).join(', '));
+      for (const [n, e] of errs) assert.ok(e <= 1e-5, `${n}: max difference ${e} of the largest entry`);
+      if (attn > 0) {
+        // The dropout is really on: the no-dropout output differs.
+        const plain = await runGraph(buildGraph(attentionCoreFused, dims, false, 0), dims, x);
+        assert.ok(relMax(plain.y, ref.y) > 0.05, 'dropout changed nothing');
+      }
+    });
+  }
+}
+
+// --- 'emulate' against a JS model of the documented rounding ------------------------------------------------
+
+const f32buf = new Float32Array(1);
+const u32buf = new Uint32Array(f32buf.buffer);
+/** x rounded to fp32, then to bfloat16 (nearest, ties to even). */
+function bf16(x: number): number {
+  f32buf[0] = x;
+  const bits = u32buf[0]!;
+  u32buf[0] = ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 0) & 0xffff0000;
+  return f32buf[0]!;
+}
+const bf16Ulp = (v: number) => (v === 0 ? 2 ** -133 : 2 ** (Math.floor(Math.log2(Math.abs(v))) - 7));
+const u = 2 ** -8;
+
+/**
+ * The fused attention in JS, rounding where attention.ts says the bf16 graph rounds: operands and products of
+ * every MatMul (double sums rounded to fp32, then bf16), elementwise ops in fp32.
+ */
+function emulatedReference(d: Dims, x: Inputs, attn: number, mask: Uint8Array | undefined): { y: number[]; dq: number[]; dk: number[]; dv: number[] } {
+  const { B, H, Tq, Tk, D } = d;
+  const keep = 1 - attn;
+  const scale = Math.fround(1 / keep);
+  const out = { y: [] as number[], dq: [] as number[], dk: [] as number[], dv: [] as number[] };
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const qo = (i: number, e: number) => bf16(x.q[((b * H + h) * Tq + i) * D + e]!);
+      const ko = (j: number, e: number) => bf16(x.k[((b * H + h) * Tk + j) * D + e]!);
+      const vo = (j: number, e: number) => bf16(x.v[((b * H + h) * Tk + j) * D + e]!);
+      const dy = (i: number, e: number) => x.r[((b * H + h) * Tq + i) * D + e]!;
+      const kept = (i: number, j: number) => (mask ? mask[((b * H + h) * Tq + i) * Tk + j] === 1 : true);
+      const P: number[][] = [];
+      const Pd: number[][] = [];
+      for (let i = 0; i < Tq; i++) {
+        const row: number[] = [];
+        for (let j = 0; j < Tk; j++) {
+          let s = 0;
+          for (let e = 0; e < D; e++) s += qo(i, e) * ko(j, e);
+          row.push(Math.fround(bf16(Math.fround(s)) + x.bias[(b * Tq + i) * Tk + j]!));
+        }
+        const m = Math.max(...row);
+        const ex = row.map((z) => Math.exp(z - m));
+        const sum = ex.reduce((a, z) => a + z, 0);
+        P.push(ex.map((z) => Math.fround(z / sum)));
+        Pd.push(P[i]!.map((p, j) => (attn > 0 ? (kept(i, j) ? Math.fround(p * scale) : 0) : p)));
+      }
+      const PdR = Pd.map((row) => row.map(bf16));
+      const y: number[][] = [];
+      for (let i = 0; i < Tq; i++) {
+        y.push([]);
+        for (let e = 0; e < D; e++) {
+          let s = 0;
+          for (let j = 0; j < Tk; j++) s += PdR[i]![j]! * vo(j, e);
+          y[i]!.push(bf16(Math.fround(s)));
+        }
+      }
+      // Backward.
+      const negR: number[] = [];
+      for (let i = 0; i < Tq; i++) {
+        let s = 0;
+        for (let e = 0; e < D; e++) s += Math.fround(dy(i, e) * y[i]![e]!);
+        negR.push(Math.fround(Math.fround(s) * Math.fround(-keep)));
+      }
+      const dS: number[][] = [];
+      for (let i = 0; i < Tq; i++) {
+        dS.push([]);
+        for (let j = 0; j < Tk; j++) {
+          // The extra GEMM columns: −r as hi + lo (Veltkamp split, hi exact in bf16) against two 1s.
+          const t = Math.fround(negR[i]! * 65537);
+          const hi = Math.fround(t - Math.fround(t - negR[i]!));
+          let s = bf16(hi) + bf16(Math.fround(negR[i]! - hi));
+          for (let e = 0; e < D; e++) s += bf16(dy(i, e)) * vo(j, e);
+          const mij = bf16(Math.fround(s));
+          const w = kept(i, j) ? mij : negR[i]!;
+          dS[i]!.push(bf16(Math.fround(P[i]![j]! * w)));
+        }
+      }
+      const unscale = (z: number) => (attn > 0 ? Math.fround(z * scale) : z);
+      for (let i = 0; i < Tq; i++) {
+        for (let e = 0; e < D; e++) {
+          let s = 0;
+          for (let j = 0; j < Tk; j++) s += dS[i]![j]! * ko(j, e);
+          out.dq.push(unscale(bf16(Math.fround(s))));
+        }
+      }
+      for (let j = 0; j < Tk; j++) {
+        for (let e = 0; e < D; e++) {
+          let s = 0;
+          for (let i = 0; i < Tq; i++) s += qo(i, e) * dS[i]![j]!;
+          out.dk.push(unscale(bf16(Math.fround(s))));
+          let sv = 0;
+          for (let i = 0; i < Tq; i++) sv += bf16(dy(i, e)) * PdR[i]![j]!;
+          out.dv.push(bf16(Math.fround(sv)));
+        }
+      }
+      for (let i = 0; i < Tq; i++) out.y.push(...y[i]!);
+    }
+  }
+  return out;
+}
+
+/** Every value within one bf16 ulp (of the reference, after any fp32 unscaling) and ≥ minExact bit-identical. */
+function assertWithinUlp(name: string, got: Float32Array, ref: number[], scale: number, minExact = 0.95): number {
+  assert.equal(got.length, ref.length, `${name}: length`);
+  let exact = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const dd = Math.abs(got[i]! - ref[i]!);
+    if (dd === 0) exact++;
+    else assert.ok(dd <= bf16Ulp(ref[i]! / scale) * scale * 1.0001, `${name}[${i}] = ${got[i]} vs reference ${ref[i]} (more than one bf16 ulp)`);
+  }
+  assert.ok(exact >= minExact * ref.length, `${name}: only ${exact}/${ref.length} values equal the reference`);
+  return exact / ref.length;
+}
+
+for (const attn of [0, 0.3]) {
+  test(`'emulate', attention dropout ${attn}: fused backward rounds as documented (JS model) and stays within bf16 tolerance of autodiff`, async (t) => {
+    const dims = SQUARE;
+    const x = randomInputs(dims, 40 + attn * 10);
+    const fused = await runGraph(buildGraph(attentionCoreFused, dims, 'emulate', attn, { maskOutput: attn > 0 }), dims, x);
+    const ref = emulatedReference(dims, x, attn, fused.mask);
+    if (attn > 0) {
+      const dropped = fused.mask!.reduce((a, m) => a + (m ? 0 : 1), 0);
+      assert.ok(dropped > 0.15 * fused.mask!.length && dropped < 0.45 * fused.mask!.length, `${dropped} of ${fused.mask!.length} dropped at rate 0.3`);
+    }
+    const scale = attn > 0 ? Math.fround(1 / (1 - attn)) : 1;
+    const exact = [
+      assertWithinUlp('y', fused.y, ref.y, 1),
+      assertWithinUlp('dq', fused.dq, ref.dq, scale),
+      assertWithinUlp('dk', fused.dk, ref.dk, scale),
+      assertWithinUlp('dv', fused.dv, ref.dv, 1),
+    ];
+    // Against the autodiff formulation under 'emulate' (which rounds at other points): bf16-sized, not more.
+    const auto = await runGraph(buildGraph(attentionCoreAutodiff, dims, 'emulate', attn), dims, x);
+    assert.deepEqual(fused.y, auto.y);
+    const fp32 = await runGraph(buildGraph(attentionCoreAutodiff, dims, false, attn), dims, x);
+    const rows: string[] = [];
+    for (const n of ['dq', 'dk', 'dv'] as const) {
+      const vsAuto = relL2(fused[n], auto[n]);
+      const vsFp32 = relL2(fused[n], fp32[n]);
+      const autoVsFp32 = relL2(auto[n], fp32[n]);
+      rows.push(`${n}: vs autodiff-emulate ${vsAuto.toExponential(2)}, vs fp32 ${vsFp32.toExponential(2)} (autodiff-emulate vs fp32 ${autoVsFp32.toExponential(2)})`);
+      assert.ok(vsFp32 <= 4 * u, `${n}: ${vsFp32} relative L2 from fp32`);
+      assert.ok(vsFp32 > 0, `${n}: equal to fp32, nothing rounded`);
+      assert.ok(vsFp32 <= 2 * autoVsFp32 + u / 4, `${n}: fused 'emulate' ${vsFp32} from fp32, autodiff 'emulate' ${autoVsFp32}`);
+    }
+    t.diagnostic(`bit-identical to the JS model: ${exact.map((e) => (100 * e).toFixed(1) + '%').join(', ')} (y, dq, dk, dv); ${rows.join('; ')}`);
+  });
+}
+
+// --- passes over [B,H,Tq,Tk] -------------------------------------------------------------------------------
+
+const sameShape = (a: Shape | null, b: Shape) => !!a && a.length === b.length && a.every((x, i) => x === b[i]);
+
+/** Op types of the nodes (virtual ones excluded) from index `from` writing a [B,H,Tq,Tk] tensor. */
+function fullSizeWriters(g: Graph, from: number, d: Dims, to = g.nodes.length): string[] {
+  const full = [d.B, d.H, d.Tq, d.Tk];
+  return g.nodes
+    .slice(from, to)
+    .filter((n) => !n.virtual && n.outputs.some((o) => sameShape(o.shape, full)))
+    .map((n) => n.opType);
+}
+
+/** Names of forward [B,H,Tq,Tk] tensors read by backward nodes. */
+function keptForBackward(b: Built, d: Dims): string[] {
+  const full = [d.B, d.H, d.Tq, d.Tk];
+  const fwd = new Set(b.g.nodes.slice(0, b.forwardCount).flatMap((n) => n.outputs.filter((o) => sameShape(o.shape, full))));
+  const used = new Set<Tensor>();
+  for (const n of b.g.nodes.slice(b.forwardCount)) for (const t of n.inputs) if (t && fwd.has(t)) used.add(t);
+  return [...used].map((t) => `${t.dtype}`).sort();
+}
+
+test('backward passes over [B,H,Tq,Tk] (nodes writing one): fp32 3 with dropout / 2 without, bf16 5 / 4 — autodiff 8 / 5, 10 / 7', (t) => {
+  const d = SQUARE;
+  const count = (core: Core, bf16: Bf16Mode, attn: number) => {
+    const b = buildGraph(core, d, bf16, attn);
+    return { fwd: fullSizeWriters(b.g, 0, d, b.forwardCount), bwd: fullSizeWriters(b.g, b.forwardCount, d), kept: keptForBackward(b, d) };
+  };
+  const rows: string[] = [];
+  const both = (bf16: Bf16Mode, attn: number) => {
+    const f = count(attentionCoreFused, bf16, attn);
+    const a = count(attentionCoreAutodiff, bf16, attn);
+    assert.deepEqual(f.fwd, a.fwd, 'the forward must be the same ops');
+    assert.deepEqual(f.kept, a.kept, 'the backward must keep the same forward tensors');
+    rows.push(`bf16 ${bf16} dropout ${attn}: forward ${f.fwd.length}; backward ${a.bwd.length} → ${f.bwd.length} (${f.bwd.join(' ')}); kept ${f.kept.join(' ')}`);
+    return { f, a };
+  };
+  // fp32 with dropout: M = [dy|−r]·[v|1]ᵀ, Where(mask, M, −r), P ⊙ ·; kept: mask, P, Pd.
+  let r = both(false, 0.1);
+  assert.deepEqual(r.f.fwd, ['MatMul', 'Add', 'Softmax', 'Dropout']);
+  assert.deepEqual(r.f.bwd, ['MatMul', 'Where', 'Mul']);
+  assert.deepEqual(r.a.bwd, ['MatMul', 'Transpose', 'Cast', 'Mul', 'Mul', 'Mul', 'Sub', 'Mul']);
+  assert.deepEqual(r.f.kept, ['bool', 'float', 'float']);
+  // fp32 without dropout: M, P ⊙ M.
+  r = both(false, 0);
+  assert.deepEqual(r.f.bwd, ['MatMul', 'Mul']);
+  assert.equal(r.a.bwd.length, 5);
+  // bf16: plus the cast of M to fp32 and of dS/s to bf16; kept: Pd's bf16 copy, mask, P.
+  r = both(true, 0.1);
+  assert.deepEqual(r.f.bwd, ['MatMul', 'Cast', 'Where', 'Mul', 'Cast']);
+  assert.equal(r.a.bwd.length, 10);
+  assert.deepEqual(r.f.kept, ['bfloat16', 'bool', 'float']);
+  r = both(true, 0);
+  assert.deepEqual(r.f.bwd, ['MatMul', 'Cast', 'Mul', 'Cast']);
+  assert.equal(r.a.bwd.length, 7);
+  // 'emulate': the bf16 casts as round trips (two nodes each).
+  r = both('emulate', 0.1);
+  assert.deepEqual(r.f.bwd, ['MatMul', 'Cast', 'Cast', 'Where', 'Mul', 'Cast', 'Cast']);
+  assert.equal(r.a.bwd.length, 12);
+  t.diagnostic(rows.join('\n'));
+});
