@@ -19,20 +19,21 @@
 #   bench    bench/gpu-train.ts: throughput, host↔device share, memory, Dolly-shaped epochs (--dolly-max-s 30
 #            here: measured, then extrapolated), PyTorch side by side (bench/pytorch_baseline.py)
 #                                                                          → $OUT/gpu-train.{json,log}, pytorch.json
+#   ablate   gpu-train.ts at B8 T512 bf16 once per ABLATE_RUNS entry ("label:ENV=VALUE[,ENV=VALUE…]"), each with
+#            those variables set, beside the bench phase's run of the same configuration: tok/s, run time,
+#            memory. Default: "previous" (SFT_AUTODIFF_ATTENTION=1, SFT_FUSED_LM_HEAD=0: the attention backward
+#            and lm head as before the pass cuts of 2026-11-28) and "bf16-attention" (SFT_BF16_ATTENTION=1)
+#                                                                          → $OUT/ablate.txt
+# Not in the default list (measured on the H200 on 2026-11-28, bench/results/):
 #   cli      the product end to end on the device through `sft` (bin/sft.js → dist): train the tiny sample model
 #            on the sample data (samples/run.json, a few epochs, device cuda, bf16 default), then `sft eval` and
 #            greedy `sft chat` of the result on cuda and on the cpu side by side, and `sft perplexity` on cuda
 #                                                                          → $OUT/extras.txt
 #   decode   bench/decode-chunks.ts --device cuda: chunked decoding vs per-token on GPT-2 124M (same ids?
 #            tok/s at a short and a long prompt)                               → appended to $OUT/extras.txt
-# Not in the default list:
-#   ablate   gpu-train.ts at B8 T512 bf16 once per ABLATE_RUNS entry ("label:ENV=VALUE[,ENV=VALUE…]", default
-#            "flat-state:SFT_FLAT_STATE=1"), each with those variables set, beside the bench phase's run of the
-#            same configuration: tok/s, run time, memory                         → $OUT/ablate.txt
-#            (on the H200, 2026-11-28, the flat-state run did not finish its first run within 50 s)
-# Time: each phase has a share (DOCTOR_S 15, LOSS_S 60, PROFILE_S 70, BENCH_S 300, CLI_S 30, DECODE_S 35 = 510 s;
-# ABLATE_S 80) and its limit is its share plus what the phases before it left unused, so the default sequence
-# ends within ~510 s (a device call may run 600 s; machine start and transfers are outside it, and the session's
+# Time: each phase has a share (DOCTOR_S 15, LOSS_S 60, PROFILE_S 70, BENCH_S 300, ABLATE_S 100 = 545 s; CLI_S 30,
+# DECODE_S 35) and its limit is its share plus what the phases before it left unused, so the default sequence
+# ends within ~545 s (a device call may run 600 s; machine start and transfers are outside it, and the session's
 # device time is 15 minutes in all: see docs/GPU.md for what the 2026-11-28 calls cost). A phase with < 10 s left
 # is skipped. Every phase writes its files as it goes, so a phase cut by its limit still leaves what it
 # measured. The device call brings back at most 8 files from $OUT: the 8 above, nothing else goes there (the
@@ -46,14 +47,16 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-${TMPDIR:-/tmp}/sft-device-out}
-PHASES=${PHASES:-doctor loss profile bench cli decode}
+PHASES=${PHASES:-doctor loss profile bench ablate}
 mkdir -p "$OUT"
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/sft-device-scratch.XXXXXX")
 [ "${KEEP_SCRATCH:-0}" = 1 ] || trap 'rm -rf "$SCRATCH"' EXIT
 status=0
 # The ablate phase's runs: "label:ENV=VALUE[,ENV=VALUE…]" words, each one short_train with those variables set.
-ABLATE_RUNS=${ABLATE_RUNS:-flat-state:SFT_FLAT_STATE=1}
-declare -A SHARE=([doctor]=${DOCTOR_S:-15} [loss]=${LOSS_S:-60} [profile]=${PROFILE_S:-70} [bench]=${BENCH_S:-300} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-80})
+# Default: the formulation before the 2026-11-28 pass cuts (autodiff attention backward, unfused lm head), and the
+# opt-in bf16 attention matrices.
+ABLATE_RUNS=${ABLATE_RUNS:-previous:SFT_AUTODIFF_ATTENTION=1,SFT_FUSED_LM_HEAD=0 bf16-attention:SFT_BF16_ATTENTION=1}
+declare -A SHARE=([doctor]=${DOCTOR_S:-15} [loss]=${LOSS_S:-60} [profile]=${PROFILE_S:-70} [bench]=${BENCH_S:-300} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-100})
 if [ "${DRY_RUN:-0}" = 1 ]; then
   loss_args=(--model tiny --test cpu:fp32)
   bench_args=(--device cpu --smoke)

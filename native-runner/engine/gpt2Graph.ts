@@ -23,7 +23,7 @@
  * lmHeadLogits, tokenNll) are exported so that other graphs (eval, KV-cache generation) reuse them.
  */
 import { expectedParamShapes } from '../model/gpt2Params';
-import { attentionCoreFused } from './attention';
+import { attentionCoreAutodiff, attentionCoreFused } from './attention';
 import type { GPT2Config } from '../model/types';
 import { Graph, makeData, type Tensor } from './graph/graph';
 
@@ -52,6 +52,19 @@ export interface ModelContext {
   bf16: Bf16Mode;
   /** Next Dropout seed (each Dropout node gets its own). */
   nextSeed: () => number;
+  /** Alternative formulations, for ablations on a GPU (all off by default). */
+  variants: ModelVariants;
+}
+
+/**
+ * Alternative formulations of parts of the model, switched per engine (TrainingEngine reads them from SFT_*
+ * environment variables) so that one device run can measure each against the default.
+ */
+export interface ModelVariants {
+  /** The attention backward from the generic autodiff rules (the formulation before attention.ts): SFT_AUTODIFF_ATTENTION=1. */
+  autodiffAttention?: boolean;
+  /** bf16 modes: the attention matrices [B,H,T,T] stay bfloat16 between ops (attention.ts): SFT_BF16_ATTENTION=1. */
+  bf16Attention?: boolean;
 }
 
 /** The parameter list (HF names and shapes) in named_parameters order. */
@@ -157,7 +170,7 @@ export function attentionQKV(c: ModelContext, layer: number, a: Tensor): { q: Te
  * Hand-written backward with fewer [B,H,Tq,Tk] passes (engine/attention.ts); both MatMuls per c.bf16.
  */
 export function attentionCore(c: ModelContext, q: Tensor, k: Tensor, v: Tensor, bias: Tensor): Tensor {
-  return attentionCoreFused(c, q, k, v, bias);
+  return c.variants.autodiffAttention ? attentionCoreAutodiff(c, q, k, v, bias) : attentionCoreFused(c, q, k, v, bias);
 }
 
 /** Heads [B,H,T,D] → [N,C] → c_proj. */
@@ -214,7 +227,7 @@ export function hiddenStates(c: ModelContext, ids: Tensor, positions: Tensor, se
 export { tokenNll } from './crossEntropy';
 
 /** A fresh ModelContext over weights `w` in graph `g`. */
-export function modelContext(g: Graph, config: GPT2Config, w: WeightMap, bt: Tensor, opts: { dropout?: DropoutRates; bf16?: Bf16Mode; seed?: number } = {}): ModelContext {
+export function modelContext(g: Graph, config: GPT2Config, w: WeightMap, bt: Tensor, opts: { dropout?: DropoutRates; bf16?: Bf16Mode; seed?: number; variants?: ModelVariants } = {}): ModelContext {
   let seed = opts.seed ?? 0;
   return {
     g,
@@ -224,6 +237,7 @@ export function modelContext(g: Graph, config: GPT2Config, w: WeightMap, bt: Ten
     dropout: opts.dropout ?? { embd: 0, attn: 0, resid: 0 },
     bf16: opts.bf16 ?? false,
     nextSeed: () => seed++,
+    variants: opts.variants ?? {},
   };
 }
 

@@ -22,7 +22,7 @@ import type { GPT2Config } from '../model/types';
 import { Graph, type Tensor } from './graph/graph';
 import { gradients } from './graph/autodiff';
 import { lmHeadNll } from './crossEntropy';
-import { hiddenStates, lmHeadLogits, modelContext, paramSpecs, tokenNll, trueConst, usesWeightDecay, type Bf16Mode, type DropoutRates, type ModelContext, type WeightMap } from './gpt2Graph';
+import { hiddenStates, lmHeadLogits, modelContext, paramSpecs, tokenNll, trueConst, usesWeightDecay, type Bf16Mode, type DropoutRates, type ModelContext, type ModelVariants, type WeightMap } from './gpt2Graph';
 
 export interface OptimizerHyper {
   weightDecay: number;
@@ -50,6 +50,8 @@ export interface GraphOptions {
    * values; kept for ablations: SFT_FUSED_LM_HEAD=0).
    */
   fusedLmHead?: boolean;
+  /** Alternative formulations for ablations (gpt2Graph.ts ModelVariants); train, grads and eval graphs. */
+  variants?: ModelVariants;
 }
 
 export const MB_FIELDS = ['ids', 'targets', 'positions', 'segments'] as const;
@@ -202,7 +204,7 @@ export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts:
   const invN = body.where(body.op('Greater', [nTokens, body.scalar(0)]), body.div(body.scalar(1), body.max(nTokens, body.scalar(1e-30))), body.scalar(0));
   let seedCounter = opts.seed;
   const ctxFor = (gr: Graph, mb: MbTensors) => {
-    const c = modelContext(gr, config, p, gr.shapeOf(mb.ids), { dropout: opts.dropout, bf16: opts.bf16, seed: seedCounter });
+    const c = modelContext(gr, config, p, gr.shapeOf(mb.ids), { dropout: opts.dropout, bf16: opts.bf16, seed: seedCounter, variants: opts.variants });
     const next = c.nextSeed;
     c.nextSeed = () => {
       const s = next();
@@ -335,7 +337,7 @@ export function buildGradsGraph(config: GPT2Config, opts: GraphOptions): Graph {
   const w = paramInputs(g, config, 'p:');
   const mb = mbInputs(g, []);
   const invN = g.input('inv_n', 'float', []);
-  const c = modelContext(g, config, w, g.shapeOf(mb.ids), { dropout: opts.dropout, bf16: opts.bf16, seed: opts.seed });
+  const c = modelContext(g, config, w, g.shapeOf(mb.ids), { dropout: opts.dropout, bf16: opts.bf16, seed: opts.seed, variants: opts.variants });
   const out = microBatchLoss(c, mb, opts.fusedLmHead ?? true);
   const names = paramSpecs(config).map((s) => s.name);
   const grads = gradsOf(g, out.nllSum, invN, w, names);

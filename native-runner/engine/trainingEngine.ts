@@ -22,7 +22,7 @@
 import type * as ort from 'onnxruntime-node';
 import type { GPT2Config, ParamSet, ParamTensor } from '../model/types';
 import { SftError } from '../util/errors';
-import { dropoutRates, paramSpecs, type Bf16Mode } from './gpt2Graph';
+import { dropoutRates, paramSpecs, type Bf16Mode, type ModelVariants } from './gpt2Graph';
 import { createSession, envSwitch, f32, releaseSessions, scalarF32, toF32, toNumber, type Device } from './ortSession';
 import { buildEvalGraph, buildForwardGraph, buildGradsGraph, buildTrainGraph, type ForwardOutput, type OptimizerHyper } from './trainGraph';
 import { buildEvalLoopGraph, CudaGpuBufferIo, deviceStateWanted, probeCudaDeviceState, type DeviceStateIo, type DeviceTensor } from './deviceState';
@@ -90,6 +90,11 @@ export interface TrainingEngineOptions {
    * (the per-tensor engine: created, warmed up and 16 steps in ~20 s), so it is opt-in until that is understood.
    */
   flatState?: boolean;
+}
+
+/** The model variants switched on by SFT_AUTODIFF_ATTENTION / SFT_BF16_ATTENTION (gpt2Graph.ts ModelVariants). */
+export function modelVariantsFromEnv(env: NodeJS.ProcessEnv = process.env): ModelVariants {
+  return { autodiffAttention: envSwitch(env.SFT_AUTODIFF_ATTENTION) ?? false, bf16Attention: envSwitch(env.SFT_BF16_ATTENTION) ?? false };
 }
 
 /** The state of one kind (p, m or v) on the device, by parameter name; `synced`: the host copy equals it. */
@@ -337,7 +342,7 @@ export class TrainingEngine {
     let s = this.sessions.get(key);
     if (!s) {
       const { config } = this.opts;
-      const gopts = { dropout: dropoutRates(config, this.opts.dropout), bf16: this.opts.bf16 ?? false, seed: this.opts.seed ?? 0, flatState: this.flatState(), fusedLmHead: envSwitch(process.env.SFT_FUSED_LM_HEAD) ?? true };
+      const gopts = { dropout: dropoutRates(config, this.opts.dropout), bf16: this.opts.bf16 ?? false, seed: this.opts.seed ?? 0, flatState: this.flatState(), fusedLmHead: envSwitch(process.env.SFT_FUSED_LM_HEAD) ?? true, variants: modelVariantsFromEnv() };
       const evalBf16 = { bf16: gopts.bf16 };
       const graph = train
         ? buildTrainGraph(config, this.hyper, { ...gopts, accumulate: kind === 'trainA' })
