@@ -3,7 +3,8 @@
  * generic autodiff one, counted on the graphs (no session, no device):
  *   npx tsx bench/attention-passes.ts [--batch 8] [--seq 512] [--heads 12] [--dim 64]
  *        [--time [--runs 10] [--only fused|autodiff] [--dropout 0.1]]
- * For fp32 / bf16 × attention dropout 0 / 0.1: the nodes writing a [B,H,T,T] tensor (forward, backward),
+ * For fp32 / bf16 × attention dropout 0 / 0.1 (and, for bf16, the bf16Attention variant of the fused core,
+ * SFT_BF16_ATTENTION=1, whose [B,H,T,T] tensors stay bfloat16): the nodes writing a [B,H,T,T] tensor (forward, backward),
  * the bytes those nodes and the MatMuls read and write in [B,*,T,T] tensors (a broadcast [B,1,T,T] bias
  * counts its own size), and the bytes of forward [B,H,T,T] tensors kept for the backward. ORT's own graph
  * rewrites (e.g. a Transpose fused into the MatMul that reads it) are not modelled. Prints a table and JSON.
@@ -61,12 +62,12 @@ function tally(nodes: Node[]): Tally {
 }
 
 /** The layer's forward and backward: inputs q, k, v, bias, dy; outputs y, dq, dk, dv. */
-function layerGraph(core: typeof attentionCoreFused, bf16: Bf16Mode, attn: number): { g: Graph; n0: number } {
+function layerGraph(core: typeof attentionCoreFused, bf16: Bf16Mode, attn: number, bf16Attention = false): { g: Graph; n0: number } {
   const config = makeConfig({ n_layer: 1, n_head: H, n_embd: H * D, n_positions: T, vocab_size: 16 });
   const g = new Graph('attention');
   const [q, k, v] = ['q', 'k', 'v'].map((n) => g.input(n, 'float', [B, H, T, D]));
   const bias = g.input('bias', 'float', [B, 1, T, T]);
-  const c = modelContext(g, config, new Map(), g.ints([B, T]), { bf16, dropout: { embd: 0, attn, resid: 0 } });
+  const c = modelContext(g, config, new Map(), g.ints([B, T]), { bf16, dropout: { embd: 0, attn, resid: 0 }, variants: { bf16Attention } });
   const y = core(c, q!, k!, v!, bias);
   const n0 = g.nodes.length;
   const grads = gradients(g, [y], [g.input('dy', 'float', [B, H, T, D])], [q!, k!, v!]);
@@ -75,8 +76,8 @@ function layerGraph(core: typeof attentionCoreFused, bf16: Bf16Mode, attn: numbe
   return { g, n0 };
 }
 
-function measure(core: typeof attentionCoreFused, bf16: Bf16Mode, attn: number) {
-  const { g, n0 } = layerGraph(core, bf16, attn);
+function measure(core: typeof attentionCoreFused, bf16: Bf16Mode, attn: number, bf16Attention = false) {
+  const { g, n0 } = layerGraph(core, bf16, attn, bf16Attention);
   const fwd = tally(g.nodes.slice(0, n0));
   const bwd = tally(g.nodes.slice(n0));
   const produced = new Set(g.nodes.slice(0, n0).flatMap((n) => n.outputs.filter((o) => isScoreShaped(o) && isFull(o))));
@@ -88,17 +89,19 @@ function measure(core: typeof attentionCoreFused, bf16: Bf16Mode, attn: number) 
 const MB = (b: number) => (b / 1e6).toFixed(0);
 const results: Record<string, unknown>[] = [];
 console.log(`one attention layer, B${B} T${T} H${H} D${D}: [B,H,T,T] = ${(B * H * T * T / 1e6).toFixed(1)} M elements (${MB(B * H * T * T * 4)} MB fp32)`);
-console.log('mode              formulation  fwd writers  fwd MB  bwd writers  bwd MB  kept MB  backward writers');
+console.log('mode              formulation    fwd writers  fwd MB  bwd writers  bwd MB  kept MB  backward writers');
 for (const bf16 of [false, true] as const) {
   for (const attn of [0, 0.1]) {
-    for (const [name, core] of [
-      ['autodiff', attentionCoreAutodiff],
-      ['fused', attentionCoreFused],
-    ] as const) {
-      const m = measure(core, bf16, attn);
+    const forms: [string, typeof attentionCoreFused, boolean][] = [
+      ['autodiff', attentionCoreAutodiff, false],
+      ['fused', attentionCoreFused, false],
+    ];
+    if (bf16) forms.push(['fused bf16att', attentionCoreFused, true]);
+    for (const [name, core, bf16Attention] of forms) {
+      const m = measure(core, bf16, attn, bf16Attention);
       const mode = `${bf16 ? 'bf16' : 'fp32'} dropout ${attn}`;
-      console.log(`${mode.padEnd(18)}${name.padEnd(13)}${String(m.fwd.writers.length).padStart(11)}${MB(m.fwd.bytes).padStart(8)}${String(m.bwd.writers.length).padStart(13)}${MB(m.bwd.bytes).padStart(8)}${MB(m.keptBytes).padStart(9)}  ${m.bwd.writers.join(' ')}`);
-      results.push({ bf16, attn, formulation: name, forwardWriters: m.fwd.writers.length, forwardBytes: m.fwd.bytes, backwardWriters: m.bwd.writers, backwardBytes: m.bwd.bytes, keptBytes: m.keptBytes });
+      console.log(`${mode.padEnd(18)}${name.padEnd(15)}${String(m.fwd.writers.length).padStart(11)}${MB(m.fwd.bytes).padStart(8)}${String(m.bwd.writers.length).padStart(13)}${MB(m.bwd.bytes).padStart(8)}${MB(m.keptBytes).padStart(9)}  ${m.bwd.writers.join(' ')}`);
+      results.push({ bf16, attn, formulation: name, bf16Attention, forwardWriters: m.fwd.writers.length, forwardWriterOps: m.fwd.writers, forwardBytes: m.fwd.bytes, backwardWriters: m.bwd.writers, backwardBytes: m.bwd.bytes, keptBytes: m.keptBytes });
     }
   }
 }

@@ -24,6 +24,42 @@
  * ones to ~4e-7 relative; under bf16 the folded r is computed from the fp32 dy and the bf16-rounded y, which
  * leaves dq/dk ~10 % noisier than the autodiff bf16 backward (both ≈ 4·2^-8 relative L2 at T = D = 64).
  *
+ * bf16 attention matrices (c.variants.bf16Attention, SFT_BF16_ATTENTION=1; only with c.bf16 true or
+ * 'emulate', otherwise the default graph is emitted byte for byte; ignored when autodiffAttention is on): the
+ * [B,H,Tq,Tk] tensors stay bfloat16 between ops. Forward: S = q·kᵀ is the MatMul's bf16 output (no Cast),
+ * S + bias (the bias [B,1,Tq,Tk] cast to bf16 once per graph and shared by the layers: 0 stays 0, −1e9
+ * becomes −998244352, still a zero weight; a fully masked row stays uniform), P = Softmax, Pd = Dropout(P)
+ * are bf16 and Pd is the P·v operand as is. Backward: M = [dy|−r]·[v|1]ᵀ stays bf16, Where(mask, M, bf16(−r))
+ * and dS/s = P ⊙ W are bf16 and feed the dq/dk MatMuls directly. The [B,H,T,D] / [B,H,T,1] tensors keep the
+ * default precision: y and the dq/dk/dv products are cast to fp32, r is computed in fp32 and enters M as
+ * hi + lo columns as above; only the Where's −r (dropped entries) is rounded to bf16 ([B,H,Tq,1], one Cast).
+ * Kept for the backward: P and Pd in bf16 plus the mask (P alone without dropout) — 126 MB instead of 176 MB
+ * per layer at B8 T512 H12 with dropout, 50 MB instead of 151 MB without.
+ * 'emulate' mirrors it on fp32 kernels: each op the real graph runs on bf16 is the fp32 op followed by one
+ * round to bf16 (Cast bf16 → Cast float) at exactly the same points; Where, Transpose, Slice, Concat move
+ * values and need none. Per op, the assumption that makes the fp32 op + one rounding the real kernel's result
+ * (ORT's CUDA kernels for bfloat16 load the operands as float, compute in float and round the result to bf16
+ * once, round-to-nearest-even — read in onnxruntime/core/providers/cuda: nn/dropout_impl.cu, math/softmax*
+ * with a float accumulation type; not yet measured on a GPU):
+ *   MatMul   fp32 accumulation (cuBLAS), product rounded once — as in the default path.
+ *   Add      S + bias: 'emulate' rounds the exact sum to fp32, then to bf16 (double rounding); a bf16 kernel
+ *            that adds in fp32 does the same, one using a native bf16 add rounds once, and the two can differ
+ *            by one bf16 ulp. Only where the fp32 sum is inexact, i.e. bias ≠ 0: masked entries, whose
+ *            softmax weight is 0 either way (S + 0 is exact; a fully masked row, |S| ≪ 2^21, is exactly
+ *            −998244352 everywhere in both, so it stays uniform).
+ *   Softmax  max, exp and the row sum in fp32 (AccumulationType of bf16 is float), each output rounded once;
+ *            the CUDA and CPU exp/sum order can move a value across a bf16 rounding boundary (one ulp).
+ *   Dropout  P·(1/(1−p)) in fp32 rounded once (the mask is the RNG's, device-dependent anyway).
+ *   Where    selects, no rounding (−r is rounded by its own Cast first).
+ *   Mul      P ⊙ W of two bf16 values is exact in fp32 (8 + 8 significant bits), so the one rounding to bf16
+ *            is the only one: identical in both modes.
+ * Every op used in bf16 (MatMul, Add, Softmax, Dropout with a float ratio, Where, Mul) has a CUDA bfloat16
+ * kernel (engine/cudaKernels.ts; Sub only appears in the fp32 hi/lo split); test/engine/cudaKernels.test.ts
+ * checks the variant's train and grads graphs. Accuracy ('emulate', test/engine/attentionBackward.test.ts
+ * and bf16Attention.test.ts): y/dq/dk/dv relative L2 from fp32 3.7e-3 / 7.7e-3 / 6.5e-3 / 3.4e-3 with
+ * dropout 0.3 (default 'emulate' 3.3e-3 / 7.5e-3 / 6.7e-3 / 3.3e-3); tiny-model golden batch gradients 1.93e-3
+ * from fp32 (default 1.95e-3); 20-step loss curve worst 4.0e-5 (default 3.1e-5) of |loss| + 1.
+ *
  * Passes over [B,H,Tq,Tk] per layer: nodes writing such a tensor, and MB read + written in such tensors at
  * B8 T512 H12 D64 (25.2 M elements, 101 MB fp32), counted on the graphs (bench/attention-passes.ts,
  * test/engine/attentionBackward.test.ts):
@@ -32,7 +68,12 @@
  *   fp32, no dropout      3, 612 MB         5, 1510 MB → 2, 705 MB   (MatMul, Mul)
  *   bf16, dropout 0.1     6, 1040 MB       10, 2139 MB → 5, 1032 MB  (MatMul, Cast, Where, Mul, Cast)
  *   bf16, no dropout      5, 814 MB         7, 1510 MB → 4, 805 MB   (MatMul, Cast, Mul, Cast)
-  * Legend: B batch rows, H heads, Tq queries, Tk keys, D head width.
+ *   bf16Attention variant (fused only; forward MB include the per-graph bias Cast, 13 MB, shared by the layers):
+ *   bf16, dropout 0.1     4, 445 MB                    3, 478 MB   (MatMul, Where, Mul)
+ *   bf16, no dropout      3, 319 MB                    2, 352 MB   (MatMul, Mul)
+ * Kept [B,H,Tq,Tk] forward tensors: fp32 226 / 101 MB (dropout / none), bf16 176 / 151 MB, bf16Attention
+ * 126 / 50 MB.
+ * Legend: B batch rows, H heads, Tq queries, Tk keys, D head width.
  */
 import { makeData, type Graph, type Shape, type Tensor } from './graph/graph';
 import type { ModelContext } from './gpt2Graph';
@@ -56,6 +97,32 @@ function matmulProduct(c: ModelContext, g: Graph, t: Tensor): Tensor {
   if (!c.bf16) return t;
   if (c.bf16 === 'emulate') return g.cast(g.cast(t, 'bfloat16'), 'float');
   return g.cast(t, 'float');
+}
+
+/** Whether the [B,H,Tq,Tk] tensors stay bfloat16 between ops: the variant is on and c.bf16 is true or 'emulate'. */
+export function usesBf16Attention(c: ModelContext): boolean {
+  return !!c.bf16 && !!c.variants.bf16Attention;
+}
+
+/**
+ * The result of an op that the bf16-attention graph runs on bfloat16 tensors: as is (true, already bf16),
+ * or the fp32 op's result rounded to bf16 and back ('emulate', one rounding where the real kernel rounds once).
+ */
+function bf16Result(c: ModelContext, g: Graph, t: Tensor): Tensor {
+  return c.bf16 === 'emulate' ? g.cast(g.cast(t, 'bfloat16'), 'float') : t;
+}
+
+/** bias [B,1,Tq,Tk] at bf16 precision, cast once per graph and mode (the layers share the bias). */
+const biasCasts = new WeakMap<Graph, Map<Tensor, Map<string, Tensor>>>();
+function biasInBf16(c: ModelContext, g: Graph, bias: Tensor): Tensor {
+  let byBias = biasCasts.get(g);
+  if (!byBias) biasCasts.set(g, (byBias = new Map()));
+  let byMode = byBias.get(bias);
+  if (!byMode) byBias.set(bias, (byMode = new Map()));
+  const mode = String(c.bf16);
+  let t = byMode.get(mode);
+  if (!t) byMode.set(mode, (t = matmulOperand(c, g, bias)));
+  return t;
 }
 
 /**
@@ -87,6 +154,7 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
   const g = c.g;
   const rate = c.dropout.attn;
   const keep = 1 - rate;
+  const low = usesBf16Attention(c);
   let qo!: Tensor;
   let ko!: Tensor;
   let vo!: Tensor;
@@ -100,11 +168,23 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
       qo = matmulOperand(c, g, q);
       ko = matmulOperand(c, g, k);
       vo = matmulOperand(c, g, v);
-      const scores = matmulProduct(c, g, g.matmul(qo, swapLast4(g, ko))); // [B,H,Tq,Tk]
-      probs = g.softmax(g.add(scores, bias), -1);
-      let dropped = probs;
-      if (rate > 0) ({ out: dropped, mask } = dropoutWithMask(g, probs, rate, c.nextSeed()));
-      po = matmulOperand(c, g, dropped);
+      if (low) {
+        // bf16 attention matrices: S, S + bias, P and Pd are bfloat16 (rounded to bf16 under 'emulate').
+        const scores = bf16Result(c, g, g.matmul(qo, swapLast4(g, ko))); // [B,H,Tq,Tk]
+        probs = bf16Result(c, g, g.softmax(bf16Result(c, g, g.add(scores, biasInBf16(c, g, bias))), -1));
+        po = probs;
+        if (rate > 0) {
+          const d = dropoutWithMask(g, probs, rate, c.nextSeed());
+          po = bf16Result(c, g, d.out);
+          mask = d.mask;
+        }
+      } else {
+        const scores = matmulProduct(c, g, g.matmul(qo, swapLast4(g, ko))); // [B,H,Tq,Tk]
+        probs = g.softmax(g.add(scores, bias), -1);
+        let dropped = probs;
+        if (rate > 0) ({ out: dropped, mask } = dropoutWithMask(g, probs, rate, c.nextSeed()));
+        po = matmulOperand(c, g, dropped);
+      }
       y = matmulProduct(c, g, g.matmul(po, vo)); // [B,H,Tq,D]
       return [y];
     },
@@ -141,10 +221,18 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
         const onesConst = gg.tensorConst(vo.dtype === 'bfloat16' ? 'bfloat16' : 'float', [1, 1, 1, pad], Array.from({ length: pad }, (_, i) => (i < ones ? 1 : 0)));
         const vOnes = gg.expand(onesConst, onesShape, vo.shape ? [...vo.shape.slice(0, 3), pad] : null);
         const vext = gg.concat([vo, vOnes], -1); // [B,H,Tk,D+pad]
-        const m = matmulProduct(c, gg, gg.matmul(exto, swapLast4(gg, vext))); // dy·vᵀ − r  [B,H,Tq,Tk]
-        const w = mask ? gg.where(mask, m, negR) : m;
-        const dS = gg.mul(probs, w); // dS/s [B,H,Tq,Tk]
-        const dSo = matmulOperand(c, gg, dS);
+        let dSo: Tensor;
+        if (low) {
+          // M, Where and dS/s stay bf16; −r for the dropped entries is rounded to bf16 once ([B,H,Tq,1]).
+          const m = bf16Result(c, gg, gg.matmul(exto, swapLast4(gg, vext))); // dy·vᵀ − r  [B,H,Tq,Tk]
+          const w = mask ? gg.where(mask, m, matmulOperand(c, gg, negR)) : m;
+          dSo = bf16Result(c, gg, gg.mul(probs, w)); // dS/s [B,H,Tq,Tk]
+        } else {
+          const m = matmulProduct(c, gg, gg.matmul(exto, swapLast4(gg, vext))); // dy·vᵀ − r  [B,H,Tq,Tk]
+          const w = mask ? gg.where(mask, m, negR) : m;
+          const dS = gg.mul(probs, w); // dS/s [B,H,Tq,Tk]
+          dSo = matmulOperand(c, gg, dS);
+        }
         if (needs[0]) dq = unscale(matmulProduct(c, gg, gg.matmul(dSo, ko)));
         if (needs[1]) dk = unscale(swapLast4(gg, matmulProduct(c, gg, gg.matmul(swapLast4(gg, qo), dSo))));
       }

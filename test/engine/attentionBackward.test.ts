@@ -6,7 +6,12 @@
 //   fp32 elementwise; the Dropout mask read from the graph) — every value within one bf16 ulp, ≥ 95 %
 //   bit-identical — and within bf16 tolerance of the autodiff 'emulate' gradients;
 // - the backward's passes over [B,H,Tq,Tk] tensors: the nodes writing one, by op type, per mode, and the
-//   [B,H,Tq,Tk] forward tensors the backward keeps (P, mask, the second MatMul's operand).
+//   [B,H,Tq,Tk] forward tensors the backward keeps (P, mask, the second MatMul's operand);
+// - the bf16Attention variant ([B,H,Tq,Tk] tensors kept bf16): 'emulate' against the same JS model with the
+//   variant's roundings (bias, S + bias, softmax, dropout, P ⊙ W rounded to bf16; −r rounded for Where) —
+//   within one bf16 ulp, ≥ 95 % bit-identical — and within bf16 tolerance of fp32; its real bf16 graph has
+//   no Cast on a [B,H,Tq,Tk] tensor (MatMul Add Softmax Dropout / MatMul Where Mul, kept P and Pd in bf16);
+//   with fp32 the variant emits the default graph byte for byte.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { attentionCoreAutodiff, attentionCoreFused } from '../../native-runner/engine/attention';
@@ -61,15 +66,18 @@ interface Built {
   y: Tensor;
 }
 
-/** y = core(q, k, v, bias); loss = Σ y⊙r; outputs y, dq, dk, dv (and the Dropout mask as `mask` when asked). */
-function buildGraph(core: Core, d: Dims, bf16: Bf16Mode, attn: number, opts: { maskOutput?: boolean } = {}): Built {
+/**
+ * y = core(q, k, v, bias); loss = Σ y⊙r; outputs y, dq, dk, dv (and the Dropout mask as `mask` when asked);
+ * `bf16Attention`: the ModelVariants switch keeping the [B,H,Tq,Tk] tensors bf16.
+ */
+function buildGraph(core: Core, d: Dims, bf16: Bf16Mode, attn: number, opts: { maskOutput?: boolean; bf16Attention?: boolean } = {}): Built {
   const g = new Graph('attention');
   const q = g.input('q', 'float', [d.B, d.H, d.Tq, d.D]);
   const k = g.input('k', 'float', [d.B, d.H, d.Tk, d.D]);
   const v = g.input('v', 'float', [d.B, d.H, d.Tk, d.D]);
   const bias = g.input('bias', 'float', [d.B, 1, d.Tq, d.Tk]);
   const r = g.input('r', 'float', [d.B, d.H, d.Tq, d.D]);
-  const c = modelContext(g, config, new Map(), g.ints([d.B, d.Tq]), { bf16, dropout: { embd: 0, attn, resid: 0 }, seed: 17 });
+  const c = modelContext(g, config, new Map(), g.ints([d.B, d.Tq]), { bf16, dropout: { embd: 0, attn, resid: 0 }, seed: 17, variants: { bf16Attention: opts.bf16Attention ?? false } });
   const y = core(c, q, k, v, bias);
   const forwardCount = g.nodes.length;
   g.output(y, 'y');
@@ -162,12 +170,16 @@ const u = 2 ** -8;
 
 /**
  * The fused attention in JS, rounding where attention.ts says the bf16 graph rounds: operands and products of
- * every MatMul (double sums rounded to fp32, then bf16), elementwise ops in fp32.
+ * every MatMul (double sums rounded to fp32, then bf16), elementwise ops in fp32. With `low` (the bf16Attention
+ * variant) the [B,H,Tq,Tk] values are bf16 between ops: the bias is rounded to bf16, and S + bias, softmax,
+ * dropout and P ⊙ Where(…) are each computed in fp32 and rounded to bf16 once; −r is rounded to bf16 for Where.
  */
-function emulatedReference(d: Dims, x: Inputs, attn: number, mask: Uint8Array | undefined): { y: number[]; dq: number[]; dk: number[]; dv: number[] } {
+function emulatedReference(d: Dims, x: Inputs, attn: number, mask: Uint8Array | undefined, low = false): { y: number[]; dq: number[]; dk: number[]; dv: number[] } {
   const { B, H, Tq, Tk, D } = d;
   const keep = 1 - attn;
   const scale = Math.fround(1 / keep);
+  /** The result of an elementwise op on the [B,H,Tq,Tk] tensors: fp32, rounded to bf16 with the variant. */
+  const elt = (z: number) => (low ? bf16(z) : Math.fround(z));
   const out = { y: [] as number[], dq: [] as number[], dk: [] as number[], dv: [] as number[] };
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < H; h++) {
@@ -183,13 +195,14 @@ function emulatedReference(d: Dims, x: Inputs, attn: number, mask: Uint8Array | 
         for (let j = 0; j < Tk; j++) {
           let s = 0;
           for (let e = 0; e < D; e++) s += qo(i, e) * ko(j, e);
-          row.push(Math.fround(bf16(Math.fround(s)) + x.bias[(b * Tq + i) * Tk + j]!));
+          const bias = x.bias[(b * Tq + i) * Tk + j]!;
+          row.push(elt(Math.fround(bf16(Math.fround(s)) + (low ? bf16(bias) : bias))));
         }
         const m = Math.max(...row);
         const ex = row.map((z) => Math.exp(z - m));
         const sum = ex.reduce((a, z) => a + z, 0);
-        P.push(ex.map((z) => Math.fround(z / sum)));
-        Pd.push(P[i]!.map((p, j) => (attn > 0 ? (kept(i, j) ? Math.fround(p * scale) : 0) : p)));
+        P.push(ex.map((z) => elt(Math.fround(z / sum))));
+        Pd.push(P[i]!.map((p, j) => (attn > 0 ? (kept(i, j) ? elt(Math.fround(p * scale)) : 0) : p)));
       }
       const PdR = Pd.map((row) => row.map(bf16));
       const y: number[][] = [];
@@ -218,7 +231,7 @@ function emulatedReference(d: Dims, x: Inputs, attn: number, mask: Uint8Array | 
           let s = bf16(hi) + bf16(Math.fround(negR[i]! - hi));
           for (let e = 0; e < D; e++) s += bf16(dy(i, e)) * vo(j, e);
           const mij = bf16(Math.fround(s));
-          const w = kept(i, j) ? mij : negR[i]!;
+          const w = kept(i, j) ? mij : low ? bf16(negR[i]!) : negR[i]!;
           dS[i]!.push(bf16(Math.fround(P[i]![j]! * w)));
         }
       }
@@ -354,4 +367,80 @@ test('backward passes over [B,H,Tq,Tk] (nodes writing one): fp32 3 with dropout 
   assert.deepEqual(r.f.bwd, ['MatMul', 'Cast', 'Cast', 'Where', 'Mul', 'Cast', 'Cast']);
   assert.equal(r.a.bwd.length, 12);
   t.diagnostic(rows.join('\n'));
+});
+
+// --- the bf16Attention variant: [B,H,Tq,Tk] tensors kept bfloat16 --------------------------------------------
+
+for (const attn of [0, 0.3]) {
+  test(`bf16Attention 'emulate', attention dropout ${attn}: rounds as documented (JS model), within bf16 tolerance of fp32`, async (t) => {
+    const dims = SQUARE;
+    const x = randomInputs(dims, 60 + attn * 10);
+    const low = await runGraph(buildGraph(attentionCoreFused, dims, 'emulate', attn, { maskOutput: attn > 0, bf16Attention: true }), dims, x);
+    const ref = emulatedReference(dims, x, attn, low.mask, true);
+    const scale = attn > 0 ? Math.fround(1 / (1 - attn)) : 1;
+    const exact = [
+      assertWithinUlp('y', low.y, ref.y, 1),
+      assertWithinUlp('dq', low.dq, ref.dq, scale),
+      assertWithinUlp('dk', low.dk, ref.dk, scale),
+      assertWithinUlp('dv', low.dv, ref.dv, 1),
+    ];
+    // The JS model of the default rounding is not what the variant computes: P itself is rounded now.
+    const other = emulatedReference(dims, x, attn, low.mask, false);
+    assert.ok(other.dq.some((v, i) => v !== low.dq[i]), 'the variant matches the default (fp32 elementwise) model exactly');
+    const dflt = await runGraph(buildGraph(attentionCoreFused, dims, 'emulate', attn), dims, x);
+    const fp32 = await runGraph(buildGraph(attentionCoreFused, dims, false, attn), dims, x);
+    // Same Dropout seed, same mask: the fp32 and default-emulate graphs are comparable value by value.
+    const rows: string[] = [];
+    for (const n of ['y', 'dq', 'dk', 'dv'] as const) {
+      const vsFp32 = relL2(low[n], fp32[n]);
+      const dfltVsFp32 = relL2(dflt[n], fp32[n]);
+      rows.push(`${n} ${vsFp32.toExponential(2)} (default ${dfltVsFp32.toExponential(2)})`);
+      assert.ok(vsFp32 > 0 && vsFp32 <= 4 * u, `${n}: ${vsFp32} relative L2 from fp32`);
+      assert.ok(vsFp32 <= 2 * dfltVsFp32 + u / 4, `${n}: variant ${vsFp32} from fp32, default 'emulate' ${dfltVsFp32}`);
+    }
+    t.diagnostic(`bit-identical to the JS model: ${exact.map((e) => (100 * e).toFixed(1) + '%').join(', ')} (y, dq, dk, dv); rel L2 from fp32: ${rows.join(', ')}`);
+  });
+}
+
+test('bf16Attention: the [B,H,Tq,Tk] tensors are bf16 between ops — forward MatMul Add Softmax Dropout, backward MatMul Where Mul; kept P, Pd bf16', (t) => {
+  const d = SQUARE;
+  const full = [d.B, d.H, d.Tq, d.Tk];
+  const rows: string[] = [];
+  const count = (bf16: Bf16Mode, attn: number) => {
+    const b = buildGraph(attentionCoreFused, d, bf16, attn, { bf16Attention: true });
+    const r = { b, fwd: fullSizeWriters(b.g, 0, d, b.forwardCount), bwd: fullSizeWriters(b.g, b.forwardCount, d), kept: keptForBackward(b, d) };
+    rows.push(`bf16 ${bf16} dropout ${attn}: forward ${r.fwd.join(' ')}; backward ${r.bwd.join(' ')}; kept ${r.kept.join(' ')}`);
+    return r;
+  };
+  // Real bf16: no Cast on a [B,H,Tq,Tk] tensor at all, every such tensor but the mask is bfloat16.
+  let r = count(true, 0.1);
+  assert.deepEqual(r.fwd, ['MatMul', 'Add', 'Softmax', 'Dropout']);
+  assert.deepEqual(r.bwd, ['MatMul', 'Where', 'Mul']);
+  assert.deepEqual(r.kept, ['bfloat16', 'bfloat16', 'bool']);
+  const fullOuts = r.b.g.nodes.filter((n) => !n.virtual).flatMap((n) => n.outputs.filter((o) => sameShape(o.shape, full)));
+  assert.deepEqual([...new Set(fullOuts.map((o) => o.dtype))].sort(), ['bfloat16', 'bool']);
+  // The bias is cast to bf16 once ([B,1,Tq,Tk]), the dq/dk MatMuls read dS/s without a cast.
+  const casts = r.b.g.nodes.filter((n) => n.opType === 'Cast' && n.inputs[0]!.name === 'bias');
+  assert.equal(casts.length, 1);
+  const dS = r.b.g.nodes.slice(r.b.forwardCount).find((n) => n.opType === 'Mul' && sameShape(n.outputs[0]!.shape, full))!.outputs[0]!;
+  assert.equal(dS.dtype, 'bfloat16');
+  const readers = r.b.g.nodes.filter((n) => n.inputs.includes(dS));
+  assert.deepEqual(readers.map((n) => n.opType), ['MatMul', 'MatMul']); // dq = dS·k, dkᵀ = qᵀ·dS: no Cast
+  r = count(true, 0);
+  assert.deepEqual(r.fwd, ['MatMul', 'Add', 'Softmax']);
+  assert.deepEqual(r.bwd, ['MatMul', 'Mul']);
+  assert.deepEqual(r.kept, ['bfloat16']);
+  // 'emulate': a round trip after each of those ops, nothing else on [B,H,Tq,Tk].
+  r = count('emulate', 0.1);
+  assert.deepEqual(r.fwd, ['MatMul', 'Cast', 'Cast', 'Add', 'Cast', 'Cast', 'Softmax', 'Cast', 'Cast', 'Dropout', 'Cast', 'Cast']);
+  assert.deepEqual(r.bwd, ['MatMul', 'Cast', 'Cast', 'Where', 'Mul', 'Cast', 'Cast']);
+  t.diagnostic(rows.join('\n'));
+});
+
+test('bf16Attention without bf16 (fp32 mode): the graph is byte-identical to the default', () => {
+  for (const attn of [0, 0.3]) {
+    const on = buildGraph(attentionCoreFused, SQUARE, false, attn, { bf16Attention: true }).g.toModelBytes();
+    const off = buildGraph(attentionCoreFused, SQUARE, false, attn).g.toModelBytes();
+    assert.deepEqual(on, off);
+  }
 });

@@ -79,6 +79,19 @@ for (const [tag, config] of [
     assertClean('download', cudaUnsupportedNodes(downloadGraph(paramSpecs(config).map((s) => s.shape))));
   });
 
+  test(`${tag}: with the bf16Attention variant (SFT_BF16_ATTENTION=1) the train and grads graphs run on CUDA, bf16 Add/Softmax/Dropout/Where/Mul included`, () => {
+    const dropout = dropoutRates(config, tag === 'tiny' ? 0.1 : null);
+    const variants = { bf16Attention: true };
+    for (const accumulate of [false, true]) {
+      assertClean(`train bf16Attention accumulate=${accumulate}`, cudaUnsupportedNodes(buildTrainGraph(config, HYPER, { dropout, bf16: true, seed: 3, accumulate, flatState: true, variants })));
+    }
+    const grads = buildGradsGraph(config, { dropout, bf16: true, seed: 0, variants });
+    assertClean('grads bf16Attention', cudaUnsupportedNodes(grads, { singleIterationLoop: true }));
+    // The check saw the variant: the attention's elementwise ops really are bfloat16 in this graph.
+    const bf16Ops = new Set(grads.nodes.filter((n) => n.inputs.some((t) => t?.dtype === 'bfloat16') && n.outputs.some((t) => t.dtype === 'bfloat16')).map((n) => n.opType));
+    for (const op of ['Add', 'Softmax', 'Dropout', 'Where', 'Mul', 'MatMul']) assert.ok(bf16Ops.has(op), `no bfloat16 ${op} in the variant's grads graph`);
+  });
+
   test(`${tag}: generation (KV cache) and scoring graphs run on CUDA as EngineLM emits them`, () => {
     const params = zeroParams(config);
     // buildInferenceGraph(…, 'cuda') wraps: the emitted main graph holds only the wrapper's Loop and Squeezes
