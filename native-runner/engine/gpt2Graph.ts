@@ -24,6 +24,7 @@
  */
 import { expectedParamShapes } from '../model/gpt2Params';
 import { attentionCoreAutodiff, attentionCoreFused } from './attention';
+import { mlpBf16, usesBf16Mlp } from './mlp';
 import type { GPT2Config } from '../model/types';
 import { Graph, makeData, type Tensor } from './graph/graph';
 
@@ -65,6 +66,8 @@ export interface ModelVariants {
   autodiffAttention?: boolean;
   /** bf16 modes: the attention matrices [B,H,T,T] stay bfloat16 between ops (attention.ts): SFT_BF16_ATTENTION=1. */
   bf16Attention?: boolean;
+  /** bf16 modes: the MLP's [N,4C] activations stay bfloat16 from c_fc to c_proj, hand-written backward (mlp.ts): SFT_BF16_MLP=1. */
+  bf16Mlp?: boolean;
 }
 
 /** The parameter list (HF names and shapes) in named_parameters order. */
@@ -186,9 +189,10 @@ export function layerNorm(c: ModelContext, x: Tensor, prefix: string): Tensor {
   return c.g.layerNorm(x, weight(c, prefix + '.weight'), weight(c, prefix + '.bias'), c.config.layer_norm_epsilon);
 }
 
-/** MLP: c_fc → gelu_new (tanh form) → c_proj. */
+/** MLP: c_fc → gelu_new (tanh form) → c_proj; with the bf16Mlp variant in a bf16 mode, engine/mlp.ts. */
 export function mlp(c: ModelContext, layer: number, x: Tensor): Tensor {
   const p = `transformer.h.${layer}.mlp.`;
+  if (usesBf16Mlp(c)) return mlpBf16(c, x, weight(c, p + 'c_fc.weight'), weight(c, p + 'c_fc.bias'), weight(c, p + 'c_proj.weight'), weight(c, p + 'c_proj.bias'));
   const h = linear(c, x, weight(c, p + 'c_fc.weight'), weight(c, p + 'c_fc.bias'));
   const act = c.g.op('Gelu', [h], { approximate: 'tanh' });
   return linear(c, act, weight(c, p + 'c_proj.weight'), weight(c, p + 'c_proj.bias'));

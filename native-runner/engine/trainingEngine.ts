@@ -92,9 +92,9 @@ export interface TrainingEngineOptions {
   flatState?: boolean;
 }
 
-/** The model variants switched on by SFT_AUTODIFF_ATTENTION / SFT_BF16_ATTENTION (gpt2Graph.ts ModelVariants). */
+/** The model variants switched on by SFT_AUTODIFF_ATTENTION / SFT_BF16_ATTENTION / SFT_BF16_MLP (gpt2Graph.ts ModelVariants). */
 export function modelVariantsFromEnv(env: NodeJS.ProcessEnv = process.env): ModelVariants {
-  return { autodiffAttention: envSwitch(env.SFT_AUTODIFF_ATTENTION) ?? false, bf16Attention: envSwitch(env.SFT_BF16_ATTENTION) ?? false };
+  return { autodiffAttention: envSwitch(env.SFT_AUTODIFF_ATTENTION) ?? false, bf16Attention: envSwitch(env.SFT_BF16_ATTENTION) ?? false, bf16Mlp: envSwitch(env.SFT_BF16_MLP) ?? false };
 }
 
 /** The state of one kind (p, m or v) on the device, by parameter name; `synced`: the host copy equals it. */

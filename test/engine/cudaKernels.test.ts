@@ -92,6 +92,23 @@ for (const [tag, config] of [
     for (const op of ['Add', 'Softmax', 'Dropout', 'Where', 'Mul', 'MatMul']) assert.ok(bf16Ops.has(op), `no bfloat16 ${op} in the variant's grads graph`);
   });
 
+  test(`${tag}: with the bf16Mlp variant (SFT_BF16_MLP=1, with and without bf16Attention) the train and grads graphs run on CUDA, bf16 Gemm-with-bias, Gelu and the Gelu derivative's Exp/Div/Min included`, () => {
+    const dropout = dropoutRates(config, tag === 'tiny' ? 0.1 : null);
+    for (const variants of [{ bf16Mlp: true }, { bf16Mlp: true, bf16Attention: true }]) {
+      const name = Object.keys(variants).join('+');
+      for (const accumulate of [false, true]) {
+        assertClean(`train ${name} accumulate=${accumulate}`, cudaUnsupportedNodes(buildTrainGraph(config, HYPER, { dropout, bf16: true, seed: 3, accumulate, flatState: true, variants })));
+      }
+      const grads = buildGradsGraph(config, { dropout, bf16: true, seed: 0, variants });
+      assertClean(`grads ${name}`, cudaUnsupportedNodes(grads, { singleIterationLoop: true }));
+      // The check saw the variant: a bfloat16 Gelu and Gemms with a bfloat16 bias (C input) per layer.
+      assert.equal(grads.nodes.filter((n) => n.opType === 'Gelu' && n.inputs[0]!.dtype === 'bfloat16').length, config.n_layer);
+      assert.equal(grads.nodes.filter((n) => n.opType === 'Gemm' && n.inputs[2]?.dtype === 'bfloat16').length, config.n_layer);
+      const bf16Ops = new Set(grads.nodes.filter((n) => n.outputs.some((t) => t.dtype === 'bfloat16') && n.inputs.some((t) => t?.dtype === 'bfloat16')).map((n) => n.opType));
+      for (const op of ['Exp', 'Div', 'Min', 'Mul', 'Add', 'ReduceSum']) assert.ok(bf16Ops.has(op), `no bfloat16 ${op} (the MLP's Gelu derivative) in the variant's grads graph`);
+    }
+  });
+
   test(`${tag}: generation (KV cache) and scoring graphs run on CUDA as EngineLM emits them`, () => {
     const params = zeroParams(config);
     // buildInferenceGraph(…, 'cuda') wraps: the emitted main graph holds only the wrapper's Loop and Squeezes

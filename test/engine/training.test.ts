@@ -255,11 +255,15 @@ test('flat optimizer state: AdamW and the norm cost a fixed handful of nodes, no
 });
 
 test('ablation switches reach the graphs: SFT_AUTODIFF_ATTENTION, SFT_BF16_ATTENTION, SFT_FUSED_LM_HEAD', async () => {
-  assert.deepEqual(modelVariantsFromEnv({}), { autodiffAttention: false, bf16Attention: false });
-  assert.deepEqual(modelVariantsFromEnv({ SFT_AUTODIFF_ATTENTION: '1', SFT_BF16_ATTENTION: 'yes' }), { autodiffAttention: true, bf16Attention: true });
+  assert.deepEqual(modelVariantsFromEnv({}), { autodiffAttention: false, bf16Attention: false, bf16Mlp: false });
+  assert.deepEqual(modelVariantsFromEnv({ SFT_AUTODIFF_ATTENTION: '1', SFT_BF16_ATTENTION: 'yes' }), { autodiffAttention: true, bf16Attention: true, bf16Mlp: false });
+  assert.deepEqual(modelVariantsFromEnv({ SFT_BF16_MLP: '1' }), { autodiffAttention: false, bf16Attention: false, bf16Mlp: true });
   const hyper = { weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, maxGradNorm: 1 };
   const base = { dropout: { embd: 0, attn: 0.1, resid: 0 }, seed: 0, bf16: false as const, accumulate: false };
   const ops = (o: object, op: string) => countOps(decodeModel(buildTrainGraph(config, hyper, { ...base, ...o }).toModelBytes()).graph, (t) => t === op);
+  // bf16Mlp: under 'emulate' the MLP's Gelu becomes the bf16 kernel's 8 rounded steps (mlp.ts), so no Gelu node is left.
+  assert.equal(ops({ bf16: 'emulate' }, 'Gelu'), config.n_layer);
+  assert.equal(ops({ bf16: 'emulate', variants: { bf16Mlp: true } }, 'Gelu'), 0);
   // attention.ts's backward applies the dropout mask with a Where per layer (the autodiff Dropout rule multiplies).
   assert.equal(ops({}, 'Where') - ops({ variants: { autodiffAttention: true } }, 'Where'), config.n_layer);
   // The fused head's backward gathers W[target] (the unfused one scatters into the [N,V] logits gradient instead).
