@@ -22,7 +22,8 @@
 #   ablate   gpu-train.ts at B8 T512 bf16 once per ABLATE_RUNS entry ("label:ENV=VALUE[,ENV=VALUE…]"), each with
 #            those variables set, beside the bench phase's run of the same configuration: tok/s, run time,
 #            memory. Default: "previous" (SFT_AUTODIFF_ATTENTION=1, SFT_FUSED_LM_HEAD=0: the attention backward
-#            and lm head as before the pass cuts of 2026-11-28) and "bf16-attention" (SFT_BF16_ATTENTION=1)
+#            and lm head as before the pass cuts of 2026-11-28), "bf16-attention" (SFT_BF16_ATTENTION=1),
+#            "bf16-mlp" (SFT_BF16_MLP=1) and "bf16-both" (~22 s each on the H200)
 #                                                                          → $OUT/ablate.txt
 # Not in the default list (measured on the H200 on 2026-11-28, bench/results/):
 #   cli      the product end to end on the device through `sft` (bin/sft.js → dist): train the tiny sample model
@@ -31,9 +32,9 @@
 #                                                                          → $OUT/extras.txt
 #   decode   bench/decode-chunks.ts --device cuda: chunked decoding vs per-token on GPT-2 124M (same ids?
 #            tok/s at a short and a long prompt)                               → appended to $OUT/extras.txt
-# Time: each phase has a share (DOCTOR_S 15, LOSS_S 60, PROFILE_S 70, BENCH_S 300, ABLATE_S 100 = 545 s; CLI_S 30,
+# Time: each phase has a share (DOCTOR_S 15, LOSS_S 60, PROFILE_S 70, BENCH_S 300, ABLATE_S 110 = 555 s; CLI_S 30,
 # DECODE_S 35) and its limit is its share plus what the phases before it left unused, so the default sequence
-# ends within ~545 s (a device call may run 600 s; machine start and transfers are outside it, and the session's
+# ends within ~555 s (a device call may run 600 s; machine start and transfers are outside it, and the session's
 # device time is 15 minutes in all: see docs/GPU.md for what the 2026-11-28 calls cost). A phase with < 10 s left
 # is skipped. Every phase writes its files as it goes, so a phase cut by its limit still leaves what it
 # measured. The device call brings back at most 8 files from $OUT: the 8 above, nothing else goes there (the
@@ -54,9 +55,9 @@ SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/sft-device-scratch.XXXXXX")
 status=0
 # The ablate phase's runs: "label:ENV=VALUE[,ENV=VALUE…]" words, each one short_train with those variables set.
 # Default: the formulation before the 2026-11-28 pass cuts (autodiff attention backward, unfused lm head), and the
-# opt-in bf16 attention matrices.
-ABLATE_RUNS=${ABLATE_RUNS:-previous:SFT_AUTODIFF_ATTENTION=1,SFT_FUSED_LM_HEAD=0 bf16-attention:SFT_BF16_ATTENTION=1}
-declare -A SHARE=([doctor]=${DOCTOR_S:-15} [loss]=${LOSS_S:-60} [profile]=${PROFILE_S:-70} [bench]=${BENCH_S:-300} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-100})
+# opt-in bf16 attention matrices and MLP activations, alone and together.
+ABLATE_RUNS=${ABLATE_RUNS:-previous:SFT_AUTODIFF_ATTENTION=1,SFT_FUSED_LM_HEAD=0 bf16-attention:SFT_BF16_ATTENTION=1 bf16-mlp:SFT_BF16_MLP=1 bf16-both:SFT_BF16_ATTENTION=1,SFT_BF16_MLP=1}
+declare -A SHARE=([doctor]=${DOCTOR_S:-15} [loss]=${LOSS_S:-60} [profile]=${PROFILE_S:-70} [bench]=${BENCH_S:-300} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-110})
 if [ "${DRY_RUN:-0}" = 1 ]; then
   loss_args=(--model tiny --test cpu:fp32)
   bench_args=(--device cpu --smoke)
