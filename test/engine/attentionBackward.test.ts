@@ -21,6 +21,7 @@ import { Graph, type Shape, type Tensor } from '../../native-runner/engine/graph
 import { makeConfig } from '../../native-runner/model/config';
 import { createSession, f32 } from '../../native-runner/engine/ortSession';
 import { Rng } from '../../native-runner/util/rng';
+import { bf16, bf16Ulp } from './helpers';
 
 const config = makeConfig({ n_layer: 1, n_head: 3, n_embd: 24, n_positions: 16, vocab_size: 16 });
 type Core = typeof attentionCoreFused;
@@ -156,16 +157,6 @@ for (const [tag, dims] of [
 
 // --- 'emulate' against a JS model of the documented rounding ------------------------------------------------
 
-const f32buf = new Float32Array(1);
-const u32buf = new Uint32Array(f32buf.buffer);
-/** x rounded to fp32, then to bfloat16 (nearest, ties to even). */
-function bf16(x: number): number {
-  f32buf[0] = x;
-  const bits = u32buf[0]!;
-  u32buf[0] = ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 0) & 0xffff0000;
-  return f32buf[0]!;
-}
-const bf16Ulp = (v: number) => (v === 0 ? 2 ** -133 : 2 ** (Math.floor(Math.log2(Math.abs(v))) - 7));
 const u = 2 ** -8;
 
 /**

@@ -20,9 +20,10 @@ import { TrainingEngine, type TrainingEngineOptions } from '../../native-runner/
 import type { Bf16Mode } from '../../native-runner/engine/gpt2Graph';
 import { buildGradsGraph } from '../../native-runner/engine/trainGraph';
 import { BF16_UNIT_ROUNDOFF, compareLossCurves, LOSS_CURVE_TOLERANCE } from '../../native-runner/engine/bf16Tolerance';
-import { decodeModel, type GraphProtoObj, type NodeProtoObj } from '../../native-runner/engine/graph/onnxProto';
+import { decodeModel, type NodeProtoObj } from '../../native-runner/engine/graph/onnxProto';
 import type { MicroBatch } from '../../native-runner/engine/types';
 import { goldenMicroBatch } from './helpers';
+import { allNodes, BF16, castTo, FLOAT } from './helpers';
 
 const root = path.resolve(__dirname, '../..');
 const modelDir = path.join(root, 'samples/tiny-gpt2-chat');
@@ -50,16 +51,6 @@ async function withVariant<T>(on: boolean, fn: () => Promise<T>): Promise<T> {
 
 // --- structure ------------------------------------------------------------------------------------------
 
-function allNodes(gp: GraphProtoObj, into: NodeProtoObj[] = []): NodeProtoObj[] {
-  for (const node of gp.node) {
-    into.push(node);
-    for (const a of node.attribute ?? []) if (a.g) allNodes(a.g, into);
-  }
-  return into;
-}
-const castTo = (node: NodeProtoObj) => Number(node.attribute?.find((a) => a.name === 'to')?.i ?? -1);
-const BF16 = 16;
-const FLOAT = 1;
 /** Ops that only move or select values: a bfloat16 output of one of them is no new rounding. */
 const NO_ROUNDING = new Set(['Transpose', 'Reshape', 'Slice', 'Concat', 'Expand', 'Where', 'Identity', 'Split', 'Squeeze', 'Unsqueeze']);
 

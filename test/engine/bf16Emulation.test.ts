@@ -31,12 +31,13 @@ import { buildGradsGraph, buildTrainGraph } from '../../native-runner/engine/tra
 import { BF16_UNIT_ROUNDOFF, compareLossCurves, LOSS_CURVE_TOLERANCE } from '../../native-runner/engine/bf16Tolerance';
 import { Graph } from '../../native-runner/engine/graph/graph';
 import { gradients } from '../../native-runner/engine/graph/autodiff';
-import { decodeModel, type GraphProtoObj, type NodeProtoObj } from '../../native-runner/engine/graph/onnxProto';
+import { decodeModel, type NodeProtoObj } from '../../native-runner/engine/graph/onnxProto';
 import { createSession, f32 } from '../../native-runner/engine/ortSession';
 import type { MicroBatch } from '../../native-runner/engine/types';
 import { SftError } from '../../native-runner/util/errors';
 import { Rng } from '../../native-runner/util/rng';
 import { goldenMicroBatch } from './helpers';
+import { allNodes, bf16, bf16Ulp, BF16, castTo, FLOAT } from './helpers';
 
 const root = path.resolve(__dirname, '../..');
 const modelDir = path.join(root, 'samples/tiny-gpt2-chat');
@@ -52,17 +53,6 @@ function engineOpts(stepsPerRun: number, bf16: Bf16Mode): TrainingEngineOptions 
 
 // --- a JS bf16 reference -------------------------------------------------------------------------------
 
-const f32buf = new Float32Array(1);
-const u32buf = new Uint32Array(f32buf.buffer);
-/** x rounded to fp32, then to bfloat16 (round to nearest, ties to even), as a number. Finite inputs. */
-function bf16(x: number): number {
-  f32buf[0] = x;
-  const bits = u32buf[0]!;
-  u32buf[0] = ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 0) & 0xffff0000;
-  return f32buf[0]!;
-}
-/** One bf16 ulp at |v| (2^(e−7) for v in [2^e, 2^(e+1))). */
-const bf16Ulp = (v: number) => (v === 0 ? 2 ** -133 : 2 ** (Math.floor(Math.log2(Math.abs(v))) - 7));
 
 /** C [M,N] = A [M,K] · B [K,N] (row-major), summed in double, then rounded to fp32 and to bf16. */
 function bf16Gemm(a: ArrayLike<number>, b: ArrayLike<number>, M: number, K: number, N: number): number[] {
@@ -174,16 +164,6 @@ test("attention's two batched MatMuls under 'emulate' round operands and product
 
 // --- the emulated graph's structure ---------------------------------------------------------------------
 
-function allNodes(gp: GraphProtoObj, into: NodeProtoObj[] = []): NodeProtoObj[] {
-  for (const node of gp.node) {
-    into.push(node);
-    for (const a of node.attribute ?? []) if (a.g) allNodes(a.g, into);
-  }
-  return into;
-}
-const castTo = (node: NodeProtoObj) => Number(node.attribute?.find((a) => a.name === 'to')?.i ?? -1);
-const BF16 = 16;
-const FLOAT = 1;
 
 test("'emulate' graphs: bf16 only in Cast round trips, one per precision change of the real bf16 graph, fp32's GEMMs", () => {
   const base = { dropout: { embd: 0, attn: 0, resid: 0 }, seed: 0 };

@@ -30,6 +30,7 @@ import { buildGradsGraph } from '../../native-runner/engine/trainGraph';
 import { BF16_UNIT_ROUNDOFF, compareLossCurves, LOSS_CURVE_TOLERANCE } from '../../native-runner/engine/bf16Tolerance';
 import type { MicroBatch } from '../../native-runner/engine/types';
 import { goldenMicroBatch } from './helpers';
+import { bf16Ulp } from './helpers';
 
 const u = BF16_UNIT_ROUNDOFF;
 
@@ -187,7 +188,6 @@ function emulatedReference(x: Inputs, geluGrad: GeluGradPrecision): Record<'y' |
   return out;
 }
 
-const bf16Ulp = (v: number) => (v === 0 ? 2 ** -133 : 2 ** (Math.floor(Math.log2(Math.abs(v))) - 7));
 
 /**
  * Every value within `ulps` bf16 ulps of the reference (of the value's bf16 part `less` removed, for y = bf16 + bias)

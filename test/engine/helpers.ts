@@ -1,6 +1,7 @@
 // Test helpers for the engine: HF-style batches (labels with −100, shifted inside the model) → MicroBatch,
 // and small MicroBatch builders. The real batcher is data/batching.ts; these exist so engine tests stand alone.
 import type { MicroBatch } from '../../native-runner/engine/types';
+import type { GraphProtoObj, NodeProtoObj } from '../../native-runner/engine/graph/onnxProto';
 
 /**
  * HF right-padded batch → MicroBatch: targets[b,t] = labels[b,t+1] (weight 1 unless −100), positions
@@ -90,3 +91,23 @@ export function emptyBatch(B: number, T: number): MicroBatch {
   const n = B * T;
   return { B, T, inputIds: new Int32Array(n), targets: new Int32Array(n), weights: new Float32Array(n), positions: new Int32Array(n), segments: new Int32Array(n) };
 }
+
+// --- bf16 and graph-structure helpers shared by the bf16 / attention / MLP tests ---------------------------
+
+/** x rounded to fp32, then to bfloat16 (round to nearest, ties to even), as a number: the product's own rounding. */
+export { roundBf16 as bf16 } from '../../native-runner/engine/mlp';
+/** One bf16 ulp at |v| (2^(e−7) for v in [2^e, 2^(e+1))). */
+export const bf16Ulp = (v: number): number => (v === 0 ? 2 ** -133 : 2 ** (Math.floor(Math.log2(Math.abs(v))) - 7));
+
+/** Every node of a graph, its subgraphs' (Loop bodies) included. */
+export function allNodes(gp: GraphProtoObj, into: NodeProtoObj[] = []): NodeProtoObj[] {
+  for (const node of gp.node) {
+    into.push(node);
+    for (const a of node.attribute ?? []) if (a.g) allNodes(a.g, into);
+  }
+  return into;
+}
+/** A Cast node's target type code (ONNX TensorProto.DataType). */
+export const castTo = (node: NodeProtoObj): number => Number(node.attribute?.find((a) => a.name === 'to')?.i ?? -1);
+export const BF16 = 16;
+export const FLOAT = 1;
