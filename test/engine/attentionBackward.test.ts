@@ -21,7 +21,7 @@ import { Graph, type Shape, type Tensor } from '../../native-runner/engine/graph
 import { makeConfig } from '../../native-runner/model/config';
 import { createSession, f32 } from '../../native-runner/engine/ortSession';
 import { Rng } from '../../native-runner/util/rng';
-import { bf16, bf16Ulp } from './helpers';
+import { bf16, bf16Ulp, relL2 } from './helpers';
 
 const config = makeConfig({ n_layer: 1, n_head: 3, n_embd: 24, n_positions: 16, vocab_size: 16 });
 type Core = typeof attentionCoreFused;
@@ -119,16 +119,6 @@ function relMax(a: Float32Array, b: Float32Array): number {
   return d / m;
 }
 
-/** ‖a − b‖ / ‖b‖. */
-function relL2(a: Float32Array, b: ArrayLike<number>): number {
-  let n = 0;
-  let m = 0;
-  for (let i = 0; i < b.length; i++) {
-    n += (a[i]! - b[i]!) ** 2;
-    m += b[i]! ** 2;
-  }
-  return Math.sqrt(n / m);
-}
 
 const SQUARE: Dims = { B: 2, H: 3, Tq: 7, Tk: 7, D: 8 };
 const DECODE: Dims = { B: 2, H: 3, Tq: 4, Tk: 7, D: 8 };

@@ -37,7 +37,7 @@ import type { MicroBatch } from '../../native-runner/engine/types';
 import { SftError } from '../../native-runner/util/errors';
 import { Rng } from '../../native-runner/util/rng';
 import { goldenMicroBatch } from './helpers';
-import { allNodes, bf16, bf16Ulp, BF16, castTo, FLOAT } from './helpers';
+import { allNodes, bf16, bf16Ulp, BF16, castTo, FLOAT, gradStats } from './helpers';
 
 const root = path.resolve(__dirname, '../..');
 const modelDir = path.join(root, 'samples/tiny-gpt2-chat');
@@ -210,23 +210,7 @@ test("golden batch: 'emulate' loss and gradients within bf16 tolerance of fp32, 
   assert.ok(lossRel <= u, `loss ${emu.loss} vs fp32 ${ref.loss}: relative ${lossRel}`);
   assert.notEqual(emu.loss, ref.loss, 'the emulated loss equals fp32 bit for bit: nothing was rounded');
   assert.ok(Math.abs(emu.gradNorm - ref.gradNorm) / ref.gradNorm <= u, `grad norm ${emu.gradNorm} vs ${ref.gradNorm}`);
-  let num = 0;
-  let den = 0;
-  let worstTensor = 0;
-  for (const [name, r] of ref.grads) {
-    const e = emu.grads.get(name)!;
-    let tn = 0;
-    let td = 0;
-    for (let i = 0; i < r.data.length; i++) {
-      tn += (e.data[i]! - r.data[i]!) ** 2;
-      td += r.data[i]! ** 2;
-    }
-    worstTensor = Math.max(worstTensor, Math.sqrt(tn / td));
-    assert.ok(Math.sqrt(tn / td) <= 4 * u, `${name}: relative L2 difference ${Math.sqrt(tn / td)} > 4·2^-8`);
-    num += tn;
-    den += td;
-  }
-  const total = Math.sqrt(num / den);
+  const { worstTensor, total } = gradStats(ref, emu, true); // every tensor ≤ 4u relative L2
   t.diagnostic(`loss rel diff ${lossRel.toExponential(2)}; gradients rel L2: worst tensor ${worstTensor.toExponential(2)}, all ${total.toExponential(2)}`);
   assert.ok(total >= u / 4, `gradients differ from fp32 by only ${total} relative L2: the backward is not rounded to bf16`);
   // The eval graph takes the mode too.

@@ -24,7 +24,7 @@ import { createSession, f32 } from '../../native-runner/engine/ortSession';
 import { Rng } from '../../native-runner/util/rng';
 import { buildGradsGraph } from '../../native-runner/engine/trainGraph';
 import { BF16_UNIT_ROUNDOFF } from '../../native-runner/engine/bf16Tolerance';
-import { bf16Ulp } from './helpers';
+import { bf16Ulp, relL2 } from './helpers';
 import { registerVariantAccuracyTests } from './bf16VariantChecks';
 
 const u = BF16_UNIT_ROUNDOFF;
@@ -207,15 +207,6 @@ function compare(name: string, got: Float32Array, ref: number[], opts: { ulps?: 
   return exact / ref.length;
 }
 
-function relL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let n = 0;
-  let m = 0;
-  for (let i = 0; i < b.length; i++) {
-    n += (a[i]! - b[i]!) ** 2;
-    m += b[i]! ** 2;
-  }
-  return Math.sqrt(n / m);
-}
 
 for (const geluGrad of ['bf16', 'fp32'] as const) {
 test(`bf16Mlp 'emulate', Gelu derivative in ${geluGrad}: output and gradients round as mlp.ts documents (JS model), within bf16 tolerance of fp32`, async (t) => {

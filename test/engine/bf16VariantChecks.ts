@@ -19,7 +19,7 @@ import { TrainingEngine, type TrainingEngineOptions } from '../../native-runner/
 import type { Bf16Mode } from '../../native-runner/engine/gpt2Graph';
 import { BF16_UNIT_ROUNDOFF, compareLossCurves, LOSS_CURVE_TOLERANCE } from '../../native-runner/engine/bf16Tolerance';
 import type { MicroBatch } from '../../native-runner/engine/types';
-import { goldenMicroBatch } from './helpers';
+import { goldenMicroBatch, gradStats, type GradStats } from './helpers';
 
 const root = path.resolve(__dirname, '../..');
 const modelDir = path.join(root, 'samples/tiny-gpt2-chat');
@@ -48,34 +48,6 @@ export function registerVariantAccuracyTests(label: string, envVar: string): voi
   }
 
   // --- the golden batch -----------------------------------------------------------------------------------
-
-  interface GradStats {
-    lossRel: number;
-    worstTensor: number;
-    total: number;
-  }
-
-  /** Loss and gradients of `b` against the reference `a` (relative loss difference, per-tensor and total relative L2). */
-  function gradStats(a: { loss: number; grads: ParamSet }, b: { loss: number; grads: ParamSet }, check: boolean): GradStats {
-    let num = 0;
-    let den = 0;
-    let worstTensor = 0;
-    for (const [name, r] of a.grads) {
-      const e = b.grads.get(name)!;
-      let tn = 0;
-      let td = 0;
-      for (let i = 0; i < r.data.length; i++) {
-        tn += (e.data[i]! - r.data[i]!) ** 2;
-        td += r.data[i]! ** 2;
-      }
-      const rel = td > 0 ? Math.sqrt(tn / td) : Math.sqrt(tn);
-      if (check) assert.ok(rel <= 4 * u, `${name}: relative L2 difference ${rel} > 4·2^-8`);
-      worstTensor = Math.max(worstTensor, rel);
-      num += tn;
-      den += td;
-    }
-    return { lossRel: Math.abs(b.loss - a.loss) / a.loss, worstTensor, total: Math.sqrt(num / den) };
-  }
 
   const fmt = (s: GradStats) => `loss ${s.lossRel.toExponential(2)}, worst tensor ${s.worstTensor.toExponential(2)}, all ${s.total.toExponential(2)}`;
 

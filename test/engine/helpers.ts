@@ -1,6 +1,9 @@
 // Test helpers for the engine: HF-style batches (labels with −100, shifted inside the model) → MicroBatch,
 // and small MicroBatch builders. The real batcher is data/batching.ts; these exist so engine tests stand alone.
+import assert from 'node:assert/strict';
 import type { MicroBatch } from '../../native-runner/engine/types';
+import type { ParamSet } from '../../native-runner/model/types';
+import { BF16_UNIT_ROUNDOFF } from '../../native-runner/engine/bf16Tolerance';
 import type { GraphProtoObj, NodeProtoObj } from '../../native-runner/engine/graph/onnxProto';
 
 /**
@@ -111,3 +114,43 @@ export function allNodes(gp: GraphProtoObj, into: NodeProtoObj[] = []): NodeProt
 export const castTo = (node: NodeProtoObj): number => Number(node.attribute?.find((a) => a.name === 'to')?.i ?? -1);
 export const BF16 = 16;
 export const FLOAT = 1;
+
+/** ‖a − b‖ / ‖b‖. */
+export function relL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let n = 0;
+  let m = 0;
+  for (let i = 0; i < b.length; i++) {
+    n += (a[i]! - b[i]!) ** 2;
+    m += b[i]! ** 2;
+  }
+  return Math.sqrt(n / m);
+}
+
+export interface GradStats {
+  lossRel: number;
+  worstTensor: number;
+  total: number;
+}
+
+/** Loss and gradients of `b` against the reference `a` (relative loss difference, per-tensor and total relative L2). */
+export function gradStats(a: { loss: number; grads: ParamSet }, b: { loss: number; grads: ParamSet }, check: boolean): GradStats {
+  let num = 0;
+  let den = 0;
+  let worstTensor = 0;
+  for (const [name, r] of a.grads) {
+    const e = b.grads.get(name)!;
+    let tn = 0;
+    let td = 0;
+    for (let i = 0; i < r.data.length; i++) {
+      tn += (e.data[i]! - r.data[i]!) ** 2;
+      td += r.data[i]! ** 2;
+    }
+    const rel = td > 0 ? Math.sqrt(tn / td) : Math.sqrt(tn);
+    if (check) assert.ok(rel <= 4 * BF16_UNIT_ROUNDOFF, `${name}: relative L2 difference ${rel} > 4·2^-8`);
+    worstTensor = Math.max(worstTensor, rel);
+    num += tn;
+    den += td;
+  }
+  return { lossRel: Math.abs(b.loss - a.loss) / a.loss, worstTensor, total: Math.sqrt(num / den) };
+}
+
