@@ -39,7 +39,7 @@ import { buildEvalLoopGraph, downloadGraph } from '../native-runner/engine/devic
 import { Graph } from '../native-runner/engine/graph/graph';
 import { dropoutRates, paramSpecs } from '../native-runner/engine/gpt2Graph';
 import { decodeModel, type GraphProtoObj } from '../native-runner/engine/graph/onnxProto';
-import { buildEvalGraph, buildForwardGraph, buildGradsGraph, buildTrainGraph, type OptimizerHyper } from '../native-runner/engine/trainGraph';
+import { buildEvalGraph, buildForwardGraph, buildGradsGraph, buildTrainGraph, type GraphOptions, type OptimizerHyper } from '../native-runner/engine/trainGraph';
 import { buildInferenceGraph } from '../native-runner/infer/generationGraph';
 import { makeConfig, readConfig } from '../native-runner/model/config';
 import { initGpt2Params } from '../native-runner/model/gpt2Params';
@@ -140,6 +140,18 @@ function casesFor(tag: string, config: GPT2Config, dropout: number | null): Grap
           build: () => buildTrainGraph(config, HYPER, { dropout: drop, bf16, seed: 0, flatState, accumulate }).toModelBytes({ singleIterationLoop: false }),
         });
       }
+    }
+    // The ablation variants (gpt2Graph.ts ModelVariants, trainGraph.ts fusedLmHead) on the per-tensor train graph
+    // with accumulation: what the device check's ablate phase runs.
+    const variants: [string, Partial<GraphOptions>][] = [
+      ['previous', { variants: { autodiffAttention: true }, fusedLmHead: false }],
+      ...(bf16 ? ([['bf16att', { variants: { bf16Attention: true } }], ['bf16mlp', { variants: { bf16Mlp: true } }], ['bf16both', { variants: { bf16Attention: true, bf16Mlp: true } }]] as [string, Partial<GraphOptions>][]) : []),
+    ];
+    for (const [vname, extra] of variants) {
+      out.push({
+        name: `${tag}/trainA/${b}/${vname}`,
+        build: () => buildTrainGraph(config, HYPER, { dropout: drop, bf16, seed: 0, flatState: false, accumulate: true, ...extra }).toModelBytes({ singleIterationLoop: false }),
+      });
     }
     const evalBf16 = { bf16 } as { bf16?: boolean }; // as TrainingEngine.session(): 'emulate' passes through
     out.push({ name: `${tag}/grads/${b}`, build: () => buildGradsGraph(config, { dropout: drop, bf16, seed: 0 }).toModelBytes({ singleIterationLoop: true }) });
