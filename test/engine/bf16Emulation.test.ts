@@ -20,11 +20,6 @@
 //   tol = u/8 ≈ 4.9e-4 here, where only the Casts differ from the fp32 graph (measured worst 5e-5).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { readSafetensors } from '../../native-runner/model/safetensors';
-import { readConfig } from '../../native-runner/model/config';
-import type { ParamSet } from '../../native-runner/model/types';
 import { TrainingEngine, type TrainingEngineOptions } from '../../native-runner/engine/trainingEngine';
 import { attentionCore, linear, modelContext, type Bf16Mode } from '../../native-runner/engine/gpt2Graph';
 import { buildGradsGraph, buildTrainGraph } from '../../native-runner/engine/trainGraph';
@@ -36,15 +31,9 @@ import { createSession, f32 } from '../../native-runner/engine/ortSession';
 import type { MicroBatch } from '../../native-runner/engine/types';
 import { SftError } from '../../native-runner/util/errors';
 import { Rng } from '../../native-runner/util/rng';
-import { goldenMicroBatch } from './helpers';
-import { allNodes, bf16, bf16Ulp, BF16, castTo, FLOAT, gradStats } from './helpers';
+import { allNodes, bf16, bf16Ulp, BF16, castTo, FLOAT, gradStats, tinyGoldenSetup } from './helpers';
 
-const root = path.resolve(__dirname, '../..');
-const modelDir = path.join(root, 'samples/tiny-gpt2-chat');
-const golden = JSON.parse(fs.readFileSync(path.join(root, 'test/fixtures/golden/tiny-golden.json'), 'utf8'));
-const config = readConfig(modelDir);
-const params0 = (): ParamSet => readSafetensors(path.join(modelDir, 'model.safetensors'));
-const mb = goldenMicroBatch(golden.forward.input_ids, golden.forward.attention_mask, golden.forward.labels);
+const { config, params0, mb } = tinyGoldenSetup();
 const u = BF16_UNIT_ROUNDOFF;
 
 function engineOpts(stepsPerRun: number, bf16: Bf16Mode): TrainingEngineOptions {

@@ -10,23 +10,13 @@
 // is created, used and disposed inside withVariant().
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { readSafetensors } from '../../native-runner/model/safetensors';
-import { readConfig } from '../../native-runner/model/config';
-import type { ParamSet } from '../../native-runner/model/types';
 import { TrainingEngine, type TrainingEngineOptions } from '../../native-runner/engine/trainingEngine';
 import type { Bf16Mode } from '../../native-runner/engine/gpt2Graph';
 import { BF16_UNIT_ROUNDOFF, compareLossCurves, LOSS_CURVE_TOLERANCE } from '../../native-runner/engine/bf16Tolerance';
 import type { MicroBatch } from '../../native-runner/engine/types';
-import { goldenMicroBatch, gradStats, type GradStats } from './helpers';
+import { gradStats, tinyGoldenSetup, type GradStats } from './helpers';
 
-const root = path.resolve(__dirname, '../..');
-const modelDir = path.join(root, 'samples/tiny-gpt2-chat');
-const golden = JSON.parse(fs.readFileSync(path.join(root, 'test/fixtures/golden/tiny-golden.json'), 'utf8'));
-const config = readConfig(modelDir);
-const params0 = (): ParamSet => readSafetensors(path.join(modelDir, 'model.safetensors'));
-const mb = goldenMicroBatch(golden.forward.input_ids, golden.forward.attention_mask, golden.forward.labels);
+const { config, params0, mb } = tinyGoldenSetup();
 const u = BF16_UNIT_ROUNDOFF;
 
 function engineOpts(stepsPerRun: number, bf16: Bf16Mode, dropout: number): TrainingEngineOptions {

@@ -1,8 +1,12 @@
 // Test helpers for the engine: HF-style batches (labels with −100, shifted inside the model) → MicroBatch,
 // and small MicroBatch builders. The real batcher is data/batching.ts; these exist so engine tests stand alone.
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { readConfig } from '../../native-runner/model/config';
+import { readSafetensors } from '../../native-runner/model/safetensors';
 import type { MicroBatch } from '../../native-runner/engine/types';
-import type { ParamSet } from '../../native-runner/model/types';
+import type { GPT2Config, ParamSet } from '../../native-runner/model/types';
 import { BF16_UNIT_ROUNDOFF } from '../../native-runner/engine/bf16Tolerance';
 import type { GraphProtoObj, NodeProtoObj } from '../../native-runner/engine/graph/onnxProto';
 
@@ -154,3 +158,15 @@ export function gradStats(a: { loss: number; grads: ParamSet }, b: { loss: numbe
   return { lossRel: Math.abs(b.loss - a.loss) / a.loss, worstTensor, total: Math.sqrt(num / den) };
 }
 
+
+/** The tiny sample model (samples/tiny-gpt2-chat: config, a fresh copy of its weights) and the golden batch. */
+export function tinyGoldenSetup(): { config: GPT2Config; params0: () => ParamSet; mb: MicroBatch } {
+  const root = path.resolve(__dirname, '../..');
+  const modelDir = path.join(root, 'samples/tiny-gpt2-chat');
+  const golden = JSON.parse(fs.readFileSync(path.join(root, 'test/fixtures/golden/tiny-golden.json'), 'utf8'));
+  return {
+    config: readConfig(modelDir),
+    params0: () => readSafetensors(path.join(modelDir, 'model.safetensors')),
+    mb: goldenMicroBatch(golden.forward.input_ids, golden.forward.attention_mask, golden.forward.labels),
+  };
+}
