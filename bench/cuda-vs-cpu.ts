@@ -109,6 +109,8 @@ async function main(): Promise<void> {
   console.log(argv.reference ? `reference cpu:fp32 read from ${argv.reference}` : `reference cpu:fp32 ${ref.seconds.toFixed(1)} s`);
   const result: Record<string, unknown> = { command: `tsx bench/cuda-vs-cpu.ts ${process.argv.slice(2).join(' ')}`.trim(), model: argv.model, B, T, steps: STEPS, reference: ref.metrics, runs: {} };
   if (argv.reference) result.reference_from = argv.reference;
+  // Every SFT_* switch set for this run (model variants change the tested graphs, not the reference).
+  result.env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('SFT_')));
   const write = () => {
     if (!argv.out) return;
     fs.mkdirSync(argv.out, { recursive: true });

@@ -7,8 +7,9 @@
 #   doctor   the CUDA report (cudaProvider.cudaReport), nvidia-smi, torch/transformers → $OUT/checks.txt
 #   loss     bench/cuda-vs-cpu.ts: 20 steps of GPT-2 124M on CUDA (fp32, bf16) against the CPU fp32 reference
 #            curve measured on the H200 machine's CPU (bench/results/2026-11-28-h200-a/cuda-vs-cpu.json; LOSS_ARGS
-#            replaces that argument, LOSS_ARGS= computes the reference again, ~20 s)
-#                                                        → $OUT/cuda-vs-cpu.json, its table appended to checks.txt
+#            replaces that argument, LOSS_ARGS= computes the reference again, ~20 s); then bf16 again with
+#            LOSS_VARIANTS set (default SFT_BF16_ATTENTION=1,SFT_BF16_MLP=1; empty skips it)
+#                          → $OUT/cuda-vs-cpu.json, cuda-vs-cpu-variants.json, the tables appended to checks.txt
 #   profile  one short engine run with ORT's profiler on (SFT_ORT_PROFILE): GPT-2 124M random weights, B8 T512
 #            bf16, 4 micro-batches, a 1-step warm-up run, a 1-step run, a K=PROFILE_K (2) run; bench/ort-profile.ts
 #            summarises the trace (node time per run, top op types and nodes, nodes per Loop iteration). On CUDA
@@ -32,9 +33,9 @@
 #                                                                          → $OUT/extras.txt
 #   decode   bench/decode-chunks.ts --device cuda: chunked decoding vs per-token on GPT-2 124M (same ids?
 #            tok/s at a short and a long prompt)                               → appended to $OUT/extras.txt
-# Time: each phase has a share (DOCTOR_S 15, LOSS_S 60, PROFILE_S 70, BENCH_S 300, ABLATE_S 110 = 555 s; CLI_S 30,
+# Time: each phase has a share (DOCTOR_S 15, LOSS_S 85, PROFILE_S 70, BENCH_S 290, ABLATE_S 110 = 570 s; CLI_S 30,
 # DECODE_S 35) and its limit is its share plus what the phases before it left unused, so the default sequence
-# ends within ~555 s (a device call may run 600 s; machine start and transfers are outside it, and the session's
+# ends within ~570 s (a device call may run 600 s; machine start and transfers are outside it, and the session's
 # device time is 15 minutes in all: see docs/GPU.md for what the 2026-11-28 calls cost). A phase with < 10 s left
 # is skipped. Every phase writes its files as it goes, so a phase cut by its limit still leaves what it
 # measured. The device call brings back at most 8 files from $OUT: the 8 above, nothing else goes there (the
@@ -54,10 +55,13 @@ SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/sft-device-scratch.XXXXXX")
 [ "${KEEP_SCRATCH:-0}" = 1 ] || trap 'rm -rf "$SCRATCH"' EXIT
 status=0
 # The ablate phase's runs: "label:ENV=VALUE[,ENV=VALUE…]" words, each one short_train with those variables set.
+# The loss phase's second check: bf16 with these variables set ("ENV=VALUE,…"; empty: none).
+LOSS_VARIANTS=${LOSS_VARIANTS-SFT_BF16_ATTENTION=1,SFT_BF16_MLP=1}
+LOSS_VARIANTS_ENV=$([ -n "$LOSS_VARIANTS" ] && echo 1 || echo 0)
 # Default: the formulation before the 2026-11-28 pass cuts (autodiff attention backward, unfused lm head), and the
 # opt-in bf16 attention matrices and MLP activations, alone and together.
 ABLATE_RUNS=${ABLATE_RUNS:-previous:SFT_AUTODIFF_ATTENTION=1,SFT_FUSED_LM_HEAD=0 bf16-attention:SFT_BF16_ATTENTION=1 bf16-mlp:SFT_BF16_MLP=1 bf16-both:SFT_BF16_ATTENTION=1,SFT_BF16_MLP=1}
-declare -A SHARE=([doctor]=${DOCTOR_S:-15} [loss]=${LOSS_S:-60} [profile]=${PROFILE_S:-70} [bench]=${BENCH_S:-300} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-110})
+declare -A SHARE=([doctor]=${DOCTOR_S:-15} [loss]=${LOSS_S:-85} [profile]=${PROFILE_S:-70} [bench]=${BENCH_S:-290} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-110})
 if [ "${DRY_RUN:-0}" = 1 ]; then
   loss_args=(--model tiny --test cpu:fp32)
   bench_args=(--device cpu --smoke)
@@ -66,6 +70,7 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   short_args=(--device cpu --smoke --shapes 4x64 --precisions fp32)
   short_key=fp32_B4_T64
   dev=cpu
+  loss_variant_test=(--test cpu:bf16emu)
   decode_args=(--model tiny --device cpu --new 16 --prompts 8,64 --seeds 1)
 else
   # The CPU reference curve measured on the H200 machine's CPU (2026-11-28): saves ~20 s of device time.
@@ -77,6 +82,7 @@ else
   short_args=(--device cuda --shapes 8x512 --precisions bf16)
   short_key=bf16_B8_T512
   dev=cuda
+  loss_variant_test=(--test cuda:bf16)
   decode_args=(--model gpt2 --device cuda --new 64 --prompts 32,480 --seeds 1)
 fi
 started=$(date +%s)
@@ -123,9 +129,23 @@ for phase in $PHASES; do
     loss)
       stamp "loss-curve check (limit $limit s)"
       echo "== loss-curve check: bench/cuda-vs-cpu.ts ${loss_args[*]}" >>"$OUT/checks.txt"
-      timeout "$limit" node --import tsx bench/cuda-vs-cpu.ts "${loss_args[@]}" --out "$OUT" 2>&1 | tee -a "$OUT/checks.txt"
+      end=$(( $(now) + limit ))
+      timeout "$(( LOSS_VARIANTS_ENV ? limit - 30 : limit ))" node --import tsx bench/cuda-vs-cpu.ts "${loss_args[@]}" --out "$OUT" 2>&1 | tee -a "$OUT/checks.txt"
       rc=${PIPESTATUS[0]}
       [ "$rc" -eq 0 ] || { stamp "loss check exit status $rc"; status=1; }
+      # The same check of bf16 with the opt-in variants set (they must pass it before they become defaults).
+      left=$(( end - $(now) ))
+      if [ -n "$LOSS_VARIANTS" ] && [ "$left" -ge 15 ]; then
+        echo "== loss-curve check with ${LOSS_VARIANTS}: bench/cuda-vs-cpu.ts ${loss_args[*]} ${loss_variant_test[*]}" >>"$OUT/checks.txt"
+        mkdir -p "$SCRATCH/loss-variants"
+        # shellcheck disable=SC2086
+        ( export ${LOSS_VARIANTS//,/ }; timeout "$left" node --import tsx bench/cuda-vs-cpu.ts "${loss_args[@]}" "${loss_variant_test[@]}" --out "$SCRATCH/loss-variants" ) 2>&1 | tee -a "$OUT/checks.txt"
+        rc=${PIPESTATUS[0]}
+        [ "$rc" -eq 0 ] || { stamp "loss check with variants exit status $rc"; status=1; }
+        [ -f "$SCRATCH/loss-variants/cuda-vs-cpu.json" ] && cp "$SCRATCH/loss-variants/cuda-vs-cpu.json" "$OUT/cuda-vs-cpu-variants.json"
+      elif [ -n "$LOSS_VARIANTS" ]; then
+        stamp "loss check with variants skipped: $left s left"
+      fi
       ;;
     bench)
       stamp "benchmark (limit $limit s)"
