@@ -75,8 +75,9 @@
  * 126 / 50 MB.
  * Legend: B batch rows, H heads, Tq queries, Tk keys, D head width.
  */
-import { makeData, type Graph, type Shape, type Tensor } from './graph/graph';
+import type { Graph, Shape, Tensor } from './graph/graph';
 import type { ModelContext } from './gpt2Graph';
+import { bf16Operand, bf16Product, bf16Result } from './precision';
 
 /** Extra GEMM depth: `cols` columns carrying −r, then zeros so that K = D + pad is a multiple of 8 (aligned bf16 GEMMs). */
 function padWidth(D: number | string | undefined, cols: number): number {
@@ -85,31 +86,9 @@ function padWidth(D: number | string | undefined, cols: number): number {
   return p >= cols ? p : p + 8;
 }
 
-/** A MatMul operand at the context's precision: as is (fp32), cast to bfloat16, or rounded to bf16 and back. */
-function matmulOperand(c: ModelContext, g: Graph, t: Tensor): Tensor {
-  if (!c.bf16) return t;
-  const b = g.cast(t, 'bfloat16');
-  return c.bf16 === 'emulate' ? g.cast(b, 'float') : b;
-}
-
-/** A MatMul product back to fp32: as is, cast from bfloat16, or rounded to bf16 ('emulate'). */
-function matmulProduct(c: ModelContext, g: Graph, t: Tensor): Tensor {
-  if (!c.bf16) return t;
-  if (c.bf16 === 'emulate') return g.cast(g.cast(t, 'bfloat16'), 'float');
-  return g.cast(t, 'float');
-}
-
 /** Whether the [B,H,Tq,Tk] tensors stay bfloat16 between ops: the variant is on and c.bf16 is true or 'emulate'. */
 export function usesBf16Attention(c: ModelContext): boolean {
   return !!c.bf16 && !!c.variants.bf16Attention;
-}
-
-/**
- * The result of an op that the bf16-attention graph runs on bfloat16 tensors: as is (true, already bf16),
- * or the fp32 op's result rounded to bf16 and back ('emulate', one rounding where the real kernel rounds once).
- */
-function bf16Result(c: ModelContext, g: Graph, t: Tensor): Tensor {
-  return c.bf16 === 'emulate' ? g.cast(g.cast(t, 'bfloat16'), 'float') : t;
 }
 
 /** bias [B,1,Tq,Tk] at bf16 precision, cast once per graph and mode (the layers share the bias). */
@@ -121,7 +100,7 @@ function biasInBf16(c: ModelContext, g: Graph, bias: Tensor): Tensor {
   if (!byMode) byBias.set(bias, (byMode = new Map()));
   const mode = String(c.bf16);
   let t = byMode.get(mode);
-  if (!t) byMode.set(mode, (t = matmulOperand(c, g, bias)));
+  if (!t) byMode.set(mode, (t = bf16Operand(g, bias, c.bf16)));
   return t;
 }
 
@@ -140,15 +119,6 @@ function swapLast4(g: Graph, t: Tensor): Tensor {
   return g.transpose(t, [0, 1, 3, 2]);
 }
 
-/** ONNX Dropout in training mode (as Graph.dropout) returning the output and its bool mask. */
-function dropoutWithMask(g: Graph, x: Tensor, rate: number, seed: number): { out: Tensor; mask: Tensor } {
-  const [out, mask] = g.node('Dropout', [x, g.scalar(rate, 'float'), g.constant(makeData('bool', [], [1]), 'training')], { seed }, [
-    { dtype: x.dtype, shape: x.shape },
-    { dtype: 'bool', shape: x.shape },
-  ]);
-  return { out: out!, mask: mask! };
-}
-
 /** softmax(q·kᵀ + bias) → dropout → ·v with the backward described in the header. */
 export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Tensor, bias: Tensor): Tensor {
   const g = c.g;
@@ -165,27 +135,27 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
   const [out] = g.customGradient(
     [q, k, v],
     () => {
-      qo = matmulOperand(c, g, q);
-      ko = matmulOperand(c, g, k);
-      vo = matmulOperand(c, g, v);
+      qo = bf16Operand(g, q, c.bf16);
+      ko = bf16Operand(g, k, c.bf16);
+      vo = bf16Operand(g, v, c.bf16);
       if (low) {
         // bf16 attention matrices: S, S + bias, P and Pd are bfloat16 (rounded to bf16 under 'emulate').
-        const scores = bf16Result(c, g, g.matmul(qo, swapLast4(g, ko))); // [B,H,Tq,Tk]
-        probs = bf16Result(c, g, g.softmax(bf16Result(c, g, g.add(scores, biasInBf16(c, g, bias))), -1));
+        const scores = bf16Result(g, g.matmul(qo, swapLast4(g, ko)), c.bf16); // [B,H,Tq,Tk]
+        probs = bf16Result(g, g.softmax(bf16Result(g, g.add(scores, biasInBf16(c, g, bias)), c.bf16), -1), c.bf16);
         po = probs;
         if (rate > 0) {
-          const d = dropoutWithMask(g, probs, rate, c.nextSeed());
-          po = bf16Result(c, g, d.out);
+          const d = g.dropoutWithMask(probs, rate, c.nextSeed());
+          po = bf16Result(g, d.out, c.bf16);
           mask = d.mask;
         }
       } else {
-        const scores = matmulProduct(c, g, g.matmul(qo, swapLast4(g, ko))); // [B,H,Tq,Tk]
+        const scores = bf16Product(g, g.matmul(qo, swapLast4(g, ko)), c.bf16); // [B,H,Tq,Tk]
         probs = g.softmax(g.add(scores, bias), -1);
         let dropped = probs;
-        if (rate > 0) ({ out: dropped, mask } = dropoutWithMask(g, probs, rate, c.nextSeed()));
-        po = matmulOperand(c, g, dropped);
+        if (rate > 0) ({ out: dropped, mask } = g.dropoutWithMask(probs, rate, c.nextSeed()));
+        po = bf16Operand(g, dropped, c.bf16);
       }
-      y = matmulProduct(c, g, g.matmul(po, vo)); // [B,H,Tq,D]
+      y = bf16Product(g, g.matmul(po, vo), c.bf16); // [B,H,Tq,D]
       return [y];
     },
     (gg, gy, needs) => {
@@ -197,7 +167,7 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
       let dk: Tensor | null = null;
       let dv: Tensor | null = null;
       /** dv = (dyᵀ·Pd)ᵀ from dy as a MatMul operand. */
-      const dvOf = (dyOperand: Tensor) => swapLast4(gg, matmulProduct(c, gg, gg.matmul(swapLast4(gg, dyOperand), po)));
+      const dvOf = (dyOperand: Tensor) => swapLast4(gg, bf16Product(gg, gg.matmul(swapLast4(gg, dyOperand), po), c.bf16));
       if (needs[0] || needs[1]) {
         // −r = −rowsum(dy⊙y)·(1−p) [B,H,Tq,1], folded into the dPd GEMM as extra depth columns. With bf16
         // operands −r travels as two columns hi + lo (Veltkamp split: hi has 8 significant bits, so it is exact
@@ -210,7 +180,7 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
         const rCols = (dtype: 'float' | 'bfloat16', col: number) => gg.tensorConst(dtype, [1, 1, 1, pad], Array.from({ length: pad }, (_, i) => (i === col ? 1 : 0)));
         const rExt = split ? gg.add(gg.mul(split.hi, rCols('float', 0)), gg.mul(split.lo, rCols('float', 1))) : gg.mul(negR, rCols('float', 0));
         const ext = gg.concat([dy, rExt], -1); // [B,H,Tq,D+pad]
-        const exto = matmulOperand(c, gg, ext);
+        const exto = bf16Operand(gg, ext, c.bf16);
         if (needs[2] && typeof D === 'number') {
           // dv first: Pd's last use, so it is freed before the [B,H,Tq,Tk] temporaries below exist.
           const dyShape: Shape | null = exto.shape ? [...exto.shape.slice(0, 3), D] : null;
@@ -224,19 +194,19 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
         let dSo: Tensor;
         if (low) {
           // M, Where and dS/s stay bf16; −r for the dropped entries is rounded to bf16 once ([B,H,Tq,1]).
-          const m = bf16Result(c, gg, gg.matmul(exto, swapLast4(gg, vext))); // dy·vᵀ − r  [B,H,Tq,Tk]
-          const w = mask ? gg.where(mask, m, matmulOperand(c, gg, negR)) : m;
-          dSo = bf16Result(c, gg, gg.mul(probs, w)); // dS/s [B,H,Tq,Tk]
+          const m = bf16Result(gg, gg.matmul(exto, swapLast4(gg, vext)), c.bf16); // dy·vᵀ − r  [B,H,Tq,Tk]
+          const w = mask ? gg.where(mask, m, bf16Operand(gg, negR, c.bf16)) : m;
+          dSo = bf16Result(gg, gg.mul(probs, w), c.bf16); // dS/s [B,H,Tq,Tk]
         } else {
-          const m = matmulProduct(c, gg, gg.matmul(exto, swapLast4(gg, vext))); // dy·vᵀ − r  [B,H,Tq,Tk]
+          const m = bf16Product(gg, gg.matmul(exto, swapLast4(gg, vext)), c.bf16); // dy·vᵀ − r  [B,H,Tq,Tk]
           const w = mask ? gg.where(mask, m, negR) : m;
           const dS = gg.mul(probs, w); // dS/s [B,H,Tq,Tk]
-          dSo = matmulOperand(c, gg, dS);
+          dSo = bf16Operand(gg, dS, c.bf16);
         }
-        if (needs[0]) dq = unscale(matmulProduct(c, gg, gg.matmul(dSo, ko)));
-        if (needs[1]) dk = unscale(swapLast4(gg, matmulProduct(c, gg, gg.matmul(swapLast4(gg, qo), dSo))));
+        if (needs[0]) dq = unscale(bf16Product(gg, gg.matmul(dSo, ko), c.bf16));
+        if (needs[1]) dk = unscale(swapLast4(gg, bf16Product(gg, gg.matmul(swapLast4(gg, qo), dSo), c.bf16)));
       }
-      if (needs[2] && !dv) dv = dvOf(matmulOperand(c, gg, dy));
+      if (needs[2] && !dv) dv = dvOf(bf16Operand(gg, dy, c.bf16));
       return [dq, dk, dv];
     },
   );
@@ -246,7 +216,7 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
 /** The same forward with the generic autodiff backward (Dropout, Softmax, MatMul, Cast rules): the reference. */
 export function attentionCoreAutodiff(c: ModelContext, q: Tensor, k: Tensor, v: Tensor, bias: Tensor): Tensor {
   const g = c.g;
-  const bmm = (a: Tensor, b: Tensor) => matmulProduct(c, g, g.matmul(matmulOperand(c, g, a), matmulOperand(c, g, b)));
+  const bmm = (a: Tensor, b: Tensor) => bf16Product(g, g.matmul(bf16Operand(g, a, c.bf16), bf16Operand(g, b, c.bf16)), c.bf16);
   const scores = bmm(q, swapLast4(g, k));
   const probs = g.softmax(g.add(scores, bias), -1);
   const rate = c.dropout.attn;

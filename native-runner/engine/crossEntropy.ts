@@ -47,7 +47,8 @@
  * one-hot are exact fp32 ('emulate' mirrors it on fp32 kernels).
  */
 import type { Graph, Tensor } from './graph/graph';
-import type { Bf16Mode, ModelContext } from './gpt2Graph';
+import type { ModelContext } from './gpt2Graph';
+import { bf16Operand, bf16Product } from './precision';
 
 /**
  * The forward shared by tokenNll and lmHeadNll: logits [N, V] float, tgt [N, 1] int64 → nll, lse [N, 1] and
@@ -88,19 +89,6 @@ export function tokenNll(g: Graph, logits: Tensor, targets: Tensor): { nll: Tens
   return { nll: nll!, lse: lse! };
 }
 
-/** A Gemm operand per bf16 mode: bfloat16 (true), rounded to bf16 and kept float ('emulate'), or as is. */
-function gemmOperand(g: Graph, t: Tensor, bf16: Bf16Mode): Tensor {
-  if (!bf16) return t;
-  const b = g.cast(t, 'bfloat16');
-  return bf16 === 'emulate' ? g.cast(b, 'float') : b;
-}
-
-/** A Gemm product back to float per bf16 mode (a bf16 product is bf16-rounded in both bf16 modes). */
-function gemmProduct(g: Graph, y: Tensor, bf16: Bf16Mode): Tensor {
-  if (!bf16) return y;
-  return bf16 === 'emulate' ? g.cast(g.cast(y, 'bfloat16'), 'float') : g.cast(y, 'float');
-}
-
 /**
  * logits = h·Wᵀ (W = lm_head.weight, else the tied wte; precision per c.bf16 as `linear`) and tokenNll of them
  * at targets [N], as one region whose backward goes straight to dh [N, C] and dW [V, C] (see the header).
@@ -118,9 +106,9 @@ export function lmHeadNll(c: ModelContext, h: Tensor, targets: Tensor): { nll: T
   const [nll, lse] = g.customGradient(
     [h, w],
     () => {
-      hOp = gemmOperand(g, h, bf16); // [N,C]
-      wOp = gemmOperand(g, w, bf16); // [V,C]
-      const logits = gemmProduct(g, g.gemm(hOp, wOp, null, { transB: true }), bf16); // [N,V] float
+      hOp = bf16Operand(g, h, bf16); // [N,C]
+      wOp = bf16Operand(g, w, bf16); // [V,C]
+      const logits = bf16Product(g, g.gemm(hOp, wOp, null, { transB: true }), bf16); // [N,V] float
       const f = nllForward(g, logits, tgt);
       p = f.p;
       return [f.nll, f.lse];
@@ -130,16 +118,16 @@ export function lmHeadNll(c: ModelContext, h: Tensor, targets: Tensor): { nll: T
       const gLse = gy[1];
       if (!gNll && !gLse) return [null, null];
       const coef = gNll && gLse ? gg.add(gNll, gLse) : (gNll ?? gLse)!; // [N,1]
-      const pOp = gemmOperand(gg, p, bf16); // [N,V]
+      const pOp = bf16Operand(gg, p, bf16); // [N,V]
       let dh: Tensor | null = null;
       let dw: Tensor | null = null;
       if (needs[0]) {
-        dh = gg.mul(gemmProduct(gg, gg.gemm(pOp, wOp, null), bf16), coef); // [N,C] coef ⊙ (p·W)
+        dh = gg.mul(bf16Product(gg, gg.gemm(pOp, wOp, null), bf16), coef); // [N,C] coef ⊙ (p·W)
         if (gNll) dh = gg.sub(dh, gg.mul(gg.gather(w, gg.squeeze(tgt, [1])), gNll)); // − g_nll ⊙ W[target]
       }
       if (needs[1]) {
-        const hc = gemmOperand(gg, gg.mul(h, coef), bf16); // [N,C]
-        dw = gemmProduct(gg, gg.gemm(pOp, hc, null, { transA: true }), bf16); // [V,C] pᵀ·(coef ⊙ h)
+        const hc = bf16Operand(gg, gg.mul(h, coef), bf16); // [N,C]
+        dw = bf16Product(gg, gg.gemm(pOp, hc, null, { transA: true }), bf16); // [V,C] pᵀ·(coef ⊙ h)
         if (gNll) {
           const rows = gg.neg(gg.mul(h, gNll)); // [N,C]
           const idx = gg.expand(tgt, gg.shapeOf(rows), rows.shape); // [N,C] target row per element

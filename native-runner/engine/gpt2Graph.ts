@@ -25,6 +25,7 @@
 import { expectedParamShapes } from '../model/gpt2Params';
 import { attentionCoreAutodiff, attentionCoreFused } from './attention';
 import { mlpBf16, usesBf16Mlp } from './mlp';
+import { bf16Operand, bf16Product } from './precision';
 import type { GPT2Config } from '../model/types';
 import { Graph, makeData, type Tensor } from './graph/graph';
 
@@ -97,19 +98,13 @@ function dropout(c: ModelContext, x: Tensor, rate: number): Tensor {
   return rate > 0 ? c.g.dropout(x, rate, c.nextSeed()) : x;
 }
 
-/** t rounded to bfloat16 and back to float (same shape; round-to-nearest-even). */
-export function roundToBf16(g: Graph, t: Tensor): Tensor {
-  return g.cast(g.cast(t, 'bfloat16'), 'float');
-}
+export { roundToBf16 } from './precision';
 
 /** y = x·W (+ b) for x [N, in], W [in, out] (W [out, in] with transB); precision per c.bf16, bias in fp32. */
 export function linear(c: ModelContext, x: Tensor, w: Tensor, b: Tensor | null, opts: { transB?: boolean } = {}): Tensor {
   const g = c.g;
   if (!c.bf16) return g.gemm(x, w, b, opts);
-  const y =
-    c.bf16 === 'emulate'
-      ? roundToBf16(g, g.gemm(roundToBf16(g, x), roundToBf16(g, w), null, opts))
-      : g.cast(g.gemm(g.cast(x, 'bfloat16'), g.cast(w, 'bfloat16'), null, opts), 'float');
+  const y = bf16Product(g, g.gemm(bf16Operand(g, x, c.bf16), bf16Operand(g, w, c.bf16), null, opts), c.bf16);
   return b ? g.add(y, b) : y;
 }
 

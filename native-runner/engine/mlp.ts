@@ -75,6 +75,8 @@
  */
 import type { Graph, Tensor } from './graph/graph';
 import type { ModelContext } from './gpt2Graph';
+import { geluTanhGrad } from './graph/autodiff';
+import { bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundToBf16 } from './precision';
 
 /** Whether the [N,4C] MLP activations stay bfloat16: the variant is on and c.bf16 is true or 'emulate'. */
 export function usesBf16Mlp(c: ModelContext): boolean {
@@ -98,26 +100,6 @@ export const GELU_BF16_CONSTANTS = {
   c: roundBf16(Math.fround(0.035677408136300125)),
 } as const;
 
-/** t rounded to bf16 and back (fp32 graph). */
-function round(g: Graph, t: Tensor): Tensor {
-  return g.cast(g.cast(t, 'bfloat16'), 'float');
-}
-
-/** A tensor at bf16 precision: cast to bfloat16 (true) or rounded to bf16 and kept fp32 ('emulate'). */
-function toBf16(c: ModelContext, g: Graph, t: Tensor): Tensor {
-  return c.bf16 === 'emulate' ? round(g, t) : g.cast(t, 'bfloat16');
-}
-
-/** The result of an op the real graph runs on bf16: as is (true) or rounded once ('emulate'). */
-function bf16Result(c: ModelContext, g: Graph, t: Tensor): Tensor {
-  return c.bf16 === 'emulate' ? round(g, t) : t;
-}
-
-/** A bf16-precision tensor (or the fp32 result of a bf16 GEMM) as float: Cast (true) or as is ('emulate', already fp32). */
-function toFloat(c: ModelContext, g: Graph, t: Tensor): Tensor {
-  return c.bf16 === 'emulate' ? t : g.cast(t, 'float');
-}
-
 /**
  * Gelu(tanh) on bf16 h: the ONNX op on bfloat16 (true), or FastGeluKernel<BFloat16>'s 8 steps as fp32 ops each
  * rounded to bf16 ('emulate'; see the header).
@@ -125,27 +107,11 @@ function toFloat(c: ModelContext, g: Graph, t: Tensor): Tensor {
 function geluBf16(c: ModelContext, g: Graph, h: Tensor): Tensor {
   if (c.bf16 !== 'emulate') return g.op('Gelu', [h], { approximate: 'tanh' });
   const { a, b, c: k } = GELU_BF16_CONSTANTS;
-  const r = (t: Tensor) => round(g, t);
+  const r = (t: Tensor) => roundToBf16(g, t);
   const inner = r(g.add(r(g.mul(r(g.mul(h, g.scalar(k))), h)), g.scalar(b))); // (c·x)·x + b
   const t = r(g.op('Tanh', [r(g.mul(h, inner))]));
   const cdf = r(g.add(r(g.mul(t, g.scalar(a))), g.scalar(a)));
   return r(g.mul(h, cdf));
-}
-
-/**
- * gy ⊙ gelu_new'(x) in fp32 (x, gy float, same shape): the sigmoid form of the autodiff rule, 12 elementwise
- * nodes plus the product with gy. y = x·σ(v), v = x·(2k + 2k·a·x²), dy/dx = σ(v)·(1 + x·(1 − σ(v))·v'),
- * v' = 2k + 6k·a·x², k = √(2/π), a = 0.044715.
- */
-export function geluTanhGradFp32(g: Graph, x: Tensor, gy: Tensor): Tensor {
-  const k = Math.sqrt(2 / Math.PI);
-  const a = 0.044715;
-  const x2 = g.mul(x, x);
-  const v = g.mul(x, g.add(g.mul(x2, g.scalar(2 * k * a)), g.scalar(2 * k)));
-  const s = g.op('Sigmoid', [v]);
-  const dv = g.add(g.mul(x2, g.scalar(6 * k * a)), g.scalar(2 * k));
-  const r = g.mul(g.mul(x, g.sub(g.scalar(1), s)), dv);
-  return g.mul(gy, g.mul(s, g.add(r, g.scalar(1))));
 }
 
 /**
@@ -161,7 +127,7 @@ export function geluTanhGradBf16(c: ModelContext, g: Graph, x: Tensor, gy: Tenso
   const a = 0.044715;
   const real = c.bf16 !== 'emulate';
   const K = (v: number) => (real ? g.scalar(v, 'bfloat16') : g.scalar(roundBf16(v)));
-  const R = (t: Tensor) => bf16Result(c, g, t);
+  const R = (t: Tensor) => bf16Result(g, t, c.bf16);
   const x2 = R(g.mul(x, x));
   const v = R(g.mul(x, R(g.add(R(g.mul(x2, K(2 * k * a))), K(2 * k)))));
   const e = R(g.op('Exp', [g.min(v, K(40))]));
@@ -185,12 +151,12 @@ export function mlpBf16(c: ModelContext, x: Tensor, wFc: Tensor, bFc: Tensor, wP
   const [out] = g.customGradient(
     [x, wFc, bFc, wProj, bProj],
     () => {
-      xo = toBf16(c, g, x);
-      wFco = toBf16(c, g, wFc);
-      wProjo = toBf16(c, g, wProj);
-      h = bf16Result(c, g, g.gemm(xo, wFco, toBf16(c, g, bFc))); // [N,4C], bias as Gemm's C
+      xo = bf16Operand(g, x, c.bf16);
+      wFco = bf16Operand(g, wFc, c.bf16);
+      wProjo = bf16Operand(g, wProj, c.bf16);
+      h = bf16Result(g, g.gemm(xo, wFco, bf16Operand(g, bFc, c.bf16)), c.bf16); // [N,4C], bias as Gemm's C
       act = geluBf16(c, g, h); // [N,4C]
-      const y = toFloat(c, g, bf16Result(c, g, g.gemm(act, wProjo, null))); // [N,C]
+      const y = bf16Product(g, g.gemm(act, wProjo, null), c.bf16); // [N,C]
       return [g.add(y, bProj)];
     },
     (gg, gy, needs) => {
@@ -199,22 +165,22 @@ export function mlpBf16(c: ModelContext, x: Tensor, wFc: Tensor, bFc: Tensor, wP
       const [nx, nwFc, nbFc, nwProj, nbProj] = needs;
       const grads: (Tensor | null)[] = [null, null, null, null, null];
       if (nbProj) grads[4] = gg.reduceSum(dy, [0], false);
-      const dyo = toBf16(c, gg, dy); // [N,C]
-      if (nwProj) grads[3] = toFloat(c, gg, bf16Result(c, gg, gg.gemm(act, dyo, null, { transA: true })));
+      const dyo = bf16Operand(gg, dy, c.bf16); // [N,C]
+      if (nwProj) grads[3] = bf16Product(gg, gg.gemm(act, dyo, null, { transA: true }), c.bf16);
       if (nx || nwFc || nbFc) {
-        const gAct = bf16Result(c, gg, gg.gemm(dyo, wProjo, null, { transB: true })); // [N,4C] bf16
+        const gAct = bf16Result(gg, gg.gemm(dyo, wProjo, null, { transB: true }), c.bf16); // [N,4C] bf16
         let dho: Tensor; // [N,4C] bf16: both GEMMs read it
         if (geluGrad === 'fp32') {
-          const dh = geluTanhGradFp32(gg, toFloat(c, gg, h), toFloat(c, gg, gAct)); // [N,4C] fp32
+          const dh = geluTanhGrad(gg, bf16ToFloat(gg, h, c.bf16), bf16ToFloat(gg, gAct, c.bf16)); // [N,4C] fp32
           if (nbFc) grads[2] = gg.reduceSum(dh, [0], false);
-          dho = toBf16(c, gg, dh);
+          dho = bf16Operand(gg, dh, c.bf16);
         } else {
           dho = geluTanhGradBf16(c, gg, h, gAct);
-          if (nbFc) grads[2] = toFloat(c, gg, bf16Result(c, gg, gg.reduceSum(dho, [0], false))); // [4C], rounded to bf16 once
+          if (nbFc) grads[2] = bf16Product(gg, gg.reduceSum(dho, [0], false), c.bf16); // [4C], rounded to bf16 once
         }
         if (nx || nwFc) {
-          if (nx) grads[0] = toFloat(c, gg, bf16Result(c, gg, gg.gemm(dho, wFco, null, { transB: true })));
-          if (nwFc) grads[1] = toFloat(c, gg, bf16Result(c, gg, gg.gemm(xo, dho, null, { transA: true })));
+          if (nx) grads[0] = bf16Product(gg, gg.gemm(dho, wFco, null, { transB: true }), c.bf16);
+          if (nwFc) grads[1] = bf16Product(gg, gg.gemm(xo, dho, null, { transA: true }), c.bf16);
         }
       }
       return grads;

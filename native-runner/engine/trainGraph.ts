@@ -50,7 +50,7 @@ export interface GraphOptions {
    * values; kept for ablations: SFT_FUSED_LM_HEAD=0).
    */
   fusedLmHead?: boolean;
-  /** Alternative formulations for ablations (gpt2Graph.ts ModelVariants); train, grads and eval graphs. */
+  /** Alternative formulations for ablations (gpt2Graph.ts ModelVariants); train and grads graphs. */
   variants?: ModelVariants;
 }
 
@@ -65,7 +65,7 @@ interface MbTensors {
 }
 
 /** Forward of one micro-batch: Σ w·NLL, Σ w, per-position nll/lse [N,1]. `fusedHead`: see GraphOptions.fusedLmHead. */
-function microBatchLoss(c: ModelContext, mb: MbTensors, fusedHead = false): { nllSum: Tensor; tokens: Tensor; nll: Tensor; lse: Tensor } {
+function microBatchLoss(c: ModelContext, mb: MbTensors, fusedHead: boolean): { nllSum: Tensor; tokens: Tensor; nll: Tensor; lse: Tensor } {
   const g = c.g;
   const h = hiddenStates(c, mb.ids, mb.positions, mb.segments);
   const targets = g.reshape(mb.targets, [-1], ['N']);
@@ -157,6 +157,7 @@ export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts:
   const specs = paramSpecs(config);
   const names = specs.map((s) => s.name);
   const flat = opts.flatState ?? false;
+  const fusedHead = opts.fusedLmHead ?? true;
   const groups = flatGroups(config);
   const p0 = paramInputs(g, config, 'p:');
   const m0 = paramInputs(g, config, 'm:');
@@ -227,7 +228,7 @@ export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts:
     const zero = body.scalar(0, 'int64');
     const mb = pickMicroBatch(body, stepMb, zero, body.gather(stepDims, zero));
     const c = ctxFor(body, mb);
-    const out = microBatchLoss(c, mb, opts.fusedLmHead ?? true);
+    const out = microBatchLoss(c, mb, fusedHead);
     nllSum = out.nllSum;
     grads = lossGrads(body, out.nllSum);
   } else {
@@ -239,7 +240,7 @@ export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts:
     const nllAcc = inner.freshInput('nll_acc', 'float', []);
     const mb = pickMicroBatch(inner, stepMb, j, inner.gather(stepDims, j));
     const c = ctxFor(inner, mb);
-    const out = microBatchLoss(c, mb, opts.fusedLmHead ?? true);
+    const out = microBatchLoss(c, mb, fusedHead);
     const gj = lossGrads(inner, out.nllSum);
     inner.output(trueConst(inner));
     acc.forEach((a, i) => inner.output(inner.add(a, gj[i]!)));
@@ -354,7 +355,7 @@ export function buildEvalGraph(config: GPT2Config, opts: { bf16?: Bf16Mode } = {
   const mb = mbInputs(g, []);
   const bt = g.shapeOf(mb.ids);
   const c = modelContext(g, config, w, bt, { bf16: opts.bf16 });
-  const out = microBatchLoss(c, mb);
+  const out = microBatchLoss(c, mb, false);
   g.output(out.nllSum, 'nll_sum');
   g.output(out.tokens, 'tokens');
   g.output(g.reshape(out.nll, bt, ['B', 'T']), 'nll');

@@ -71,6 +71,23 @@ const unary = (f: (c: RuleContext, x: Tensor, y: Tensor, gy: Tensor) => Tensor):
   return [f(c, c.node.inputs[0]!, c.node.outputs[0]!, gy)];
 };
 
+/**
+ * gy ⊙ gelu_new'(x) (approximate = "tanh"), in x's dtype. y = 0.5·x·(1 + tanh(u)), u = c·(x + a·x³), c = √(2/π),
+ * a = 0.044715. With 0.5·(1 + tanh(u)) = σ(2u): y = x·σ(v), v = 2u = x·(2c + 2ca·x²), and
+ * dy/dx = σ(v)·(1 + x·(1 − σ(v))·v'), v' = 2c + 6ca·x². 12 elementwise nodes over x's shape (the tanh form took
+ * 18): on a GPU each is a full pass over the [N, 4C] MLP activations, so the count is the cost.
+ */
+export function geluTanhGrad(g: Graph, x: Tensor, gy: Tensor): Tensor {
+  const c = Math.sqrt(2 / Math.PI);
+  const a = 0.044715;
+  const x2 = g.mul(x, x);
+  const v = g.mul(x, g.add(g.mul(x2, g.scalarLike(2 * c * a, x)), g.scalarLike(2 * c, x)));
+  const s = g.op('Sigmoid', [v]);
+  const dv = g.add(g.mul(x2, g.scalarLike(6 * c * a, x)), g.scalarLike(2 * c, x));
+  const r = g.mul(g.mul(x, g.sub(g.scalarLike(1, x), s)), dv);
+  return g.mul(gy, g.mul(s, g.add(r, g.scalarLike(1, x))));
+}
+
 /** The gradient rule table: op type → rule. */
 export const GRAD_RULES: Record<string, GradRule> = {
   Identity: unary((_c, _x, _y, gy) => gy),
@@ -226,18 +243,7 @@ export const GRAD_RULES: Record<string, GradRule> = {
   },
   Gelu: unary(({ g, node }, x, _y, gy) => {
     if (node.attrs.approximate !== 'tanh') throw new Error(`autodiff: Gelu (node ${node.name}): only approximate="tanh" is supported`);
-    // y = 0.5·x·(1 + tanh(u)), u = c·(x + a·x³), c = √(2/π), a = 0.044715. With 0.5·(1 + tanh(u)) = σ(2u):
-    // y = x·σ(v), v = 2u = x·(2c + 2ca·x²), and dy/dx = σ(v)·(1 + x·(1 − σ(v))·v'), v' = 2c + 6ca·x².
-    // 12 elementwise nodes over x's shape (the tanh form took 18): on a GPU each is a full pass over the
-    // [N, 4C] MLP activations, so the count is the cost.
-    const c = Math.sqrt(2 / Math.PI);
-    const a = 0.044715;
-    const x2 = g.mul(x, x);
-    const v = g.mul(x, g.add(g.mul(x2, g.scalarLike(2 * c * a, x)), g.scalarLike(2 * c, x)));
-    const s = g.op('Sigmoid', [v]);
-    const dv = g.add(g.mul(x2, g.scalarLike(6 * c * a, x)), g.scalarLike(2 * c, x));
-    const r = g.mul(g.mul(x, g.sub(g.scalarLike(1, x), s)), dv);
-    return g.mul(gy, g.mul(s, g.add(r, g.scalarLike(1, x))));
+    return geluTanhGrad(g, x, gy);
   }),
   Dropout: ({ g, node, gy, needs }) => {
     if (!needs[0] || !gy[0]) return [null, null, null];

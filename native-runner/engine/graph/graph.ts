@@ -429,12 +429,18 @@ export class Graph {
   /** ONNX Dropout in training mode; returns the output (its mask is the node's second output). */
   dropout(x: Tensor, ratio: number, seed?: number): Tensor {
     if (ratio <= 0) return x;
+    return this.dropoutWithMask(x, ratio, seed).out;
+  }
+
+  /** Dropout in training mode (ratio > 0) returning its output and the bool keep-mask (for hand-written backwards). */
+  dropoutWithMask(x: Tensor, ratio: number, seed?: number): { out: Tensor; mask: Tensor } {
     const attrs: Attrs = {};
     if (seed !== undefined) attrs.seed = seed;
-    return this.node('Dropout', [x, this.scalar(ratio, x.dtype === 'double' ? 'double' : 'float'), this.constant(makeData('bool', [], [1]), 'training')], attrs, [
+    const [out, mask] = this.node('Dropout', [x, this.scalar(ratio, x.dtype === 'double' ? 'double' : 'float'), this.constant(makeData('bool', [], [1]), 'training')], attrs, [
       { dtype: x.dtype, shape: x.shape },
       { dtype: 'bool', shape: x.shape },
-    ])[0]!;
+    ]);
+    return { out: out!, mask: mask! };
   }
 
   /** Marks the nodes that produced `ts` (and only those) as constants for autodiff. */

@@ -1,0 +1,35 @@
+/**
+ * Where a graph changes precision, per Bf16Mode (gpt2Graph.ts header): false = fp32 throughout; true = real
+ * bfloat16 tensors (CUDA); 'emulate' = the same roundings on fp32 kernels (a Cast to bfloat16 and back at the
+ * point where the real graph rounds). One place for linear (gpt2Graph.ts), attention.ts, mlp.ts and
+ * crossEntropy.ts, so that the real and emulated graphs round at exactly the same points everywhere.
+ */
+import type { Graph, Tensor } from './graph/graph';
+import type { Bf16Mode } from './gpt2Graph';
+
+/** t rounded to bfloat16 and back to float (same shape; round-to-nearest-even). */
+export function roundToBf16(g: Graph, t: Tensor): Tensor {
+  return g.cast(g.cast(t, 'bfloat16'), 'float');
+}
+
+/** A GEMM operand (or any value entering bf16 ops) at the mode's precision: as is, cast to bfloat16, or rounded. */
+export function bf16Operand(g: Graph, t: Tensor, mode: Bf16Mode): Tensor {
+  if (!mode) return t;
+  return mode === 'emulate' ? roundToBf16(g, t) : g.cast(t, 'bfloat16');
+}
+
+/** A bf16 GEMM's product back to float: as is (fp32 mode), cast from bfloat16, or rounded ('emulate'). */
+export function bf16Product(g: Graph, t: Tensor, mode: Bf16Mode): Tensor {
+  if (!mode) return t;
+  return mode === 'emulate' ? roundToBf16(g, t) : g.cast(t, 'float');
+}
+
+/** The result of an op the real graph runs on bfloat16 tensors: as is (true, already bf16), rounded once ('emulate'). */
+export function bf16Result(g: Graph, t: Tensor, mode: Bf16Mode): Tensor {
+  return mode === 'emulate' ? roundToBf16(g, t) : t;
+}
+
+/** A value already at bf16 precision as float: Cast (true) or as is ('emulate': it is an fp32 tensor already). */
+export function bf16ToFloat(g: Graph, t: Tensor, mode: Bf16Mode): Tensor {
+  return mode === 'emulate' ? t : g.cast(t, 'float');
+}
