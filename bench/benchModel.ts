@@ -1,7 +1,7 @@
 /**
  * The model a benchmark runs: 'tiny' = samples/tiny-gpt2-chat (loaded from disk), 'gpt2' = GPT-2 124M's shapes
  * (12 layers, 768 wide, vocab 50257, 1024 positions) with random weights (initGpt2Params, seed 1234); and random
- * fully trained micro-batches for throughput runs.
+ * fully trained micro-batches for throughput runs; and the SFT_* switches a run was made with.
  */
 import { makeConfig } from '../native-runner/model/config';
 import { initGpt2Params } from '../native-runner/model/gpt2Params';
@@ -30,4 +30,9 @@ export function randomBatch(rng: Rng, B: number, T: number, V: number): MicroBat
     mb.positions[i] = i % T;
   }
   return mb;
+}
+
+/** Every SFT_* environment variable set for this run (the engine's switches: results are compared by them). */
+export function sftSwitches(): Record<string, string> {
+  return Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[0].startsWith('SFT_') && e[1] !== undefined));
 }

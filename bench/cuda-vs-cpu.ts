@@ -27,6 +27,7 @@ import type { MicroBatch, StepMetrics } from '../native-runner/engine/types';
 import { makeConfig } from '../native-runner/model/config';
 import { initGpt2Params } from '../native-runner/model/gpt2Params';
 import { Rng } from '../native-runner/util/rng';
+import { sftSwitches } from './benchModel';
 
 const { values: argv } = parseArgs({
   options: {
@@ -110,7 +111,7 @@ async function main(): Promise<void> {
   const result: Record<string, unknown> = { command: `tsx bench/cuda-vs-cpu.ts ${process.argv.slice(2).join(' ')}`.trim(), model: argv.model, B, T, steps: STEPS, reference: ref.metrics, runs: {} };
   if (argv.reference) result.reference_from = argv.reference;
   // Every SFT_* switch set for this run (model variants change the tested graphs, not the reference).
-  result.env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('SFT_')));
+  result.env = sftSwitches();
   const write = () => {
     if (!argv.out) return;
     fs.mkdirSync(argv.out, { recursive: true });

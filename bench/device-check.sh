@@ -57,7 +57,6 @@ status=0
 # The ablate phase's runs: "label:ENV=VALUE[,ENV=VALUE…]" words, each one short_train with those variables set.
 # The loss phase's second check: bf16 with these variables set ("ENV=VALUE,…"; empty: none).
 LOSS_VARIANTS=${LOSS_VARIANTS-SFT_BF16_ATTENTION=1,SFT_BF16_MLP=1}
-LOSS_VARIANTS_ENV=$([ -n "$LOSS_VARIANTS" ] && echo 1 || echo 0)
 # Default: the formulation before the 2026-11-28 pass cuts (autodiff attention backward, unfused lm head), and the
 # opt-in bf16 attention matrices and MLP activations, alone and together.
 ABLATE_RUNS=${ABLATE_RUNS:-previous:SFT_AUTODIFF_ATTENTION=1,SFT_FUSED_LM_HEAD=0 bf16-attention:SFT_BF16_ATTENTION=1 bf16-mlp:SFT_BF16_MLP=1 bf16-both:SFT_BF16_ATTENTION=1,SFT_BF16_MLP=1}
@@ -130,7 +129,9 @@ for phase in $PHASES; do
       stamp "loss-curve check (limit $limit s)"
       echo "== loss-curve check: bench/cuda-vs-cpu.ts ${loss_args[*]}" >>"$OUT/checks.txt"
       end=$(( $(now) + limit ))
-      timeout "$(( LOSS_VARIANTS_ENV ? limit - 30 : limit ))" node --import tsx bench/cuda-vs-cpu.ts "${loss_args[@]}" --out "$OUT" 2>&1 | tee -a "$OUT/checks.txt"
+      first=$limit # the variant check below gets the last 30 s
+      [ -z "$LOSS_VARIANTS" ] || first=$(( limit - 30 ))
+      timeout "$first" node --import tsx bench/cuda-vs-cpu.ts "${loss_args[@]}" --out "$OUT" 2>&1 | tee -a "$OUT/checks.txt"
       rc=${PIPESTATUS[0]}
       [ "$rc" -eq 0 ] || { stamp "loss check exit status $rc"; status=1; }
       # The same check of bf16 with the opt-in variants set (they must pass it before they become defaults).

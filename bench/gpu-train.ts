@@ -64,6 +64,7 @@ import { writeSafetensorsSynced } from '../native-runner/model/safetensors';
 import { CUDA_STEPS_PER_RUN } from '../native-runner/train/config';
 import type { GPT2Config, ParamSet } from '../native-runner/model/types';
 import { Rng } from '../native-runner/util/rng';
+import { sftSwitches } from './benchModel';
 import { dollyExamples, dollyLengths, lengthStats } from './dolly-lengths';
 
 const { values: argv } = parseArgs({
@@ -138,7 +139,7 @@ const result: Record<string, unknown> = {
   accum: ACCUM,
   /** Engine switches read from the environment (unset = the engine's default). */
   // Every SFT_* switch set for this run (ablations compare runs by them).
-  env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('SFT_')).map(([k, v]) => [k, v ?? null])),
+  env: sftSwitches(),
   throughput: {} as Record<string, unknown>,
 };
 

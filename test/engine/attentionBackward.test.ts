@@ -253,6 +253,20 @@ function assertWithinUlp(name: string, got: Float32Array, ref: number[], scale: 
   return exact / ref.length;
 }
 
+/**
+ * y, dq, dk, dv of a graph run against the JS model of its rounding (dq, dk carry the dropout scale 1/(1−p)):
+ * each within one bf16 ulp, and the fraction of values bit-identical per output.
+ */
+function assertOutputsMatchModel(got: Record<'y' | 'dq' | 'dk' | 'dv', Float32Array>, ref: Record<'y' | 'dq' | 'dk' | 'dv', number[]>, attn: number): number[] {
+  const scale = attn > 0 ? Math.fround(1 / (1 - attn)) : 1;
+  return [
+    assertWithinUlp('y', got.y, ref.y, 1),
+    assertWithinUlp('dq', got.dq, ref.dq, scale),
+    assertWithinUlp('dk', got.dk, ref.dk, scale),
+    assertWithinUlp('dv', got.dv, ref.dv, 1),
+  ];
+}
+
 for (const attn of [0, 0.3]) {
   test(`'emulate', attention dropout ${attn}: fused backward rounds as documented (JS model) and stays within bf16 tolerance of autodiff`, async (t) => {
     const dims = SQUARE;
@@ -263,13 +277,7 @@ for (const attn of [0, 0.3]) {
       const dropped = fused.mask!.reduce((a, m) => a + (m ? 0 : 1), 0);
       assert.ok(dropped > 0.15 * fused.mask!.length && dropped < 0.45 * fused.mask!.length, `${dropped} of ${fused.mask!.length} dropped at rate 0.3`);
     }
-    const scale = attn > 0 ? Math.fround(1 / (1 - attn)) : 1;
-    const exact = [
-      assertWithinUlp('y', fused.y, ref.y, 1),
-      assertWithinUlp('dq', fused.dq, ref.dq, scale),
-      assertWithinUlp('dk', fused.dk, ref.dk, scale),
-      assertWithinUlp('dv', fused.dv, ref.dv, 1),
-    ];
+    const exact = assertOutputsMatchModel(fused, ref, attn);
     // Against the autodiff formulation under 'emulate' (which rounds at other points): bf16-sized, not more.
     const auto = await runGraph(buildGraph(attentionCoreAutodiff, dims, 'emulate', attn), dims, x);
     assert.deepEqual(fused.y, auto.y);
@@ -358,13 +366,7 @@ for (const attn of [0, 0.3]) {
     const x = randomInputs(dims, 60 + attn * 10);
     const low = await runGraph(buildGraph(attentionCoreFused, dims, 'emulate', attn, { maskOutput: attn > 0, bf16Attention: true }), dims, x);
     const ref = emulatedReference(dims, x, attn, low.mask, true);
-    const scale = attn > 0 ? Math.fround(1 / (1 - attn)) : 1;
-    const exact = [
-      assertWithinUlp('y', low.y, ref.y, 1),
-      assertWithinUlp('dq', low.dq, ref.dq, scale),
-      assertWithinUlp('dk', low.dk, ref.dk, scale),
-      assertWithinUlp('dv', low.dv, ref.dv, 1),
-    ];
+    const exact = assertOutputsMatchModel(low, ref, attn);
     // The JS model of the default rounding is not what the variant computes: P itself is rounded now.
     const other = emulatedReference(dims, x, attn, low.mask, false);
     assert.ok(other.dq.some((v, i) => v !== low.dq[i]), 'the variant matches the default (fp32 elementwise) model exactly');

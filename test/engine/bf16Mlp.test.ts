@@ -88,7 +88,7 @@ function geluKernelBf16(x: number): number {
   return bf16(x * bf16(bf16(a * t) + a));
 }
 
-/** gy·gelu_new'(x) in fp32 steps, the formula of mlp.ts geluTanhGradFp32 (σ computed exactly, then rounded to fp32). */
+/** gy·gelu_new'(x) in fp32 steps, the formula of autodiff.ts geluTanhGrad (mlp.ts's fp32 option) (σ computed exactly, then rounded to fp32). */
 function geluGradFp32(x: number, gy: number): number {
   const k = Math.sqrt(2 / Math.PI);
   const a = 0.044715;
