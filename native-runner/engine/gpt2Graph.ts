@@ -69,6 +69,12 @@ export interface ModelVariants {
   bf16Attention?: boolean;
   /** bf16 modes: the MLP's [N,4C] activations stay bfloat16 from c_fc to c_proj, hand-written backward (mlp.ts): SFT_BF16_MLP=1. */
   bf16Mlp?: boolean;
+  /** With bf16Mlp: how gelu'(h) is formed in the backward (mlp.ts): 'exp' (bf16 exp form) or 'table' (a lookup table): SFT_BF16_GELU_GRAD. */
+  bf16GeluGrad?: 'exp' | 'table';
+  /** bf16 modes: q/k/v and the attention output stay bfloat16 from the c_attn Gemm to the c_proj Gemm (gpt2Graph.ts): SFT_BF16_PROJ=1. */
+  bf16Projections?: boolean;
+  /** The LayerNorm backward from the generic autodiff rule instead of the hand-written one (layerNorm.ts): SFT_AUTODIFF_LAYERNORM=1. */
+  autodiffLayerNorm?: boolean;
 }
 
 /** The parameter list (HF names and shapes) in named_parameters order. */

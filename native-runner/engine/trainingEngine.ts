@@ -92,9 +92,18 @@ export interface TrainingEngineOptions {
   flatState?: boolean;
 }
 
-/** The model variants switched on by SFT_AUTODIFF_ATTENTION / SFT_BF16_ATTENTION / SFT_BF16_MLP (gpt2Graph.ts ModelVariants). */
+/** The model variants switched on by SFT_AUTODIFF_ATTENTION / SFT_BF16_ATTENTION / SFT_BF16_MLP / SFT_BF16_GELU_GRAD / SFT_BF16_PROJ / SFT_AUTODIFF_LAYERNORM (gpt2Graph.ts ModelVariants). */
 export function modelVariantsFromEnv(env: NodeJS.ProcessEnv = process.env): ModelVariants {
-  return { autodiffAttention: envSwitch(env.SFT_AUTODIFF_ATTENTION) ?? false, bf16Attention: envSwitch(env.SFT_BF16_ATTENTION) ?? false, bf16Mlp: envSwitch(env.SFT_BF16_MLP) ?? false };
+  const geluGrad = env.SFT_BF16_GELU_GRAD;
+  if (geluGrad !== undefined && geluGrad !== '' && geluGrad !== 'exp' && geluGrad !== 'table') throw new SftError(`SFT_BF16_GELU_GRAD must be exp or table, got ${JSON.stringify(geluGrad)}`, 'environment');
+  return {
+    autodiffAttention: envSwitch(env.SFT_AUTODIFF_ATTENTION) ?? false,
+    bf16Attention: envSwitch(env.SFT_BF16_ATTENTION) ?? false,
+    bf16Mlp: envSwitch(env.SFT_BF16_MLP) ?? false,
+    ...(geluGrad ? { bf16GeluGrad: geluGrad } : {}),
+    bf16Projections: envSwitch(env.SFT_BF16_PROJ) ?? false,
+    autodiffLayerNorm: envSwitch(env.SFT_AUTODIFF_LAYERNORM) ?? false,
+  };
 }
 
 /** The state of one kind (p, m or v) on the device, by parameter name; `synced`: the host copy equals it. */
