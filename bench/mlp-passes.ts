@@ -2,7 +2,8 @@
  * Traffic over the MLP's [N, 4C] activations of one layer, default bf16 graph vs the bf16Mlp variant
  * (engine/mlp.ts, SFT_BF16_MLP=1), counted on the graphs (no session, no device):
  *   npx tsx bench/mlp-passes.ts [--batch 8] [--seq 512] [--embd 768]
- * For the real bf16 graph (and fp32 for reference; the variant also with its fp32 Gelu derivative, mlpBf16(…, 'fp32')): the nodes writing an [N,4C] tensor (forward, backward),
+ * For the real bf16 graph (and fp32 for reference; the variant with each Gelu derivative: 'exp' (its default),
+ * 'table' (SFT_BF16_GELU_GRAD=table) and 'fp32', mlpBf16(…, geluGrad)): the nodes writing an [N,4C] tensor (forward, backward),
  * the bytes those nodes and the GEMMs read and write in [N,4C] tensors (an input listed twice counts twice;
  * a Gemm with a 1-D C input also writes and reads its output once more, as ORT's CUDA Gemm broadcasts C into
  * Y before the GEMM), and the bytes of forward [N,4C] tensors the backward reads. ORT's own graph rewrites
@@ -77,17 +78,18 @@ function measure(bf16: Bf16Mode, bf16Mlp: boolean, geluGrad?: GeluGradPrecision)
 
 const MB = (b: number) => (b / 1e6).toFixed(0);
 console.log(`one MLP layer, N ${N} × 4C ${W} = ${(N * W / 1e6).toFixed(1)} M values (${MB(N * W * 4)} MB fp32)`);
-console.log('mode      graph             fwd writers  fwd MB  bwd writers  bwd MB  kept MB  kept            forward writers | backward writers');
+console.log('mode      graph              fwd writers  fwd MB  bwd writers  bwd MB  kept MB  kept            forward writers | backward writers');
 const results: Record<string, unknown>[] = [];
 for (const [mode, bf16, variant, geluGrad] of [
   ['fp32', false, false, undefined],
   ['bf16', true, false, undefined],
-  ['bf16', true, true, undefined],
+  ['bf16', true, true, 'exp'],
+  ['bf16', true, true, 'table'],
   ['bf16', true, true, 'fp32'],
 ] as const) {
   const m = measure(bf16, variant, geluGrad);
-  const name = variant ? (geluGrad === 'fp32' ? 'bf16Mlp/fp32 gelu\'' : 'bf16Mlp') : 'default';
-  console.log(`${mode.padEnd(10)}${name.padEnd(18)}${String(m.fwd.writers.length).padStart(11)}${MB(m.fwd.bytes).padStart(8)}${String(m.bwd.writers.length).padStart(13)}${MB(m.bwd.bytes).padStart(8)}${MB(m.keptBytes).padStart(9)}  ${m.kept.join('+').padEnd(16)}${m.fwd.writers.join(' ')} | ${m.bwd.writers.join(' ')}`);
+  const name = variant ? `bf16Mlp/${geluGrad} gelu'` : 'default';
+  console.log(`${mode.padEnd(10)}${name.padEnd(19)}${String(m.fwd.writers.length).padStart(11)}${MB(m.fwd.bytes).padStart(8)}${String(m.bwd.writers.length).padStart(13)}${MB(m.bwd.bytes).padStart(8)}${MB(m.keptBytes).padStart(9)}  ${m.kept.join('+').padEnd(18)}${m.fwd.writers.join(' ')} | ${m.bwd.writers.join(' ')}`);
   results.push({ mode, variant: name, forwardWriters: m.fwd.writers, forwardBytes: m.fwd.bytes, backwardWriters: m.bwd.writers, backwardBytes: m.bwd.bytes, kept: m.kept, keptBytes: m.keptBytes });
 }
 console.log(JSON.stringify({ N, C, results }));

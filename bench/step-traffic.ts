@@ -1,22 +1,29 @@
 /**
  * A static cost model of one training step (issue #8), counted on the engine's own train graph — no session,
- * no device. For GPT-2 124M (or --layers/--width) at B×T with A micro-batches per optimizer step:
+ * no device. For GPT-2 124M (or --layers/--width/--heads/--vocab) at B×T with A micro-batches per optimizer step:
  *
  *   npx tsx bench/step-traffic.ts [--batch 8] [--seq 512] [--accum 4] [--precision bf16|fp32] [--dropout 0.1]
- *        [--bw 3.0] [--bf16-tflops 600] [--tf32-tflops 350] [--launch-us 4] [--top 20] [--json]
+ *        [--bw 2.6] [--bf16-tflops 600] [--tf32-tflops 350] [--launch-us 0.7] [--top 20] [--json]
+ *        [--nodes N [--class PREFIX] [--part forward|backward] [--op OPTYPE]]
  *
- * Per node of the micro-batch body (forward, backward) and of the step body (gradient norm, AdamW): the bytes it
- * reads and writes (every input once, every output once, at the graph's dtypes; a Gemm with a bias input also
- * writes and reads its output once more — ORT copies C into Y before the GEMM) and, for MatMul/Gemm, its FLOPs
- * (bf16 operands → the bf16 rate, float → TF32, ORT's CUDA default). Modelled GPU time of a node =
- * bytes / bandwidth + FLOPs / rate + a fixed cost per kernel (--launch-us): a lower bound of a kernel-at-a-time
- * executor that never fuses. The SFT_* switches of the environment (modelVariantsFromEnv, SFT_FUSED_LM_HEAD,
- * SFT_FLAT_STATE) pick the graph, as they do in the engine; run it once per variant to compare them.
+ * Per node of the micro-batch body and of the step body (gradient norm, AdamW): the bytes it reads and writes
+ * (every input once, every output once, at the graph's dtypes; Shape/Reshape/Squeeze/Unsqueeze/Identity/Flatten
+ * move nothing (ORT aliases them); Gather/GatherElements/Slice read only what they pick; a Gemm with a bias input
+ * also writes and reads its output once more — ORT's CUDA Gemm copies C into Y before the GEMM) and, for
+ * MatMul/Gemm, its FLOPs (bf16 operands → the bf16 rate, float → TF32, ORT's CUDA default). Modelled GPU time of
+ * a node = bytes / bandwidth + FLOPs / rate + a fixed cost per kernel: a kernel-at-a-time executor that never
+ * fuses. Forward = the nodes the micro-batch's loss depends on; backward = the rest of the micro-batch body.
+ * The SFT_* switches of the environment (modelVariantsFromEnv, SFT_FUSED_LM_HEAD, SFT_FLAT_STATE) pick the
+ * graph as they do in the engine: run it once per variant to compare them. --nodes N lists the N single nodes of
+ * one micro-batch that move the most bytes (filters: --class, a prefix of the "tensors" column; --part; --op).
  *
- * Not modelled: ORT's own graph rewrites (e.g. a Transpose folded into a MatMul), caches (a small tensor read
- * by a node right after it was written may come from L2), kernels slower than the bandwidth (strided
- * transposes, broadcasting), host-side dispatch. Compare the total with a measured step (the H200's 2026-11-28
- * run: 0.183 s per step of 4 × B8 T512 in bf16) to see how much the model leaves unexplained.
+ * Calibration: the default bandwidth (2.6 TB/s) and fixed cost per kernel (0.7 µs) are the two values that make
+ * the model reproduce both steps measured on the H200 on 2026-11-28 (bf16, A = 4: B8 T512 183 ms per step, B32
+ * T512 668 ms; bench/results/2026-11-28-h200-b). Two parameters fitted to two points: a fit, not a validation —
+ * the next measured configuration (fp32, or a variant) tests it. What the fit says: ~84 % of the step is bytes
+ * moved, kernel count matters little, so fewer bytes per step is what makes it faster.
+ * Not modelled: ORT's own graph rewrites, caches, kernels slower than the bandwidth (strided transposes,
+ * broadcasting), host-side dispatch.
  */
 import { parseArgs } from 'node:util';
 import { buildTrainGraph } from '../native-runner/engine/trainGraph';
@@ -42,6 +49,10 @@ const { values: argv } = parseArgs({
     'launch-us': { type: 'string', default: '0.7' },
     top: { type: 'string', default: '20' },
     json: { type: 'boolean', default: false },
+    nodes: { type: 'string', default: process.env.STEP_TRAFFIC_NODES ?? '0' },
+    class: { type: 'string', default: process.env.STEP_TRAFFIC_CLASS },
+    part: { type: 'string', default: process.env.STEP_TRAFFIC_PART },
+    op: { type: 'string', default: process.env.STEP_TRAFFIC_OP },
   },
 });
 const num = (k: keyof typeof argv) => {
@@ -260,8 +271,16 @@ if (argv.json) {
     }),
   );
 }
-if (process.env.STEP_TRAFFIC_NODES) {
-  const all = microBody.nodes.filter((n) => (!process.env.STEP_TRAFFIC_CLASS || tensorClass(n).startsWith(process.env.STEP_TRAFFIC_CLASS)) && !n.virtual && n.opType !== "Loop" && (!process.env.STEP_TRAFFIC_PART || (process.env.STEP_TRAFFIC_PART === "forward") === fwdNodes.has(n)) && (!process.env.STEP_TRAFFIC_OP || n.opType === process.env.STEP_TRAFFIC_OP)).map((n) => ({ n, c: nodeCost(n) }));
-  all.sort((a, b) => b.c.bytes - a.c.bytes);
-  for (const { n, c } of all.slice(0, Number(process.env.STEP_TRAFFIC_NODES))) console.log(`${n.opType} ${n.name} ${GB(c.bytes)} GB in ${n.inputs.map((t) => t ? `${t.dtype}[${t.shape}]` : '-').join(' ')} out ${n.outputs.map((t) => `${t.dtype}[${t.shape}]`).join(' ')}`);
+if (num('nodes') > 0) {
+  if (argv.part !== undefined && argv.part !== 'forward' && argv.part !== 'backward') throw new Error(`--part must be forward or backward, got ${argv.part}`);
+  const picked = microBody.nodes
+    .filter((n) => !n.virtual && n.opType !== 'Loop')
+    .filter((n) => !argv.class || tensorClass(n).startsWith(argv.class))
+    .filter((n) => !argv.part || (argv.part === 'forward') === fwdNodes.has(n))
+    .filter((n) => !argv.op || n.opType === argv.op)
+    .map((n) => ({ n, c: nodeCost(n) }))
+    .sort((a, b) => b.c.bytes - a.c.bytes);
+  const sig = (t: Tensor | null) => (t ? `${t.dtype}[${t.shape?.join(',')}]` : '-');
+  console.log(`\nnodes of one micro-batch by bytes moved (${picked.length} match):`);
+  for (const { n, c } of picked.slice(0, num('nodes'))) console.log(`${n.opType} ${n.name} ${GB(c.bytes)} GB  in ${n.inputs.map(sig).join(' ')}  out ${n.outputs.map(sig).join(' ')}`);
 }

@@ -76,8 +76,8 @@
  * Legend: B batch rows, H heads, Tq queries, Tk keys, D head width.
  */
 import type { Graph, Shape, Tensor } from './graph/graph';
-import type { ModelContext } from './gpt2Graph';
-import { bf16Operand, bf16Product, bf16Result } from './precision';
+import type { Bf16Mode, ModelContext } from './gpt2Graph';
+import { bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundToBf16 } from './precision';
 
 /** Extra GEMM depth: `cols` columns carrying −r, then zeros so that K = D + pad is a multiple of 8 (aligned bf16 GEMMs). */
 function padWidth(D: number | string | undefined, cols: number): number {
@@ -89,6 +89,24 @@ function padWidth(D: number | string | undefined, cols: number): number {
 /** Whether the [B,H,Tq,Tk] tensors stay bfloat16 between ops: the variant is on and c.bf16 is true or 'emulate'. */
 export function usesBf16Attention(c: ModelContext): boolean {
   return !!c.bf16 && !!c.variants.bf16Attention;
+}
+
+/**
+ * Whether q, k, v enter and y leaves the attention core at bf16 precision (bf16Projections variant, gpt2Graph.ts:
+ * the tensors stay bfloat16 from the c_attn Gemm to the c_proj Gemm): the variant is on and c.bf16 is true or
+ * 'emulate'.
+ */
+export function usesBf16Projections(c: ModelContext): boolean {
+  return !!c.bf16 && !!c.variants.bf16Projections;
+}
+
+/**
+ * A value that the real graph already holds in bfloat16, as a bf16 operand: a bfloat16 tensor as is (true; a
+ * float tensor is cast), the fp32 tensor as is under 'emulate' (its values are bf16 already, rounding again would
+ * change nothing).
+ */
+export function atBf16(g: Graph, t: Tensor, mode: Bf16Mode): Tensor {
+  return mode === true ? g.cast(t, 'bfloat16') : t;
 }
 
 /** bias [B,1,Tq,Tk] at bf16 precision, cast once per graph and mode (the layers share the bias). */
@@ -125,6 +143,11 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
   const rate = c.dropout.attn;
   const keep = 1 - rate;
   const low = usesBf16Attention(c);
+  // bf16Projections: q, k, v and y are bf16 values (no operand Casts, y not cast back), and so are dy and dq/dk/dv.
+  const inBf16 = usesBf16Projections(c);
+  const operand = (gr: Graph, t: Tensor) => (inBf16 ? atBf16(gr, t, c.bf16) : bf16Operand(gr, t, c.bf16));
+  /** A [B,H,T,D] product: bf16 (rounded once under 'emulate') with bf16Projections, else back to float. */
+  const headsProduct = (gr: Graph, t: Tensor) => (inBf16 ? bf16Result(gr, t, c.bf16) : bf16Product(gr, t, c.bf16));
   let qo!: Tensor;
   let ko!: Tensor;
   let vo!: Tensor;
@@ -135,9 +158,9 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
   const [out] = g.customGradient(
     [q, k, v],
     () => {
-      qo = bf16Operand(g, q, c.bf16);
-      ko = bf16Operand(g, k, c.bf16);
-      vo = bf16Operand(g, v, c.bf16);
+      qo = operand(g, q);
+      ko = operand(g, k);
+      vo = operand(g, v);
       if (low) {
         // bf16 attention matrices: S, S + bias, P and Pd are bfloat16 (rounded to bf16 under 'emulate').
         const scores = bf16Result(g, g.matmul(qo, swapLast4(g, ko)), c.bf16); // [B,H,Tq,Tk]
@@ -155,12 +178,13 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
         if (rate > 0) ({ out: dropped, mask } = g.dropoutWithMask(probs, rate, c.nextSeed()));
         po = bf16Operand(g, dropped, c.bf16);
       }
-      y = bf16Product(g, g.matmul(po, vo), c.bf16); // [B,H,Tq,D]
+      y = headsProduct(g, g.matmul(po, vo)); // [B,H,Tq,D]
       return [y];
     },
     (gg, gy, needs) => {
       const dy = gy[0];
       if (!dy) return [null, null, null];
+      if (inBf16) return bf16HeadsBackward(gg, dy, needs);
       const D = q.shape?.[3];
       const unscale = (t: Tensor) => (rate > 0 ? gg.mul(t, gg.scalar(1 / keep)) : t);
       let dq: Tensor | null = null;
@@ -186,11 +210,7 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
           const dyShape: Shape | null = exto.shape ? [...exto.shape.slice(0, 3), D] : null;
           dv = dvOf(gg.op('Slice', [exto, gg.ints([0]), gg.ints([D]), gg.ints([3])], {}, { dtype: exto.dtype, shape: dyShape }));
         }
-        const lead3 = gg.op('Shape', [vo], { start: 0, end: 3 }, { dtype: 'int64', shape: [3] });
-        const onesShape = gg.concat([lead3, gg.ints([1])], 0);
-        const onesConst = gg.tensorConst(vo.dtype === 'bfloat16' ? 'bfloat16' : 'float', [1, 1, 1, pad], Array.from({ length: pad }, (_, i) => (i < ones ? 1 : 0)));
-        const vOnes = gg.expand(onesConst, onesShape, vo.shape ? [...vo.shape.slice(0, 3), pad] : null);
-        const vext = gg.concat([vo, vOnes], -1); // [B,H,Tk,D+pad]
+        const vext = onesExtended(gg, ones, pad); // [B,H,Tk,D+pad]
         let dSo: Tensor;
         if (low) {
           // M, Where and dS/s stay bf16; −r for the dropped entries is rounded to bf16 once ([B,H,Tq,1]).
@@ -210,16 +230,87 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
       return [dq, dk, dv];
     },
   );
+
+  /** [v | 1…1 (`ones` columns) | 0…] [B,H,Tk,D+pad] in v's precision: the dPd GEMM's second operand. */
+  function onesExtended(gg: Graph, ones: number, pad: number): Tensor {
+    const lead3 = gg.op('Shape', [vo], { start: 0, end: 3 }, { dtype: 'int64', shape: [3] });
+    const onesShape = gg.concat([lead3, gg.ints([1])], 0);
+    const onesConst = gg.tensorConst(vo.dtype === 'bfloat16' ? 'bfloat16' : 'float', [1, 1, 1, pad], Array.from({ length: pad }, (_, i) => (i < ones ? 1 : 0)));
+    const vOnes = gg.expand(onesConst, onesShape, vo.shape ? [...vo.shape.slice(0, 3), pad] : null);
+    return gg.concat([vo, vOnes], -1);
+  }
+
+  /**
+   * The backward with bf16Projections: dy arrives and dq, dk, dv leave at bf16 precision. The same algorithm as
+   * above, with the dropout scale s = 1/(1−p) moved off the [B,H,T,D] gradients (a bf16 Mul would have to use s
+   * rounded to bf16, 1.109375 instead of 1.1111 for p = 0.1 — a 0.16 % bias of dq and dk) into the GEMM operand
+   * [s·v | 1 1 | 0…], formed by one Gemm with the fp32 alpha = s (see attentionBf16Projections in the header):
+   *   r0 = rowsum(dy⊙y) (fp32: the bf16 values cast up, products exact, fp32 sum)  [B,H,Tq,1]
+   *   M' = [dy | −r0 hi | −r0 lo | 0…]·[s·v | 1 | 1 | 0…]ᵀ = s·dPd − r0 = s·(dPd − r)   [B,H,Tq,Tk]
+   *   dS = P ⊙ Where(mask, M', −r0)   (the whole dS: no unscale of dq, dk)
+   *   dq = dS·k, dkᵀ = qᵀ·dS, dvᵀ = dyᵀ·Pd, each product left in bf16.
+   */
+  function bf16HeadsBackward(gg: Graph, dyIn: Tensor, needs: boolean[]): (Tensor | null)[] {
+    const mode = c.bf16;
+    const D = q.shape?.[3];
+    if (typeof D !== 'number') throw new Error('attention (bf16Projections): the head width D must be static');
+    // The real graph's dy is the c_proj gradient Gemm's bf16 output; 'emulate' rounds it here, where it enters.
+    const dyo = mode === 'emulate' ? roundToBf16(gg, dyIn) : gg.cast(dyIn, 'bfloat16');
+    let dq: Tensor | null = null;
+    let dk: Tensor | null = null;
+    let dv: Tensor | null = null;
+    // dv first: Pd's last use, so it is freed before the [B,H,Tq,Tk] temporaries below exist.
+    if (needs[2]) dv = swapLast4(gg, bf16Result(gg, gg.matmul(swapLast4(gg, dyo), po), mode));
+    if (needs[0] || needs[1]) {
+      const negR0 = gg.mul(gg.reduceSum(gg.mul(bf16ToFloat(gg, dyo, mode), bf16ToFloat(gg, y, mode)), [-1], true), gg.scalar(-1)); // [B,H,Tq,1] fp32
+      const { hi, lo } = bf16Split(gg, negR0);
+      const pad = padWidth(D, 2);
+      const rCol = (col: number) => gg.tensorConst('float', [1, 1, 1, pad], Array.from({ length: pad }, (_, i) => (i === col ? 1 : 0)));
+      const rExt = bf16Operand(gg, gg.add(gg.mul(hi, rCol(0)), gg.mul(lo, rCol(1))), mode); // [B,H,Tq,pad]
+      const ext = gg.concat([dyo, rExt], -1); // [B,H,Tq,D+pad]
+      let vext: Tensor; // [B,H,Tk,D+pad]
+      if (rate > 0) {
+        // [s·v | 1 | 1 | 0…] = Gemm(v as [B·H·Tk, D], [I | 0], C = [0 | 1 1 0…], alpha = s): s in fp32, one rounding.
+        const W = D + pad;
+        const dt = vo.dtype === 'bfloat16' ? 'bfloat16' : 'float';
+        const eye = gg.tensorConst(dt, [D, W], Array.from({ length: D * W }, (_, i) => (i % W === Math.floor(i / W) ? 1 : 0)));
+        const onesRow = gg.tensorConst(dt, [W], Array.from({ length: W }, (_, i) => (i === D || i === D + 1 ? 1 : 0)));
+        const v2 = gg.reshape(vo, [-1, D], ['BHTk', D]);
+        const scaled = bf16Result(gg, gg.op('Gemm', [v2, eye, onesRow], { alpha: { f: 1 / keep } }, { dtype: vo.dtype, shape: ['BHTk', W] }), mode);
+        const lead3 = gg.op('Shape', [vo], { start: 0, end: 3 }, { dtype: 'int64', shape: [3] });
+        vext = gg.reshape(scaled, gg.concat([lead3, gg.ints([W])], 0), vo.shape ? [...vo.shape.slice(0, 3), W] : null);
+      } else vext = onesExtended(gg, 2, pad);
+      let dSo: Tensor;
+      if (low) {
+        const m = bf16Result(gg, gg.matmul(ext, swapLast4(gg, vext)), mode); // s·(dy·vᵀ − r)  [B,H,Tq,Tk]
+        const w = mask ? gg.where(mask, m, bf16Operand(gg, negR0, mode)) : m;
+        dSo = bf16Result(gg, gg.mul(probs, w), mode); // dS [B,H,Tq,Tk]
+      } else {
+        const m = bf16Product(gg, gg.matmul(ext, swapLast4(gg, vext)), mode); // s·(dy·vᵀ − r)  [B,H,Tq,Tk]
+        const w = mask ? gg.where(mask, m, negR0) : m;
+        dSo = bf16Operand(gg, gg.mul(probs, w), mode); // dS [B,H,Tq,Tk]
+      }
+      if (needs[0]) dq = bf16Result(gg, gg.matmul(dSo, ko), mode);
+      if (needs[1]) dk = swapLast4(gg, bf16Result(gg, gg.matmul(swapLast4(gg, qo), dSo), mode));
+    }
+    return [dq, dk, dv];
+  }
   return out!;
 }
 
 /** The same forward with the generic autodiff backward (Dropout, Softmax, MatMul, Cast rules): the reference. */
 export function attentionCoreAutodiff(c: ModelContext, q: Tensor, k: Tensor, v: Tensor, bias: Tensor): Tensor {
   const g = c.g;
-  const bmm = (a: Tensor, b: Tensor) => bf16Product(g, g.matmul(bf16Operand(g, a, c.bf16), bf16Operand(g, b, c.bf16)), c.bf16);
-  const scores = bmm(q, swapLast4(g, k));
+  // bf16Projections: q, k, v are bf16 values already (no operand Casts) and y stays bf16 (no Cast back).
+  const inBf16 = usesBf16Projections(c);
+  const operand = (t: Tensor, atBf16Already: boolean) => (atBf16Already ? atBf16(g, t, c.bf16) : bf16Operand(g, t, c.bf16));
+  const bmm = (a: Tensor, b: Tensor, aBf16: boolean, bBf16: boolean, keepBf16: boolean) => {
+    const p = g.matmul(operand(a, aBf16), operand(b, bBf16));
+    return keepBf16 ? bf16Result(g, p, c.bf16) : bf16Product(g, p, c.bf16);
+  };
+  const scores = bmm(q, swapLast4(g, k), inBf16, inBf16, false);
   const probs = g.softmax(g.add(scores, bias), -1);
   const rate = c.dropout.attn;
   const dropped = rate > 0 ? g.dropout(probs, rate, c.nextSeed()) : probs;
-  return bmm(dropped, v);
+  return bmm(dropped, v, false, inBf16, inBf16);
 }

@@ -130,6 +130,12 @@ export const CUDA_KERNELS: Readonly<Record<string, CudaKernelFacts>> = {
   Tanh: unaryOp(13, 13, FLOAT4),
   Erf: unaryOp(13, 13, FLOAT4),
   Sigmoid: unaryOp(13, 13, FLOAT4),
+  // HardSigmoid (checked for engine/mlp.ts's Gelu-derivative table, which ended up not using it): ONNX HardSigmoid-6
+  // (versions 1, 6, 22) allows float16/float/double only, so at opset 21 a bfloat16 node is an invalid model (the 1.29
+  // CUDA binary does hold a HardSigmoid<BFloat16> kernel class; its schema needs opset 22). CUDA registration UNARY_ACTIVATION_OP_HFD(HardSigmoid, 6)
+  // in onnxruntime/core/providers/cuda/activation/activations.cc; a float node created on the 1.29.0 CUDA 13 provider
+  // (bench/cuda-placement set-up, fallback disabled), the bfloat16 one refused by the schema check.
+  HardSigmoid: unaryOp(6, 6, FLOAT3),
   Relu: unaryOp(14, 14, FLOAT4),
   Reciprocal: unaryOp(13, 13, FLOAT3),
   Sin: unaryOp(7, 7, FLOAT3),

@@ -23,9 +23,10 @@
  * lmHeadLogits, tokenNll) are exported so that other graphs (eval, KV-cache generation) reuse them.
  */
 import { expectedParamShapes } from '../model/gpt2Params';
-import { attentionCoreAutodiff, attentionCoreFused } from './attention';
+import { atBf16, attentionCoreAutodiff, attentionCoreFused, usesBf16Projections } from './attention';
 import { mlpBf16, usesBf16Mlp } from './mlp';
-import { bf16Operand, bf16Product } from './precision';
+import { layerNormWithGrad } from './layerNorm';
+import { bf16Operand, bf16Product, bf16Result, bf16ToFloat } from './precision';
 import type { GPT2Config } from '../model/types';
 import { Graph, makeData, type Tensor } from './graph/graph';
 
@@ -69,7 +70,7 @@ export interface ModelVariants {
   bf16Attention?: boolean;
   /** bf16 modes: the MLP's [N,4C] activations stay bfloat16 from c_fc to c_proj, hand-written backward (mlp.ts): SFT_BF16_MLP=1. */
   bf16Mlp?: boolean;
-  /** With bf16Mlp: how gelu'(h) is formed in the backward (mlp.ts): 'exp' (bf16 exp form) or 'table' (a lookup table): SFT_BF16_GELU_GRAD. */
+  /** With bf16Mlp: how gelu'(h) is formed in the backward (mlp.ts): 'table' (a lookup table; the default when absent) or 'exp' (bf16 exp form): SFT_BF16_GELU_GRAD. */
   bf16GeluGrad?: 'exp' | 'table';
   /** bf16 modes: q/k/v and the attention output stay bfloat16 from the c_attn Gemm to the c_proj Gemm (gpt2Graph.ts): SFT_BF16_PROJ=1. */
   bf16Projections?: boolean;
@@ -114,6 +115,37 @@ export function linear(c: ModelContext, x: Tensor, w: Tensor, b: Tensor | null, 
   return b ? g.add(y, b) : y;
 }
 
+/**
+ * The bf16Projections form of a Conv1D (attention's c_attn and c_proj with usesBf16Projections):
+ * Gemm(x̂, Ŵ, C = b̂) → [N, out] at bf16 precision — a bfloat16 tensor (true), the fp32 Gemm rounded once
+ * ('emulate') — with the bias as the Gemm's C (one rounding of x·W + b, see mlp.ts). x̂ = x as is when `xAtBf16`
+ * (x holds bf16 values already), else cast / rounded; Ŵ = bf16(W), b̂ = bf16(b), their columns multiplied by
+ * `colScale` [out] when given: after the rounding, as a bf16 Mul, when every factor is a power of two (exact:
+ * the same values as scaling the Gemm's output), else on the fp32 W and b before it (one rounding of the
+ * scaled value).
+ */
+function linearBf16Out(c: ModelContext, x: Tensor, w: Tensor, b: Tensor, opts: { xAtBf16?: boolean; colScale?: number[] } = {}): Tensor {
+  const g = c.g;
+  const mode = c.bf16;
+  const xo = opts.xAtBf16 ? atBf16(g, x, mode) : bf16Operand(g, x, mode);
+  const s = opts.colScale;
+  let wo: Tensor;
+  let bo: Tensor;
+  if (!s) {
+    wo = bf16Operand(g, w, mode);
+    bo = bf16Operand(g, b, mode);
+  } else if (s.every((v) => v > 0 && Number.isInteger(Math.log2(v)))) {
+    const sv = g.tensorConst(mode === true ? 'bfloat16' : 'float', [s.length], s);
+    wo = bf16Result(g, g.mul(bf16Operand(g, w, mode), sv), mode);
+    bo = bf16Result(g, g.mul(bf16Operand(g, b, mode), sv), mode);
+  } else {
+    const sv = g.tensorConst('float', [s.length], s);
+    wo = bf16Operand(g, g.mul(w, sv), mode);
+    bo = bf16Operand(g, g.mul(b, sv), mode);
+  }
+  return bf16Result(g, g.gemm(xo, wo, bo), mode);
+}
+
 /** int64 [2] (B, T) of an int [B, T] tensor. */
 export function batchDims(g: Graph, ids: Tensor): Tensor {
   return g.shapeOf(ids);
@@ -154,18 +186,29 @@ export function attentionBias(g: Graph, querySegments: Tensor, keySegments: Tens
   return g.unsqueeze(bias, [1]); // [B,1,Tq,Tk]
 }
 
-/** ln_1 output a [N, C] → q, k, v each [B, H, T, D]; q already scaled by 1/√D. */
+/**
+ * ln_1 output a [N, C] → q, k, v each [B, H, T, D]; q already scaled by 1/√D.
+ * bf16Projections (usesBf16Projections): [N,3C] and the heads stay bf16 (Split, Reshape, Transpose in bf16) and
+ * the 1/√D scale is folded into the q columns of bf16(W) and bf16(b) before the Gemm — a power of two for
+ * D = 4^k (GPT-2: D = 64, 1/8), so bf16 Muls on [C,3C] and [3C] that are exact and give the values of the
+ * Gemm's output scaled, without a pass over q [B,H,T,D] in the forward or dq in the backward.
+ */
 export function attentionQKV(c: ModelContext, layer: number, a: Tensor): { q: Tensor; k: Tensor; v: Tensor } {
   const g = c.g;
   const C = c.config.n_embd;
   const H = c.config.n_head;
   const D = C / H;
   const p = `transformer.h.${layer}.attn.`;
-  const qkv = linear(c, a, weight(c, p + 'c_attn.weight'), weight(c, p + 'c_attn.bias')); // [N,3C]
+  const low = usesBf16Projections(c);
+  const scale = 1 / Math.sqrt(D);
+  const qkv = low
+    ? linearBf16Out(c, a, weight(c, p + 'c_attn.weight'), weight(c, p + 'c_attn.bias'), { colScale: Array.from({ length: 3 * C }, (_, i) => (i < C ? scale : 1)) })
+    : linear(c, a, weight(c, p + 'c_attn.weight'), weight(c, p + 'c_attn.bias')); // [N,3C]
   const [q0, k0, v0] = g.split(qkv, 1, [C, C, C]);
   const shape4 = g.concat([c.bt, g.ints([H, D])], 0);
   const heads = (t: Tensor) => g.transpose(g.reshape(t, shape4, ['B', 'T', H, D]), [0, 2, 1, 3]); // [B,H,T,D]
-  const q = g.mul(heads(q0!), g.scalar(1 / Math.sqrt(D)));
+  if (low) return { q: heads(q0!), k: heads(k0!), v: heads(v0!) };
+  const q = g.mul(heads(q0!), g.scalar(scale));
   return { q, k: heads(k0!), v: heads(v0!) };
 }
 
@@ -177,17 +220,25 @@ export function attentionCore(c: ModelContext, q: Tensor, k: Tensor, v: Tensor, 
   return c.variants.autodiffAttention ? attentionCoreAutodiff(c, q, k, v, bias) : attentionCoreFused(c, q, k, v, bias);
 }
 
-/** Heads [B,H,T,D] → [N,C] → c_proj. */
+/**
+ * Heads [B,H,T,D] → [N,C] → c_proj. bf16Projections: y, the merge Transpose/Reshape and the Gemm (bias as its
+ * C) in bf16, the [N,C] output cast to fp32 for the dropout and the residual stream.
+ */
 export function attentionOutput(c: ModelContext, layer: number, y: Tensor): Tensor {
   const g = c.g;
   const C = c.config.n_embd;
   const p = `transformer.h.${layer}.attn.`;
   const merged = g.reshape(g.transpose(y, [0, 2, 1, 3]), [-1, C], ['N', C]);
+  if (usesBf16Projections(c)) return bf16ToFloat(g, linearBf16Out(c, merged, weight(c, p + 'c_proj.weight'), weight(c, p + 'c_proj.bias'), { xAtBf16: true }), c.bf16);
   return linear(c, merged, weight(c, p + 'c_proj.weight'), weight(c, p + 'c_proj.bias'));
 }
 
+/** LayerNorm `prefix` on x [N, C]: hand-written backward (engine/layerNorm.ts) unless the autodiffLayerNorm variant. */
 export function layerNorm(c: ModelContext, x: Tensor, prefix: string): Tensor {
-  return c.g.layerNorm(x, weight(c, prefix + '.weight'), weight(c, prefix + '.bias'), c.config.layer_norm_epsilon);
+  const scale = weight(c, prefix + '.weight');
+  const bias = weight(c, prefix + '.bias');
+  const eps = c.config.layer_norm_epsilon;
+  return c.variants.autodiffLayerNorm ? c.g.layerNorm(x, scale, bias, eps) : layerNormWithGrad(c.g, x, scale, bias, eps);
 }
 
 /** MLP: c_fc → gelu_new (tanh form) → c_proj; with the bf16Mlp variant in a bf16 mode, engine/mlp.ts. */

@@ -3,7 +3,7 @@
  * variant (ModelVariants.bf16Mlp, SFT_BF16_MLP=1), used by gpt2Graph.ts `mlp` only when c.bf16 is true or
  * 'emulate' (otherwise the default graph is emitted byte for byte). The [N, C] input and output stay fp32.
  *
- *   mlpBf16(c, x, wFc, bFc, wProj, bProj, geluGrad = 'bf16') → y [N, C]
+ *   mlpBf16(c, x, wFc, bFc, wProj, bProj, geluGrad = c.variants.bf16GeluGrad ?? 'table') → y [N, C]
  *     x [N,C] fp32 (ln_2 output), wFc [C,4C], bFc [4C], wProj [4C,C], bProj [C] (fp32 parameters).
  *     Forward:  h   = Gemm(bf16(x), bf16(wFc), C = bf16(bFc))  [N,4C] bf16 (the bias is Gemm's C input)
  *               a   = Gelu_tanh(h)                             [N,4C] bf16
@@ -11,9 +11,11 @@
  *     Backward (Graph.customGradient), dy [N,C] fp32:
  *               dyb = bf16(dy); dbProj = Σ_N dy (fp32); dWProj = float(Gemm(aᵀ, dyb))
  *               g   = Gemm(dyb, bf16(wProj)ᵀ)                  [N,4C] bf16
- *               dh  = g ⊙ gelu'(h)                             [N,4C] bf16, 15 bf16 nodes (geluTanhGradBf16)
+ *               dh  = g ⊙ gelu'(h)                             [N,4C] bf16: 'table' (the default) 6 nodes, a lookup
+ *                                                              (geluTanhGradTable, below); 'exp' 15 bf16 nodes
+ *                                                              (geluTanhGradBf16; SFT_BF16_GELU_GRAD=exp)
  *               dbFc = float(ΣN dh) (bf16 sum); dx = float(Gemm(dh, bf16(wFc)ᵀ)); dWFc = float(Gemm(bf16(x)ᵀ, dh))
- *     No Cast touches an [N,4C] tensor; dh feeds the two c_fc gradient GEMMs and the bias sum directly.
+ *     No Cast to or from float touches an [N,4C] tensor; dh feeds the two c_fc gradient GEMMs and the bias sum directly.
  *     Kept for the backward: h and a in bf16 (the default keeps h in fp32 and a's bf16 copy).
  *     geluGrad = 'fp32' (bench/tests only): dh = bf16(float(g) ⊙ gelu'(float(h))) with the default's fp32
  *     chain and an fp32 bias sum — one rounding instead of ~10, and 906 MB more traffic per layer (below).
@@ -29,6 +31,29 @@
  * and 0 below v ≈ −5.5, and 1 − σ / 1 − tanh² cancel likewise; the exp form has no such subtraction
  * except D + w near gelu's minimum (x ≈ −0.75), where the error stays absolute (~2^-9 of E·D). On
  * bf16-rounded N(0, 2²) inputs its relative L2 error is 0.92·2^-8 (the fp32 chain rounded once: 0.52·2^-8).
+ *
+ * Gelu derivative from a table (ModelVariants.bf16GeluGrad = 'table', SFT_BF16_GELU_GRAD=table; geluTanhGradTable):
+ *   j  = Cast<int32>(Min(Max(h, −8), 8) · 2^10)   bf16 Max, Min (selects) and Mul by 2^10: all exact; Cast truncates
+ *   dh = g ⊙ Gather(table, j)                      table bf16 [16385], one initializer per graph; Mul rounds once
+ * Bucket j holds the bf16 values x with trunc(x·2^10) = j (j < 0 gathered from the end: Gather's negative indices);
+ * its entry is the midpoint of the largest and smallest float64 gelu_new'(x) over those values, rounded once to bf16
+ * (geluGradTable). For 1/8 ≤ |x| < 8 a bucket holds one bf16 value, so d is gelu_new'(x) correctly rounded; below
+ * 1/8 up to 16 values share a bucket (gelu' changes by < 2^-10 over it); beyond ±8 gelu' is 0 / 1 to within 5e-20.
+ * Measured (test/engine/geluTable.test.ts), on all 33346 bf16 values in [−10, 10]: worst absolute error 3.90e-3 =
+ * that of rounding the exact value once (exp form: 1.29e-2), ≤ 0.65 ulp where |gelu'| > 1e-3 (exp: 219), 217
+ * values not correctly rounded (all |x| < 1/8); on bf16-rounded N(0, 2²): relative L2 of gelu' 0.51·2^-8 (exp 0.95,
+ * rounded once 0.51) and of g ⊙ gelu' 0.65·2^-8 (exp 1.03, the exact product rounded once 0.41). 'emulate' runs the
+ * same ops on fp32 (the table's values are bf16 already; the Mul rounded once): bit-identical to the bf16 graph.
+ * Cast float/bf16 → int32 truncates toward zero on both providers (CUDA OP_Cast: (int)(float)bf16 in
+ * core/providers/cuda/math/unary_elementwise_ops_impl.cu; CPU: static_cast); the clamp keeps it in range. CUDA Gather
+ * (core/providers/cuda/tensor/gather_impl.cu) adds the size to a negative index as ONNX specifies; the CPU does too.
+ * NaN h: the real graph gets a finite index (the CUDA Max either drops the NaN, → bucket −8, or passes it to the Cast,
+ * → 0); 'emulate' maps NaN to 0 first (Where(h = h, h, 0)) because the CPU Cast makes int32 min of it and the CPU
+ * Gather would fail. Either way a NaN h already makes a = Gelu(h), the loss and dWProj NaN: nothing is hidden.
+ * Ops checked on the 1.29.0 CUDA 13 provider (bench/cuda-placement set-up, one-node sessions, fallback disabled):
+ * bf16 Max, Min, Mul, Cast bf16→int32 and Gather(bf16 table, int32) are created; Clip on bf16 is not (ORT expands
+ * it into a function body and fails), and HardSigmoid has no bf16 at opset 21 — hence Max + Min, on bf16 (the
+ * HardSigmoid form, Cast to float, HardSigmoid, ·S, Cast, would move 150 MB more per layer).
  *
  * Precision, and what 'emulate' does per op ('emulate' mirrors the real graph on fp32 kernels; every op the
  * real graph runs on bf16 tensors is the fp32 op followed by round-to-nearest-even to bf16 at the same point,
@@ -53,10 +78,12 @@
  *            [−2, 0), and for x < −2 the 0.5 + 0.5·tanh cancellation leaves only absolute accuracy (the
  *            worst absolute error on [−8, 8] is 9e-3) — test/engine/bf16Mlp.test.ts measures the model.
  *   The fp32 parts (bProj's sum, the [N,C] tensors, the residual) are the same ops in both modes.
- * Every op on a bf16 tensor (Gemm, Gelu, Mul, Add, Div, Exp, Min, ReduceSum, Cast) has a CUDA bfloat16
- * kernel in engine/cudaKernels.ts; test/engine/cudaKernels.test.ts checks the variant's graphs.
- * Accuracy ('emulate', tiny model golden batch): gradients 2.22e-3 relative L2 from fp32 (default 'emulate'
- * 1.93e-3); 20-step loss curve worst 3.2e-5 of |loss| + 1 (default 3.1e-5).
+ * Every op on a bf16 tensor (Gemm, Gelu, Mul, Add, Div, Exp, Min, Max, Gather, ReduceSum, Cast) has a CUDA
+ * bfloat16 kernel in engine/cudaKernels.ts; test/engine/cudaKernels.test.ts checks the variant's graphs, and
+ * test/engine/geluTable.test.ts those with the table.
+ * Accuracy ('emulate', tiny model golden batch, dropout 0): gradients relative L2 from fp32 'exp' 2.22e-3, 'table'
+ * 1.98e-3 (default 'emulate' 1.93e-3); worst tensor 'exp' 6.88e-3, 'table' 4.92e-3 (default 6.24e-3). 20-step
+ * loss curve, worst |Δloss|/(|loss| + 1): 'exp' 3.7e-5, 'table' 4.1e-5, default 3.9e-5 (bound u/8 = 4.9e-4).
  *
  * Traffic over [N,4C] tensors per layer at B8 T512 C768 (N = 4096, 4C = 3072: 12.6 M values, 50 MB fp32),
  * counted on the graphs by bench/mlp-passes.ts (bytes read + written in [N,4C] tensors by the nodes and
@@ -65,18 +92,23 @@
  *                           forward           backward           kept for the backward
  *   fp32 default             2 nodes,  302 MB  14 nodes, 1862 MB  h, a fp32         101 MB
  *   bf16 default             5 nodes,  403 MB  16 nodes, 1913 MB  h fp32 + a bf16    75 MB
- *   bf16 bf16Mlp             2 nodes,  151 MB  16 nodes, 1082 MB  h, a bf16          50 MB
+ *   bf16Mlp, 'exp' gelu'     2 nodes,  151 MB  16 nodes, 1082 MB  h, a bf16          50 MB
+ *   bf16Mlp, 'table' gelu'   2 nodes,  151 MB   7 nodes,  503 MB  h, a bf16          50 MB
  *   bf16Mlp, fp32 gelu'      2 nodes,  151 MB  17 nodes, 1988 MB  h, a bf16          50 MB
  * (writers — bf16 default forward: Gemm Cast Add Gelu Cast; backward Gemm Cast + 13 fp32 nodes + Cast;
- * bf16Mlp forward Gemm Gelu; backward Gemm + 15 bf16 nodes.) Per layer the variant moves 252 MB less in
- * the forward and 831 MB less in the backward, and keeps 25 MB less: ≈ 13 GB less traffic per training
- * step of GPT-2 124M at B8 T512 (12 layers), 0.3 GB less activation memory.
+ * bf16Mlp forward Gemm Gelu; backward Gemm + 15 bf16 nodes, or with the table Gemm Max Min Mul Cast Gather Mul
+ * (the int32 index counts 4 bytes).) Per layer the variant moves 252 MB less in the forward and 831 MB less in
+ * the backward, and keeps 25 MB less: ≈ 13 GB less traffic per training step of GPT-2 124M at B8 T512 (12 layers),
+ * 0.3 GB less activation memory; the table takes another 579 MB per layer off the backward. bench/step-traffic.ts,
+ * GPT-2 124M, 4 × B8 T512 bf16: SFT_BF16_MLP=1 163.1 ms / 348.0 GB per step with 'exp', 152.5 ms / 321.4 GB with
+ * 'table'; with SFT_BF16_ATTENTION=1 too: 141.5 ms / 292.3 GB → 131.0 ms / 265.7 GB.
  * Legend: N = B·T rows, C n_embd, 4C the MLP width.
  */
 import type { Graph, Tensor } from './graph/graph';
 import type { ModelContext } from './gpt2Graph';
 import { geluTanhGrad } from './graph/autodiff';
 import { bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundToBf16 } from './precision';
+import { makeData } from './graph/graph';
 
 /** Whether the [N,4C] MLP activations stay bfloat16: the variant is on and c.bf16 is true or 'emulate'. */
 export function usesBf16Mlp(c: ModelContext): boolean {
@@ -137,11 +169,131 @@ export function geluTanhGradBf16(c: ModelContext, g: Graph, x: Tensor, gy: Tenso
   return R(g.mul(gy, R(g.div(num, R(g.mul(d, d))))));
 }
 
-/** How mlpBf16 forms the Gelu derivative: bf16 nodes (the variant's default) or the fp32 chain fed from bf16 values. */
-export type GeluGradPrecision = 'bf16' | 'fp32';
+// --- the Gelu derivative from a lookup table (bf16GeluGrad 'table') ------------------------------------------
+
+/** Range of the table: h is clamped to [−R, R] (|x| ≥ 8: gelu_new' is 0 or 1 to within 5e-20). */
+export const GELU_TABLE_RANGE = 8;
+/** log2 of the buckets per unit of x: bucket j holds the x with trunc(x·2^k) = j (k = 10: 16385 entries, 32 KB bf16). */
+export const GELU_TABLE_SCALE_LOG2 = 10;
+
+/** gelu_new'(x) in float64: 0.5·(1 + t) + 0.5·x·(1 − t²)·u', t = tanh(u), u = √(2/π)(x + 0.044715x³); exact in the tails (no cancellation). */
+export function geluNewGrad(x: number): number {
+  if (Number.isNaN(x)) return NaN;
+  if (x === Infinity) return 1;
+  if (x === -Infinity) return 0;
+  const k = Math.sqrt(2 / Math.PI);
+  const u = k * (x + 0.044715 * x * x * x);
+  const du = k * (1 + 3 * 0.044715 * x * x);
+  if (Math.abs(u) > 350) return u > 0 ? 1 : 0; // sech² underflows; the terms are below 1e-300
+  const e = Math.exp(-2 * Math.abs(u)); // (0, 1]
+  const onePlusT = u >= 0 ? 2 / (1 + e) : (2 * e) / (1 + e); // 1 + tanh(u) without cancellation
+  const sech2 = (4 * e) / ((1 + e) * (1 + e)); // 1 − tanh²(u)
+  return 0.5 * onePlusT + 0.5 * x * sech2 * du;
+}
+
+/** x (float64) rounded once to the nearest bfloat16 (ties to even), as a number; ±Infinity beyond bf16's range. */
+export function bf16Nearest(x: number): number {
+  if (!Number.isFinite(x) || x === 0) return x;
+  const a = Math.abs(x);
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  else if (2 ** (e + 1) <= a) e++;
+  const ulp = 2 ** (Math.max(e, -126) - 7); // 8 significant bits; subnormals below 2^-126
+  const q = a / ulp;
+  let r = Math.floor(q);
+  const frac = q - r;
+  if (frac > 0.5 || (frac === 0.5 && r % 2 === 1)) r++;
+  const v = r * ulp;
+  return Math.sign(x) * (v >= 2 ** 128 ? Infinity : v); // rounded up past the largest bf16 (2^128 − 2^120) → inf
+}
+
+/** The table's bucket of one bf16 value x: trunc(clamp(x, −R, R)·2^k), in [−M, M] with M = R·2^k (NaN: null). */
+export function geluTableBucket(x: number): number | null {
+  if (Number.isNaN(x)) return null;
+  return Math.trunc(Math.min(Math.max(x, -GELU_TABLE_RANGE), GELU_TABLE_RANGE) * 2 ** GELU_TABLE_SCALE_LOG2);
+}
+
+let tableCache: Float32Array | null = null;
+/**
+ * The table, in Gather order: entry p (0 ≤ p ≤ M) is bucket p, entry 2M + 1 + j is bucket j < 0 (Gather's
+ * negative indices count from the end). Each entry is the midpoint of the smallest and largest gelu_new' (float64)
+ * over the bf16 values (±inf included) that fall into the bucket, rounded once to bf16: for |x| ≥ 2^(7−k) a bucket
+ * holds at most one bf16 value, so there the entry is gelu_new'(x) correctly rounded (buckets no bf16 value falls
+ * into hold gelu_new' at their centre; they are never gathered). Values are bf16-exact floats.
+ */
+export function geluGradTable(): Float32Array {
+  if (tableCache) return tableCache;
+  const M = GELU_TABLE_RANGE * 2 ** GELU_TABLE_SCALE_LOG2;
+  const lo = new Float64Array(2 * M + 1).fill(Infinity);
+  const hi = new Float64Array(2 * M + 1).fill(-Infinity);
+  const f = new Float32Array(1);
+  const u = new Uint32Array(f.buffer);
+  for (let bits = 0; bits < 0x10000; bits++) {
+    u[0] = bits << 16;
+    const x = f[0]!;
+    const j = geluTableBucket(x);
+    if (j === null) continue;
+    const d = geluNewGrad(x);
+    const p = j >= 0 ? j : 2 * M + 1 + j;
+    if (d < lo[p]!) lo[p] = d;
+    if (d > hi[p]!) hi[p] = d;
+  }
+  const table = new Float32Array(2 * M + 1);
+  for (let p = 0; p < table.length; p++) {
+    if (lo[p] === Infinity) {
+      // No bf16 value falls here (bf16 is sparser than the buckets for |x| > 2^(7−k)): never gathered; the
+      // bucket's centre keeps the table smooth.
+      const j = p <= M ? p : p - (2 * M + 1);
+      table[p] = bf16Nearest(geluNewGrad((j + (j >= 0 ? 0.5 : -0.5)) * 2 ** -GELU_TABLE_SCALE_LOG2));
+    } else table[p] = bf16Nearest(0.5 * (lo[p]! + hi[p]!));
+  }
+  tableCache = table;
+  return table;
+}
+
+/** One table constant per graph and mode (every layer's backward gathers from the same initializer). */
+const tableTensors = new WeakMap<Graph, Map<string, Tensor>>();
+function geluTableTensor(g: Graph, dtype: 'bfloat16' | 'float'): Tensor {
+  let m = tableTensors.get(g);
+  if (!m) tableTensors.set(g, (m = new Map()));
+  let t = m.get(dtype);
+  if (!t) {
+    const values = geluGradTable();
+    t = g.constant(makeData(dtype, [values.length], values), 'gelu_grad_table');
+    m.set(dtype, t);
+  }
+  return t;
+}
+
+/**
+ * gy ⊙ gelu_new'(x) on bf16 tensors x, gy [N,4C] by table lookup (see the header), 6 nodes:
+ *   c = Min(Max(x, −R), R)            bf16 selects, exact
+ *   s = c · 2^k                        bf16 Mul by a power of two, exact (|s| ≤ M = 8192)
+ *   j = Cast<int32>(s)                 truncation toward zero
+ *   d = Gather(table, j)               table bf16 [2M+1], negative j from the end
+ *   dh = gy ⊙ d                        bf16 Mul, rounded once
+ * 'emulate': the same ops on fp32 (table values already bf16, dh rounded once), bit-identical to the bf16 graph;
+ * plus Where(x = x, x, 0) first, so that a NaN h gives index 0 instead of int32 min (the CPU Gather would fail).
+ */
+export function geluTanhGradTable(c: ModelContext, g: Graph, x: Tensor, gy: Tensor): Tensor {
+  const real = c.bf16 !== 'emulate';
+  const dtype = real ? 'bfloat16' : 'float';
+  const K = (v: number) => g.scalar(v, dtype);
+  const xs = real ? x : g.where(g.equal(x, x), x, K(0));
+  const clamped = g.min(g.max(xs, K(-GELU_TABLE_RANGE)), K(GELU_TABLE_RANGE));
+  const idx = g.cast(g.mul(clamped, K(2 ** GELU_TABLE_SCALE_LOG2)), 'int32');
+  const d = g.gather(geluTableTensor(g, dtype), idx); // [N,4C]
+  return bf16Result(g, g.mul(gy, d), c.bf16);
+}
+
+/**
+ * How mlpBf16 forms the Gelu derivative: 'exp' (15 bf16 nodes, geluTanhGradBf16), 'table' (lookup,
+ * geluTanhGradTable), or 'fp32' (bench/tests only: the fp32 chain fed from bf16 values).
+ */
+export type GeluGradPrecision = 'exp' | 'table' | 'fp32';
 
 /** The MLP with bf16 [N,4C] activations and its hand-written backward (see the header). */
-export function mlpBf16(c: ModelContext, x: Tensor, wFc: Tensor, bFc: Tensor, wProj: Tensor, bProj: Tensor, geluGrad: GeluGradPrecision = 'bf16'): Tensor {
+export function mlpBf16(c: ModelContext, x: Tensor, wFc: Tensor, bFc: Tensor, wProj: Tensor, bProj: Tensor, geluGrad: GeluGradPrecision = c.variants.bf16GeluGrad ?? 'table'): Tensor {
   const g = c.g;
   let xo!: Tensor;
   let wFco!: Tensor;
@@ -175,7 +327,7 @@ export function mlpBf16(c: ModelContext, x: Tensor, wFc: Tensor, bFc: Tensor, wP
           if (nbFc) grads[2] = gg.reduceSum(dh, [0], false);
           dho = bf16Operand(gg, dh, c.bf16);
         } else {
-          dho = geluTanhGradBf16(c, gg, h, gAct);
+          dho = geluGrad === 'table' ? geluTanhGradTable(c, gg, h, gAct) : geluTanhGradBf16(c, gg, h, gAct);
           if (nbFc) grads[2] = bf16Product(gg, gg.reduceSum(dho, [0], false), c.bf16); // [4C], rounded to bf16 once
         }
         if (nx || nwFc) {

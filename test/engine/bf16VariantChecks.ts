@@ -108,3 +108,58 @@ export function registerVariantAccuracyTests(label: string, envVar: string): voi
     assert.ok(low[0]! - low[19]! > 1, `loss fell only ${low[0]! - low[19]!} in 20 steps`);
   });
 }
+
+// --- several variants at once (bf16Projections.test.ts) ------------------------------------------------------
+
+/**
+ * The variants switched on by `envVars` together, 'emulate': the golden batch (dropout 0.1) within the same
+ * bounds of fp32 as one variant (loss ≤ u, every gradient tensor ≤ 4u, all ≥ u/4), and 20 AdamW steps within
+ * the bf16 loss-curve rule and u/8 of fp32. Registered as two tests named after `label`.
+ */
+export function registerStackedVariantAccuracyTest(label: string, envVars: string[]): void {
+  async function withAll<T>(on: boolean, fn: () => Promise<T>): Promise<T> {
+    const before = envVars.map((v) => process.env[v]);
+    for (const v of envVars) process.env[v] = on ? '1' : '0';
+    try {
+      return await fn();
+    } finally {
+      envVars.forEach((v, i) => (before[i] === undefined ? delete process.env[v] : (process.env[v] = before[i])));
+    }
+  }
+  async function run<T>(bf16: Bf16Mode, on: boolean, stepsPerRun: number, dropout: number, fn: (e: TrainingEngine) => Promise<T>): Promise<T> {
+    return withAll(on, async () => {
+      const e = await TrainingEngine.create(engineOpts(stepsPerRun, bf16, dropout));
+      try {
+        return await fn(e);
+      } finally {
+        await e.dispose();
+      }
+    });
+  }
+
+  test(`golden batch, dropout 0.1: ${label} together, 'emulate', within the bf16 bounds of fp32`, async (t) => {
+    const ref = await run(false, false, 1, 0.1, (e) => e.gradients([mb]));
+    const all = await run('emulate', true, 1, 0.1, (e) => e.gradients([mb]));
+    const s = gradStats(ref, all, true);
+    t.diagnostic(`vs fp32: loss ${s.lossRel.toExponential(2)}, worst tensor ${s.worstTensor.toExponential(2)}, all ${s.total.toExponential(2)}`);
+    assert.ok(s.lossRel <= u, `loss ${all.loss} vs fp32 ${ref.loss}`);
+    assert.ok(s.total >= u / 4, `gradients only ${s.total} from fp32: nothing rounded`);
+  });
+
+  test(`20 AdamW steps (lr 1e-3): ${label} together, 'emulate', within the GPU check's bf16 rule and u/8 of fp32`, async (t) => {
+    const curve = (bf16: Bf16Mode, on: boolean) =>
+      run(bf16, on, 5, 0, async (e) => {
+        const micro = [0, 1].map((b) => ({ B: 1, T: mb.T, inputIds: mb.inputIds.slice(b * mb.T, (b + 1) * mb.T), targets: mb.targets.slice(b * mb.T, (b + 1) * mb.T), weights: mb.weights.slice(b * mb.T, (b + 1) * mb.T), positions: mb.positions.slice(b * mb.T, (b + 1) * mb.T), segments: mb.segments.slice(b * mb.T, (b + 1) * mb.T) }));
+        const loss: number[] = [];
+        for (let s = 0; s < 20; s += 5) for (const m of await e.runSteps(Array.from({ length: 5 }, () => ({ lr: 1e-3, microBatches: micro })))) loss.push(m.loss);
+        return loss;
+      });
+    const ref = await curve(false, false);
+    const all = await curve('emulate', true);
+    const rule = compareLossCurves(ref, all, LOSS_CURVE_TOLERANCE.bf16);
+    const tight = compareLossCurves(ref, all, u / 8);
+    t.diagnostic(`worst |Δloss|/(|loss|+1) ${tight.worst.toExponential(2)} at step ${tight.worstStep + 1}; loss ${ref[19]!.toFixed(4)} (fp32), ${all[19]!.toFixed(4)} (${label})`);
+    assert.ok(rule.pass, `steps ${rule.failedSteps} outside the bf16 rule (worst ${rule.worst})`);
+    assert.ok(tight.pass, `worst step ${tight.worstStep + 1}: ${tight.worst} > 2^-8/8`);
+  });
+}

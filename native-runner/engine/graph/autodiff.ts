@@ -6,8 +6,20 @@
  * gradients of its consumers are summed. A node on the path from wrt to ys whose op has no rule is a loud
  * error naming the op and the node. Nodes marked noGrad are constants; `customGradient` regions supply
  * their own rule through a virtual node.
+ *
+ * Summing the partials of one tensor (each a full pass over it on a GPU, so the count is the cost):
+ *   - dense partials of the same static shape go into ONE variadic Sum (ORT's CUDA Sum adds up to 8
+ *     same-shaped inputs in one kernel: math/variadic_elementwise_ops.cc, k_max_input_batch_size = 8);
+ *   - a partial returned by `gradientSum(g, terms)` (a rule's result that is itself a sum of same-shaped
+ *     terms, e.g. the LayerNorm backward's two terms) is spliced into that Sum: its own Sum node is removed
+ *     when nothing else reads it, so Sum(residual, t1, t2) is one pass instead of Add(t1, t2) + Add(residual, ·);
+ *   - a ScatterAddGrad (Gather / GatherElements backward: rows scatter-added into an otherwise zero tensor)
+ *     is not applied on its own: it is scattered (ScatterElements, reduction 'add') straight into the sum of
+ *     the dense partials, so no zeros tensor and no extra Sum pass exist (tied embeddings: the lm-head
+ *     gradient [V,C] receives the embedding rows in place of zeros(V,C) + scatter + Sum). Only when a tensor
+ *     has no dense partial is it scattered into zeros. Values equal the plain sum up to fp32 rounding order.
  */
-import { Graph, isFloatDType, makeData, type Node, type Shape, type Tensor } from './graph';
+import { Graph, isFloatDType, makeData, Tensor, type Node, type Shape } from './graph';
 
 export interface RuleContext {
   g: Graph;
@@ -17,7 +29,45 @@ export interface RuleContext {
   /** Whether each node input needs a gradient. */
   needs: boolean[];
 }
-export type GradRule = (c: RuleContext) => (Tensor | null)[];
+/**
+ * A gradient that is `updates` scatter-added (ScatterElements, reduction 'add', along `axis`) into zeros shaped
+ * like `like`, left unapplied so that the sum of partials can scatter it into a non-zero tensor instead.
+ * `view`: the reshape target and static shape the scatter works on (e.g. [V, R] for a Gather's rows), null =
+ * like's own shape.
+ */
+export interface ScatterAddGrad {
+  kind: 'scatterAdd';
+  like: Tensor;
+  axis: number;
+  view: { target: number[]; shape: Shape } | null;
+  indices: Tensor;
+  updates: Tensor;
+}
+/** A gradient contribution: a tensor, or a scatter-add applied when the contributions are summed. */
+export type GradValue = Tensor | ScatterAddGrad;
+export type GradRule = (c: RuleContext) => (GradValue | null)[];
+
+function isScatterAdd(v: GradValue): v is ScatterAddGrad {
+  return !(v instanceof Tensor);
+}
+
+/** Sum node outputs made by gradientSum → their terms (spliced into the consumer's accumulation). */
+const gradientSums = new WeakMap<Tensor, Tensor[]>();
+
+/**
+ * A gradient that is the sum of same-shaped `terms`: emitted as one Sum, which the accumulation of the
+ * receiving tensor's partials replaces by the terms themselves (one Sum over all partials instead of two
+ * passes). Return it from a rule or custom gradient as is; do not feed it to other nodes.
+ */
+export function gradientSum(g: Graph, terms: Tensor[]): Tensor {
+  if (terms.length === 1) return terms[0]!;
+  const s = g.op('Sum', terms);
+  gradientSums.set(s, terms.slice());
+  return s;
+}
+
+/** ORT CUDA's Sum adds at most this many same-shaped inputs in one kernel (variadic_elementwise_ops.h). */
+const SUM_BATCH = 8;
 
 function sameShape(a: Shape | null, b: Shape | null): boolean {
   return !!a && !!b && a.length === b.length && a.every((d, i) => d === b[i]);
@@ -156,21 +206,22 @@ export const GRAD_RULES: Record<string, GradRule> = {
     const [data, idx] = node.inputs as Tensor[];
     const rest = data!.shape?.slice(1);
     if (!rest || rest.some((d) => typeof d !== 'number')) throw new Error(`autodiff: Gather (node ${node.name}): the data needs a static shape`);
-    // Scatter-add the rows of gy into zeros shaped like data (duplicate indices accumulate). ScatterElements
-    // on [V, R] views (R = Π rest) with the row index repeated along R: one scatter op that CPU and CUDA have.
+    // Scatter-add the rows of gy (duplicate indices accumulate), deferred to the sum of data's partials. On
+    // [V, R] views (R = Π rest) with the row index repeated along R: one scatter op that CPU and CUDA have.
+    // The repeated index is int32 (both providers take int32 or int64): half the bytes of an [M, R] int64.
     const R = (rest as number[]).reduce((a, b) => a * b, 1);
     const rows = g.reshape(gy[0]!, [-1, R], ['M', R]);
-    const idxCol = g.reshape(g.cast(idx!, 'int64'), [-1, 1], ['M', 1]);
+    const idxCol = g.reshape(g.cast(idx!, 'int32'), [-1, 1], ['M', 1]);
     const idxFull = g.expand(idxCol, g.shapeOf(rows), ['M', R]);
-    const zeros = g.reshape(g.zerosLike(data!), [-1, R], [data!.shape![0]!, R]);
-    const summed = g.op('ScatterElements', [zeros, idxFull, rows], { axis: 0, reduction: 'add' }, { dtype: data!.dtype, shape: zeros.shape });
-    return [g.reshape(summed, g.shapeOf(data!), data!.shape), null];
+    const scatter: ScatterAddGrad = { kind: 'scatterAdd', like: data!, axis: 0, view: { target: [-1, R], shape: [data!.shape![0]!, R] }, indices: idxFull, updates: rows };
+    return [scatter, null];
   },
-  GatherElements: ({ g, node, gy, needs }) => {
+  GatherElements: ({ node, gy, needs }) => {
     if (!needs[0]) return [null, null];
     const [data, idx] = node.inputs as Tensor[];
     const axis = (node.attrs.axis as number | undefined) ?? 0;
-    return [g.op('ScatterElements', [g.zerosLike(data!), idx!, gy[0]!], { axis, reduction: 'add' }, { dtype: data!.dtype, shape: data!.shape }), null];
+    const scatter: ScatterAddGrad = { kind: 'scatterAdd', like: data!, axis, view: null, indices: idx!, updates: gy[0]! };
+    return [scatter, null];
   },
   ReduceSum: ({ g, node, gy, needs }) => [needs[0] ? expandReduced(g, node, gy[0]!) : null, null],
   ReduceMean: ({ g, node, gy, needs }) => {
@@ -247,11 +298,13 @@ export const GRAD_RULES: Record<string, GradRule> = {
   }),
   Dropout: ({ g, node, gy, needs }) => {
     if (!needs[0] || !gy[0]) return [null, null, null];
-    const x = node.inputs[0]!;
     const ratio = node.inputs[1] ? constNumber(g, node.inputs[1], `Dropout (node ${node.name}) ratio`) : 0.5;
     const mask = node.outputs[1];
     if (!mask) throw new Error(`autodiff: Dropout (node ${node.name}) needs its mask output`);
-    return [g.mul(gy[0], g.mul(g.cast(mask, x.dtype), g.scalarLike(1 / (1 - ratio), x))), null, null];
+    // dy·mask/(1−p) as Where(mask, dy, 0)·s: two passes (read mask + dy, then the scaling) where
+    // Cast(mask)·s·dy took three and an fp32 copy of the mask. Same values: the kept entries are dy·s either way.
+    const kept = g.where(mask, gy[0], g.scalarLike(0, gy[0]));
+    return [g.mul(kept, g.scalarLike(1 / (1 - ratio), gy[0])), null, null];
   },
   Where: ({ g, node, gy, needs }) => {
     const [cond, a, b] = node.inputs as Tensor[];
@@ -281,9 +334,58 @@ function expandReduced(g: Graph, node: Node, dy: Tensor): Tensor {
   return g.expand(d, g.shapeOf(x), x.shape);
 }
 
-function sumAll(g: Graph, parts: Tensor[]): Tensor {
-  if (parts.length === 1) return parts[0]!;
-  return g.op('Sum', parts);
+/** Whether `t` (made in the backward) can be dropped: no node of `g` reads it and it is not an output. */
+function unused(g: Graph, t: Tensor): boolean {
+  return !g.outputs.includes(t) && !g.nodes.some((n) => n.inputs.includes(t));
+}
+
+/**
+ * The dense partials of one tensor, with gradientSum results replaced by their terms where that keeps one
+ * same-shaped Sum of at most SUM_BATCH inputs (the replaced Sum node is removed from the graph).
+ */
+function spliceSums(g: Graph, dense: Tensor[]): Tensor[] {
+  if (dense.length < 2) return dense;
+  const shape = dense[0]!.shape;
+  if (!dense.every((t) => sameShape(t.shape, shape))) return dense;
+  const out: Tensor[] = [];
+  dense.forEach((t, i) => {
+    const terms = gradientSums.get(t);
+    const room = SUM_BATCH - out.length - (dense.length - i - 1);
+    if (terms && terms.length <= room && terms.every((u) => sameShape(u.shape, shape)) && unused(g, t)) {
+      const k = g.nodes.findIndex((n) => n.outputs.includes(t));
+      const producer = g.nodes[k];
+      if (producer && producer.opType === 'Sum' && producer.inputs.length === terms.length && producer.inputs.every((u, j) => u === terms[j])) {
+        g.nodes.splice(k, 1);
+        gradientSums.delete(t);
+        out.push(...terms);
+        return;
+      }
+    }
+    out.push(t);
+  });
+  return out;
+}
+
+/** Applies a deferred scatter-add onto `base` (null = zeros shaped like s.like). */
+function applyScatter(g: Graph, s: ScatterAddGrad, base: Tensor | null): Tensor {
+  const data = base ?? g.zerosLike(s.like);
+  const view = s.view ? g.reshape(data, s.view.target, s.view.shape) : data;
+  const out = g.op('ScatterElements', [view, s.indices, s.updates], { axis: s.axis, reduction: 'add' }, { dtype: s.like.dtype, shape: view.shape });
+  return s.view ? g.reshape(out, g.shapeOf(s.like), s.like.shape) : out;
+}
+
+/** The sum of one tensor's partial gradients (see the header: one Sum, scatters applied into it). */
+function sumAll(g: Graph, parts: GradValue[]): Tensor {
+  let dense: Tensor[] = [];
+  const scatters: ScatterAddGrad[] = [];
+  for (const p of parts) {
+    if (isScatterAdd(p)) scatters.push(p);
+    else dense.push(p);
+  }
+  dense = spliceSums(g, dense);
+  let acc: Tensor | null = dense.length === 0 ? null : dense.length === 1 ? dense[0]! : g.op('Sum', dense);
+  for (const s of scatters) acc = applyScatter(g, s, acc);
+  return acc!;
 }
 
 /**
@@ -304,11 +406,22 @@ export function gradients(g: Graph, ys: Tensor[], seeds: Tensor[], wrt: Tensor[]
     if (n.noGrad || !n.outputs.some((o) => contributes.has(o))) continue;
     for (const t of n.inputs) if (t && requires.has(t)) contributes.add(t);
   }
-  const partials = new Map<Tensor, Tensor[]>();
-  const push = (t: Tensor, gt: Tensor) => {
+  const partials = new Map<Tensor, GradValue[]>();
+  const push = (t: Tensor, gt: GradValue) => {
     const l = partials.get(t);
     if (l) l.push(gt);
     else partials.set(t, [gt]);
+  };
+  // Each tensor's partials are summed once (the Sum may splice away gradientSum nodes: never twice).
+  const totals = new Map<Tensor, Tensor>();
+  const total = (t: Tensor): Tensor | null => {
+    let s = totals.get(t);
+    if (!s) {
+      const p = partials.get(t);
+      if (!p) return null;
+      totals.set(t, (s = sumAll(g, p)));
+    }
+    return s;
   };
   ys.forEach((y, i) => push(y, seeds[i]!));
   for (let i = forwardNodes.length - 1; i >= 0; i--) {
@@ -317,11 +430,8 @@ export function gradients(g: Graph, ys: Tensor[], seeds: Tensor[], wrt: Tensor[]
     if (!n.outputs.some((o) => partials.has(o))) continue;
     const needs = n.inputs.map((t) => !!t && contributes.has(t));
     if (!needs.some(Boolean)) continue;
-    const gy = n.outputs.map((o) => {
-      const p = partials.get(o);
-      return p ? sumAll(g, p) : null;
-    });
-    let grads: (Tensor | null)[];
+    const gy = n.outputs.map(total);
+    let grads: (GradValue | null)[];
     if (n.virtual) grads = n.virtual.gradFn(g, gy, needs);
     else {
       const rule = GRAD_RULES[n.opType];
@@ -333,10 +443,7 @@ export function gradients(g: Graph, ys: Tensor[], seeds: Tensor[], wrt: Tensor[]
       if (t && needs[j] && gt) push(t, gt);
     });
   }
-  return wrt.map((w) => {
-    const p = partials.get(w);
-    return p ? sumAll(g, p) : null;
-  });
+  return wrt.map(total);
 }
 
 /** A float tensor of ones shaped like `like` (a seed for a non-scalar output). */
