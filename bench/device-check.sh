@@ -2,14 +2,27 @@
 # The GPU machine's one prepared call (issue #8). Runs from the project root after the bundle is unpacked
 # (docs/GPU.md, "Running it on a GPU machine"):
 #   bash .device/unpack.sh && source /tmp/sft-rt/env.sh && bash bench/device-check.sh
-# Default phases, in this order (must-have numbers and the profile that guides the next optimisation first),
-# each under its own time limit:
+# Default phases, in this order (the checks that decide the next defaults first), each under its own time limit:
 #   doctor   the CUDA report (cudaProvider.cudaReport), nvidia-smi, torch/transformers → $OUT/checks.txt
 #   loss     bench/cuda-vs-cpu.ts: 20 steps of GPT-2 124M on CUDA (fp32, bf16) against the CPU fp32 reference
 #            curve measured on the H200 machine's CPU (bench/results/2026-11-28-h200-a/cuda-vs-cpu.json; LOSS_ARGS
 #            replaces that argument, LOSS_ARGS= computes the reference again, ~20 s); then bf16 again with
-#            LOSS_VARIANTS set (default SFT_BF16_ATTENTION=1,SFT_BF16_MLP=1; empty skips it)
-#                          → $OUT/cuda-vs-cpu.json, cuda-vs-cpu-variants.json, the tables appended to checks.txt
+#            LOSS_VARIANTS set (default: every opt-in bf16 variant, ALL_BF16_VARIANTS = SFT_BF16_ATTENTION=1,
+#            SFT_BF16_MLP=1, SFT_BF16_PROJ=1, SFT_BF16_LOGITS=1 — they must pass it before they become defaults;
+#            empty skips it)   → $OUT/cuda-vs-cpu.json, cuda-vs-cpu-variants.json, the tables appended to checks.txt
+#   ablate   gpu-train.ts at B8 T512 bf16 once per ABLATE_RUNS entry ("label:ENV=VALUE[,ENV=VALUE…][:ARG,ARG…]"),
+#            each with those variables set (and those extra gpu-train arguments): tok/s, run time, memory, beside
+#            the bench phase's run of the same configuration when it ran first. Default: "default" (no switch),
+#            "previous" (SFT_AUTODIFF_ATTENTION=1, SFT_FUSED_LM_HEAD=0, SFT_AUTODIFF_LAYERNORM=1: the formulations
+#            before the pass cuts), each bf16 variant alone (bf16-attention, bf16-mlp with the Gelu-derivative
+#            table, bf16-mlp-exp, bf16-proj, bf16-logits), all of them (bf16-all) and all of them at B32 T512
+#            (bf16-all-B32) — ~22 s each on the H200. bench/step-traffic.ts predicts each on the CPU; compare.
+#                                                                          → $OUT/ablate.txt
+#   bench    bench/gpu-train.ts (default switches): throughput fp32 and bf16 at B8/B32 T512, host↔device share,
+#            memory, Dolly-shaped epochs (--dolly-max-s 30 here: measured, then extrapolated); the PyTorch ratios
+#            from the 2026-11-28 run on the same card type (--pytorch-from bench/results/2026-11-28-h200-a/
+#            pytorch.json; BENCH_ARGS="--dolly-max-s 30" runs PyTorch again, bench/pytorch_baseline.py, ~1 min)
+#                                                                          → $OUT/gpu-train.{json,log}, pytorch.json
 #   profile  one short engine run with ORT's profiler on (SFT_ORT_PROFILE): GPT-2 124M random weights, B8 T512
 #            bf16, 4 micro-batches, a 1-step warm-up run, a 1-step run, a K=PROFILE_K (2) run; bench/ort-profile.ts
 #            summarises the trace (node time per run, top op types and nodes, nodes per Loop iteration). On CUDA
@@ -17,15 +30,6 @@
 #            its kernel, so a node's time is its GPU time (plus a sync), not the host-side launch time. The trace
 #            is written only when the run ends inside its limit (share minus SUMMARY_S, 25 s, for the summary)
 #                                                                              → $OUT/profile-summary.txt
-#   bench    bench/gpu-train.ts: throughput, host↔device share, memory, Dolly-shaped epochs (--dolly-max-s 30
-#            here: measured, then extrapolated), PyTorch side by side (bench/pytorch_baseline.py)
-#                                                                          → $OUT/gpu-train.{json,log}, pytorch.json
-#   ablate   gpu-train.ts at B8 T512 bf16 once per ABLATE_RUNS entry ("label:ENV=VALUE[,ENV=VALUE…]"), each with
-#            those variables set, beside the bench phase's run of the same configuration: tok/s, run time,
-#            memory. Default: "previous" (SFT_AUTODIFF_ATTENTION=1, SFT_FUSED_LM_HEAD=0: the attention backward
-#            and lm head as before the pass cuts of 2026-11-28), "bf16-attention" (SFT_BF16_ATTENTION=1),
-#            "bf16-mlp" (SFT_BF16_MLP=1) and "bf16-both" (~22 s each on the H200)
-#                                                                          → $OUT/ablate.txt
 # Not in the default list (measured on the H200 on 2026-11-28, bench/results/):
 #   cli      the product end to end on the device through `sft` (bin/sft.js → dist): train the tiny sample model
 #            on the sample data (samples/run.json, a few epochs, device cuda, bf16 default), then `sft eval` and
@@ -33,8 +37,8 @@
 #                                                                          → $OUT/extras.txt
 #   decode   bench/decode-chunks.ts --device cuda: chunked decoding vs per-token on GPT-2 124M (same ids?
 #            tok/s at a short and a long prompt)                               → appended to $OUT/extras.txt
-# Time: each phase has a share (DOCTOR_S 15, LOSS_S 85, PROFILE_S 70, BENCH_S 290, ABLATE_S 110 = 570 s; CLI_S 30,
-# DECODE_S 35) and its limit is its share plus what the phases before it left unused, so the default sequence
+# Time: each phase has a share (DOCTOR_S 15, LOSS_S 95, ABLATE_S 200, BENCH_S 200, PROFILE_S 60 = 570 s; CLI_S
+# 30, DECODE_S 35) and its limit is its share plus what the phases before it left unused, so the default sequence
 # ends within ~570 s (a device call may run 600 s; machine start and transfers are outside it, and the session's
 # device time is 15 minutes in all: see docs/GPU.md for what the 2026-11-28 calls cost). A phase with < 10 s left
 # is skipped. Every phase writes its files as it goes, so a phase cut by its limit still leaves what it
@@ -42,25 +46,27 @@
 # ablation runs' logs and JSON and the ORT traces go to a scratch folder outside $OUT, removed at the end
 # unless KEEP_SCRATCH=1).
 # Environment: OUT (default $TMPDIR/sft-device-out; the device tool sets it), PHASES, the shares above,
-# LOSS_ARGS (cuda-vs-cpu.ts arguments, e.g. --test cuda:bf16), PROFILE_K, SUMMARY_S, PROFILE_BLOCKING,
-# BENCH_ARGS (extra gpu-train.ts arguments for the bench phase; default "--dolly-max-s 30"; set it empty for
-# gpu-train's own 60 s), DRY_RUN=1 (no GPU: the same phases on the CPU with a tiny model, to check the script
-# itself: ~25 s on 2 cores).
+# LOSS_ARGS (cuda-vs-cpu.ts arguments, e.g. --test cuda:bf16), LOSS_VARIANTS, ABLATE_RUNS, PROFILE_K, SUMMARY_S,
+# PROFILE_BLOCKING, BENCH_ARGS (extra gpu-train.ts arguments for the bench phase; default above; set it empty for
+# gpu-train's own 60 s and a PyTorch run), DRY_RUN=1 (no GPU: the same phases on the CPU with a tiny model, to
+# check the script itself: ~1 min on 2 cores).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-${TMPDIR:-/tmp}/sft-device-out}
-PHASES=${PHASES:-doctor loss profile bench ablate}
+PHASES=${PHASES:-doctor loss ablate bench profile}
 mkdir -p "$OUT"
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/sft-device-scratch.XXXXXX")
 [ "${KEEP_SCRATCH:-0}" = 1 ] || trap 'rm -rf "$SCRATCH"' EXIT
 status=0
 # The ablate phase's runs: "label:ENV=VALUE[,ENV=VALUE…]" words, each one short_train with those variables set.
 # The loss phase's second check: bf16 with these variables set ("ENV=VALUE,…"; empty: none).
-LOSS_VARIANTS=${LOSS_VARIANTS-SFT_BF16_ATTENTION=1,SFT_BF16_MLP=1}
+# Every opt-in bf16 variant at once (the candidate defaults); the MLP's Gelu derivative is the table by default.
+ALL_BF16_VARIANTS=SFT_BF16_ATTENTION=1,SFT_BF16_MLP=1,SFT_BF16_PROJ=1,SFT_BF16_LOGITS=1
+LOSS_VARIANTS=${LOSS_VARIANTS-$ALL_BF16_VARIANTS}
 # Default: the formulation before the 2026-11-28 pass cuts (autodiff attention backward, unfused lm head), and the
 # opt-in bf16 attention matrices and MLP activations, alone and together.
-ABLATE_RUNS=${ABLATE_RUNS:-previous:SFT_AUTODIFF_ATTENTION=1,SFT_FUSED_LM_HEAD=0 bf16-attention:SFT_BF16_ATTENTION=1 bf16-mlp:SFT_BF16_MLP=1 bf16-both:SFT_BF16_ATTENTION=1,SFT_BF16_MLP=1}
-declare -A SHARE=([doctor]=${DOCTOR_S:-15} [loss]=${LOSS_S:-85} [profile]=${PROFILE_S:-70} [bench]=${BENCH_S:-290} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-110})
+ABLATE_RUNS=${ABLATE_RUNS:-default: previous:SFT_AUTODIFF_ATTENTION=1,SFT_FUSED_LM_HEAD=0,SFT_AUTODIFF_LAYERNORM=1 bf16-attention:SFT_BF16_ATTENTION=1 bf16-mlp:SFT_BF16_MLP=1 bf16-mlp-exp:SFT_BF16_MLP=1,SFT_BF16_GELU_GRAD=exp bf16-proj:SFT_BF16_PROJ=1 bf16-logits:SFT_BF16_LOGITS=1 bf16-all:$ALL_BF16_VARIANTS bf16-all-B32:$ALL_BF16_VARIANTS:--shapes,32x512}
+declare -A SHARE=([doctor]=${DOCTOR_S:-15} [loss]=${LOSS_S:-95} [profile]=${PROFILE_S:-60} [bench]=${BENCH_S:-200} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-200})
 if [ "${DRY_RUN:-0}" = 1 ]; then
   loss_args=(--model tiny --test cpu:fp32)
   bench_args=(--device cpu --smoke)
@@ -77,7 +83,7 @@ else
   loss_args=(${LOSS_ARGS---reference bench/results/2026-11-28-h200-a/cuda-vs-cpu.json})
   bench_args=(--device cuda)
   # The Dolly-shaped runs stop after ~30 s each and are extrapolated (measured s/step, eval and save).
-  bench_default="--dolly-max-s 30"
+  bench_default="--dolly-max-s 30 --pytorch-from bench/results/2026-11-28-h200-a/pytorch.json"
   short_args=(--device cuda --shapes 8x512 --precisions bf16)
   short_key=bf16_B8_T512
   dev=cuda
@@ -204,32 +210,44 @@ for phase in $PHASES; do
       for entry in "${runs[@]}"; do
         label=${entry%%:*}
         envs=${entry#*:}
+        extra=()
+        if [[ $envs == *:* ]]; then
+          # shellcheck disable=SC2206
+          extra=(${envs#*:}) # "--shapes,32x512" → extra gpu-train arguments
+          extra=(${extra[@]//,/ })
+          # The dry run's tiny model has 128 positions: its B32 entry runs at 8x64.
+          [ "${DRY_RUN:-0}" = 1 ] && extra=("${extra[@]//32x512/8x64}")
+          envs=${envs%%:*}
+        fi
         left=$(( (end - $(now) - 3) / (${#runs[@]} - i) ))
         i=$(( i + 1 ))
         if [ "$left" -lt 15 ]; then stamp "ablate $label skipped: $left s left"; status=1; continue; fi
         labels+=("$label")
         # shellcheck disable=SC2086
-        ( export ${envs//,/ }; short_train "$label" "$left" ) || { stamp "ablate $label exit status $?"; status=1; }
+        ( [ -z "$envs" ] || export ${envs//,/ }; short_train "$label" "$left" "${extra[@]}" ) || { stamp "ablate $label exit status $?"; status=1; }
       done
       node -e '
         // The side-by-side table of the ablation runs and the run of the same configuration in the bench phase.
         const fs = require("fs");
         const [scratch, out, key, ...labels] = process.argv.slice(1);
         const read = (f) => { try { return JSON.parse(fs.readFileSync(f, "utf8")); } catch { return null; } };
-        const rows = [["run", "switches", "K", "tok/s", "s per K-step run", "first run s", "peak mem GB"]];
+        const rows = [["run", "switches", "shape", "K", "tok/s", "s per K-step run", "first run s", "peak mem GB"]];
         const notes = [];
         const add = (label, j) => {
-          const r = j && j.throughput && j.throughput[key];
+          // An entry run at other shapes (extra arguments) has its own key: its only throughput result.
+          const k = j && j.throughput && (j.throughput[key] ? key : Object.keys(j.throughput)[0]);
+          const r = k && j.throughput[k];
           if (!r) return notes.push(`${label}: no result (cut by its limit or failed: see its log lines)`);
           if (r.error) return notes.push(`${label}: failed: ${r.error}`);
           const sw = Object.entries((j && j.env) || {}).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => `${k}=${v}`).join(" ") || "(defaults)";
-          rows.push([label, sw, String(r.K), String(r.tok_s), String(r.run_K_steps_s), String(r.first_run_s), String(r.peak_gpu_mem_GB ?? r.peak_rss_GB ?? "—")]);
+          rows.push([label, sw, k, String(r.K), String(r.tok_s), String(r.run_K_steps_s), String(r.first_run_s), String(r.peak_gpu_mem_GB ?? r.peak_rss_GB ?? "—")]);
         };
-        add("bench phase", read(`${out}/gpu-train.json`));
+        // The run of the same configuration in the bench phase, when that phase ran before this one.
+        if (fs.existsSync(`${out}/gpu-train.json`)) add("bench phase", read(`${out}/gpu-train.json`));
         for (const l of labels) add(l, read(`${scratch}/${l}/gpu-train.json`));
         const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? "").length)));
         console.log(`ablation at ${key} (tok/s of the K-step run; each run: one engine, a 1-step warm-up, a 1-step run, then the K-step run):`);
-        for (const r of rows) console.log(r.map((c, i) => (i <= 1 ? String(c ?? "").padEnd(w[i]) : String(c ?? "").padStart(w[i]))).join("  ").trimEnd());
+        for (const r of rows) console.log(r.map((c, i) => (i <= 2 ? String(c ?? "").padEnd(w[i]) : String(c ?? "").padStart(w[i]))).join("  ").trimEnd());
         for (const n of notes) console.log(n);
       ' "$SCRATCH" "$OUT" "$short_key" "${labels[@]}" 2>&1 | tee "$OUT/ablate.txt"
       ;;

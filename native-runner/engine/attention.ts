@@ -60,6 +60,27 @@
  * dropout 0.3 (default 'emulate' 3.3e-3 / 7.5e-3 / 6.7e-3 / 3.3e-3); tiny-model golden batch gradients 1.93e-3
  * from fp32 (default 1.95e-3); 20-step loss curve worst 4.0e-5 (default 3.1e-5) of |loss| + 1.
  *
+ * bf16 q/k/v (c.variants.bf16Projections, SFT_BF16_PROJ=1, usesBf16Projections; only with c.bf16 true or
+ * 'emulate'; gpt2Graph.ts attentionQKV/attentionOutput keep [N,3C], q/k/v and y bfloat16 from the c_attn Gemm to
+ * the c_proj Gemm): q (already scaled: 1/√D is folded into the c_attn weights), k, v arrive as bf16 values and
+ * are the MatMul operands as they are (no Casts); y is the bf16 MatMul output (no Cast back); dy arrives bf16 and
+ * dq, dk, dv leave bf16 — no [B,H,T,D] tensor is cast except y and dy, up to fp32 once each for r. Works with
+ * and without bf16Attention and with the autodiff core (whose MatMul/Cast rules then keep bf16 gradients).
+ * Fused backward with bf16 inputs (bf16HeadsBackward):
+ *   r0 = rowsum(float(dy)⊙float(y)) fp32 [B,H,Tq,1] (products of bf16 values are exact in fp32; r0 = s·r)
+ *   vext = [s·v | 1 | 1 | 0…] = Gemm(v as [B·H·Tk, D], [I | 0], C = [0 | 1 1 0…], alpha = s)   [B,H,Tk,D+pad]
+ *   M' = [dy | −r0 hi | −r0 lo | 0…]·vextᵀ = s·(dy·vᵀ − r)              [B,H,Tq,Tk]
+ *   dS = P ⊙ Where(mask, M', −r0), dq = dS·k, dkᵀ = qᵀ·dS, dvᵀ = dyᵀ·Pd   (each MatMul's bf16 output as is)
+ * The dropout scale s = 1/(1−p) moves from dq and dk (which would need two bf16 Muls by s rounded to bf16:
+ * 1.109375 for p = 0.1, a 0.16 % bias of dq and dk) into the Gemm's fp32 alpha: exact s, one rounding of s·v
+ * (like the rounding of any bf16 operand), and one [B,H,Tk,D+pad] Gemm instead of the Expand + Concat and two
+ * [B,H,T,D] Muls (28 MB instead of 40 MB per layer at B8 T512 H12). Without dropout, s = 1: vext = [v | 1 1 | 0…]
+ * by Concat as before. 'emulate': dy is rounded where it enters (the real graph's c_proj gradient Gemm rounds
+ * it), each bf16 output once; the fused and autodiff cores agree within bf16 noise and the forward matches a JS
+ * model of the rounding points bit for bit (test/engine/bf16Projections.test.ts). The r0 up-casts of y and dy
+ * and their fp32 product are the variant's only fp32 [B,H,T,D] tensors (88 MB per layer; a bf16 product would
+ * round r0, whose error M' inherits where dy·vᵀ ≈ r).
+ *
  * Passes over [B,H,Tq,Tk] per layer: nodes writing such a tensor, and MB read + written in such tensors at
  * B8 T512 H12 D64 (25.2 M elements, 101 MB fp32), counted on the graphs (bench/attention-passes.ts,
  * test/engine/attentionBackward.test.ts):

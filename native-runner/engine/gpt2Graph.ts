@@ -76,6 +76,8 @@ export interface ModelVariants {
   bf16Projections?: boolean;
   /** The LayerNorm backward from the generic autodiff rule instead of the hand-written one (layerNorm.ts): SFT_AUTODIFF_LAYERNORM=1. */
   autodiffLayerNorm?: boolean;
+  /** bf16 modes, training graphs' fused lm head: the softmax over the vocabulary in bfloat16 (crossEntropy.ts): SFT_BF16_LOGITS=1. */
+  bf16Logits?: boolean;
 }
 
 /** The parameter list (HF names and shapes) in named_parameters order. */

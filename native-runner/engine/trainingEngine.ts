@@ -92,7 +92,7 @@ export interface TrainingEngineOptions {
   flatState?: boolean;
 }
 
-/** The model variants switched on by SFT_AUTODIFF_ATTENTION / SFT_BF16_ATTENTION / SFT_BF16_MLP / SFT_BF16_GELU_GRAD / SFT_BF16_PROJ / SFT_AUTODIFF_LAYERNORM (gpt2Graph.ts ModelVariants). */
+/** The model variants switched on by SFT_AUTODIFF_ATTENTION / SFT_BF16_ATTENTION / SFT_BF16_MLP / SFT_BF16_GELU_GRAD / SFT_BF16_PROJ / SFT_AUTODIFF_LAYERNORM / SFT_BF16_LOGITS (gpt2Graph.ts ModelVariants). */
 export function modelVariantsFromEnv(env: NodeJS.ProcessEnv = process.env): ModelVariants {
   const geluGrad = env.SFT_BF16_GELU_GRAD;
   if (geluGrad !== undefined && geluGrad !== '' && geluGrad !== 'exp' && geluGrad !== 'table') throw new SftError(`SFT_BF16_GELU_GRAD must be exp or table, got ${JSON.stringify(geluGrad)}`, 'environment');
@@ -103,6 +103,7 @@ export function modelVariantsFromEnv(env: NodeJS.ProcessEnv = process.env): Mode
     ...(geluGrad ? { bf16GeluGrad: geluGrad } : {}),
     bf16Projections: envSwitch(env.SFT_BF16_PROJ) ?? false,
     autodiffLayerNorm: envSwitch(env.SFT_AUTODIFF_LAYERNORM) ?? false,
+    bf16Logits: envSwitch(env.SFT_BF16_LOGITS) ?? false,
   };
 }
 

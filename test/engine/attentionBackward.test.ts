@@ -318,7 +318,7 @@ function keptForBackward(b: Built, d: Dims): string[] {
   return [...used].map((t) => `${t.dtype}`).sort();
 }
 
-test('backward passes over [B,H,Tq,Tk] (nodes writing one): fp32 3 with dropout / 2 without, bf16 5 / 4 — autodiff 8 / 5, 10 / 7', (t) => {
+test('backward passes over [B,H,Tq,Tk] (nodes writing one): fp32 3 with dropout / 2 without, bf16 5 / 4 — autodiff 7 / 5, 9 / 7', (t) => {
   const d = SQUARE;
   const count = (core: Core, bf16: Bf16Mode, attn: number) => {
     const b = buildGraph(core, d, bf16, attn);
@@ -337,7 +337,8 @@ test('backward passes over [B,H,Tq,Tk] (nodes writing one): fp32 3 with dropout 
   let r = both(false, 0.1);
   assert.deepEqual(r.f.fwd, ['MatMul', 'Add', 'Softmax', 'Dropout']);
   assert.deepEqual(r.f.bwd, ['MatMul', 'Where', 'Mul']);
-  assert.deepEqual(r.a.bwd, ['MatMul', 'Transpose', 'Cast', 'Mul', 'Mul', 'Mul', 'Sub', 'Mul']);
+  // (autodiff's Dropout rule: Where(mask, dy, 0)·s, no fp32 copy of the mask)
+  assert.deepEqual(r.a.bwd, ['MatMul', 'Transpose', 'Where', 'Mul', 'Mul', 'Sub', 'Mul']);
   assert.deepEqual(r.f.kept, ['bool', 'float', 'float']);
   // fp32 without dropout: M, P ⊙ M.
   r = both(false, 0);
@@ -346,7 +347,7 @@ test('backward passes over [B,H,Tq,Tk] (nodes writing one): fp32 3 with dropout 
   // bf16: plus the cast of M to fp32 and of dS/s to bf16; kept: Pd's bf16 copy, mask, P.
   r = both(true, 0.1);
   assert.deepEqual(r.f.bwd, ['MatMul', 'Cast', 'Where', 'Mul', 'Cast']);
-  assert.equal(r.a.bwd.length, 10);
+  assert.equal(r.a.bwd.length, 9);
   assert.deepEqual(r.f.kept, ['bfloat16', 'bool', 'float']);
   r = both(true, 0);
   assert.deepEqual(r.f.bwd, ['MatMul', 'Cast', 'Mul', 'Cast']);
@@ -354,7 +355,7 @@ test('backward passes over [B,H,Tq,Tk] (nodes writing one): fp32 3 with dropout 
   // 'emulate': the bf16 casts as round trips (two nodes each).
   r = both('emulate', 0.1);
   assert.deepEqual(r.f.bwd, ['MatMul', 'Cast', 'Cast', 'Where', 'Mul', 'Cast', 'Cast']);
-  assert.equal(r.a.bwd.length, 12);
+  assert.equal(r.a.bwd.length, 11);
   t.diagnostic(rows.join('\n'));
 });
 
