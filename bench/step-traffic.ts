@@ -5,6 +5,7 @@
  *   npx tsx bench/step-traffic.ts [--batch 8] [--seq 512] [--accum 4] [--precision bf16|fp32] [--dropout 0.1]
  *        [--bw 2.6] [--bf16-tflops 600] [--tf32-tflops 350] [--launch-us 0.7] [--top 20] [--json]
  *        [--nodes N [--class PREFIX] [--part forward|backward] [--op OPTYPE]]
+ *   npx tsx bench/step-traffic.ts --table     # every switch set side by side, B8 and B32 (ms, GB, tok/s)
  *
  * Per node of the micro-batch body and of the step body (gradient norm, AdamW): the bytes it reads and writes
  * (every input once, every output once, at the graph's dtypes; Shape/Reshape/Squeeze/Unsqueeze/Identity/Flatten
@@ -29,8 +30,10 @@ import { parseArgs } from 'node:util';
 import { buildTrainGraph } from '../native-runner/engine/trainGraph';
 import { modelVariantsFromEnv } from '../native-runner/engine/trainingEngine';
 import { envSwitch } from '../native-runner/engine/ortSession';
+import type { ModelVariants } from '../native-runner/engine/gpt2Graph';
 import type { Graph, Node, Tensor, DType } from '../native-runner/engine/graph/graph';
 import { makeConfig } from '../native-runner/model/config';
+import type { GPT2Config } from '../native-runner/model/types';
 
 const { values: argv } = parseArgs({
   options: {
@@ -49,6 +52,7 @@ const { values: argv } = parseArgs({
     'launch-us': { type: 'string', default: '0.7' },
     top: { type: 'string', default: '20' },
     json: { type: 'boolean', default: false },
+    table: { type: 'boolean', default: false },
     nodes: { type: 'string', default: process.env.STEP_TRAFFIC_NODES ?? '0' },
     class: { type: 'string', default: process.env.STEP_TRAFFIC_CLASS },
     part: { type: 'string', default: process.env.STEP_TRAFFIC_PART },
@@ -60,54 +64,22 @@ const num = (k: keyof typeof argv) => {
   if (!Number.isFinite(v) || v < 0) throw new Error(`--${k} must be a non-negative number, got ${String(argv[k])}`);
   return v;
 };
-const B = num('batch');
+if (argv.precision !== 'bf16' && argv.precision !== 'fp32') throw new Error(`--precision must be bf16 or fp32, got ${argv.precision}`);
+if (argv.part !== undefined && argv.part !== 'forward' && argv.part !== 'backward') throw new Error(`--part must be forward or backward, got ${argv.part}`);
 const T = num('seq');
 const A = num('accum');
 const rate = num('dropout');
-if (argv.precision !== 'bf16' && argv.precision !== 'fp32') throw new Error(`--precision must be bf16 or fp32, got ${argv.precision}`);
-const bf16 = argv.precision === 'bf16';
 const BW = num('bw') * 1e12;
 const BF16_RATE = num('bf16-tflops') * 1e12;
 const TF32_RATE = num('tf32-tflops') * 1e12;
 const LAUNCH = num('launch-us') * 1e-6;
-
 const config = makeConfig({ n_layer: num('layers'), n_head: num('heads'), n_embd: num('width'), n_positions: Math.max(1024, T), vocab_size: num('vocab') });
-const variants = modelVariantsFromEnv();
-const graph = buildTrainGraph(config, { weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, maxGradNorm: 1 }, {
-  dropout: { embd: rate, attn: rate, resid: rate },
-  bf16,
-  seed: 1,
-  accumulate: A > 1,
-  fusedLmHead: envSwitch(process.env.SFT_FUSED_LM_HEAD) ?? true,
-  flatState: envSwitch(process.env.SFT_FLAT_STATE) ?? false,
-  variants,
-});
 
-const SYMBOLS: Record<string, number> = { B, T, Tq: T, Tk: T, N: B * T, M: B * T, K: 1, A };
 const BYTES: Record<DType, number> = { float: 4, double: 8, float16: 2, bfloat16: 2, int64: 8, int32: 4, bool: 1, uint8: 1 };
-
-function elements(t: Tensor): number {
-  if (!t.shape) throw new Error(`tensor ${t.name}: no shape, the model needs every shape`);
-  return t.shape.reduce<number>((a, d) => {
-    const v = typeof d === 'number' ? d : SYMBOLS[d];
-    if (v === undefined) throw new Error(`tensor ${t.name}: unknown symbolic dim ${d}`);
-    return a * v;
-  }, 1);
-}
-const bytesOf = (t: Tensor) => elements(t) * BYTES[t.dtype];
-
-/** FLOPs of a MatMul/Gemm (2·M·K·N per product, batch dims multiplied in). */
-function flopsOf(n: Node): number {
-  if (n.opType !== 'MatMul' && n.opType !== 'Gemm') return 0;
-  const [a, b] = n.inputs as Tensor[];
-  const y = n.outputs[0]!;
-  const aShape = a!.shape!;
-  const transA = n.opType === 'Gemm' && n.attrs.transA === 1;
-  const k = aShape[transA ? aShape.length - 2 : aShape.length - 1]!;
-  const kv = typeof k === 'number' ? k : SYMBOLS[k]!;
-  void b;
-  return 2 * elements(y) * kv;
-}
+/** Ops that only relabel a buffer (ORT aliases their output to the input) or read nothing but a shape: no kernel. */
+const METADATA_OPS = new Set(['Shape', 'Size', 'Reshape', 'Squeeze', 'Unsqueeze', 'Identity', 'Flatten']);
+/** Ops that read only what they pick: the output's size from the data input, plus the indices. */
+const PICKING_OPS = new Set(['Gather', 'GatherElements', 'GatherND', 'Slice']);
 
 interface Cost {
   nodes: number;
@@ -117,26 +89,37 @@ interface Cost {
 }
 const zero = (): Cost => ({ nodes: 0, bytes: 0, flopsBf16: 0, flopsF32: 0 });
 const timeOf = (c: Cost) => c.bytes / BW + c.flopsBf16 / BF16_RATE + c.flopsF32 / TF32_RATE + c.nodes * LAUNCH;
+const add = (c: Cost, d: Cost, times: number) => {
+  c.nodes += d.nodes * times;
+  c.bytes += d.bytes * times;
+  c.flopsBf16 += d.flopsBf16 * times;
+  c.flopsF32 += d.flopsF32 * times;
+};
 
-/** Ops that only relabel a buffer (ORT aliases their output to the input) or read nothing but a shape: no kernel. */
-const METADATA_OPS = new Set(['Shape', 'Size', 'Reshape', 'Squeeze', 'Unsqueeze', 'Identity', 'Flatten']);
-/** Ops that read only what they pick: the output's size from the data input, plus the indices. */
-const PICKING_OPS = new Set(['Gather', 'GatherElements', 'GatherND', 'Slice']);
+type Part = 'forward' | 'backward' | 'step (norm, AdamW, accumulation)';
+const PARTS: Part[] = ['forward', 'backward', 'step (norm, AdamW, accumulation)'];
+type Tally = Cost & { part: Map<Part, number> };
 
-function nodeCost(n: Node): Cost {
-  if (METADATA_OPS.has(n.opType)) return zero();
-  let bytes = 0;
-  if (PICKING_OPS.has(n.opType)) {
-    const out = bytesOf(n.outputs[0]!);
-    bytes = 2 * out + (n.opType === 'Slice' ? 0 : bytesOf(n.inputs[1]!));
-    return { nodes: 1, bytes, flopsBf16: 0, flopsF32: 0 };
-  }
-  for (const t of n.inputs) if (t) bytes += bytesOf(t);
-  for (const t of n.outputs) bytes += bytesOf(t);
-  if (n.opType === 'Gemm' && n.inputs[2]) bytes += 2 * bytesOf(n.outputs[0]!);
-  const f = flopsOf(n);
-  const lowp = n.inputs[0]?.dtype === 'bfloat16' || n.inputs[0]?.dtype === 'float16';
-  return { nodes: 1, bytes, flopsBf16: lowp ? f : 0, flopsF32: lowp ? 0 : f };
+/** One configuration of the step to model: batch rows, precision and the engine's switches. */
+interface Setup {
+  B: number;
+  bf16: boolean;
+  variants: ModelVariants;
+  fusedLmHead: boolean;
+  flatState: boolean;
+}
+
+interface StepModel {
+  setup: Setup;
+  tokens: number;
+  byPart: Map<Part, Cost>;
+  byOp: Map<string, Tally>;
+  byClass: Map<string, Tally>;
+  total: Cost;
+  microBody: Graph;
+  fwdNodes: Set<Node>;
+  nodeCost: (n: Node) => Cost;
+  tensorClass: (n: Node) => string;
 }
 
 function subgraphOf(n: Node): Graph | null {
@@ -144,17 +127,10 @@ function subgraphOf(n: Node): Graph | null {
   return b && typeof b === 'object' && 'nodes' in b ? (b as Graph) : null;
 }
 
-// The step body (the outer Loop's body) and, with accumulation, the micro-batch body inside it.
-const outerLoop = graph.nodes.find((n) => n.opType === 'Loop')!;
-const stepBody = subgraphOf(outerLoop)!;
-const innerLoop = stepBody.nodes.find((n) => n.opType === 'Loop');
-const microBody = innerLoop ? subgraphOf(innerLoop)! : stepBody;
-
 /**
- * The micro-batch body's nodes split into forward and backward: forward = the nodes the micro-batch's loss
- * depends on (ancestors of the body's last output, nll_acc + Σ w·NLL, or of the step body's loss); backward =
- * the rest of the body (gradients, including derivative factors computed from forward values only, such as
- * GELU's, and the gradient accumulation adds).
+ * Forward = the nodes the micro-batch's loss depends on (ancestors of `lossOut`); the rest of the body is backward
+ * (gradients, including derivative factors computed from forward values only, such as GELU's, and the gradient
+ * accumulation adds).
  */
 function forwardNodes(body: Graph, lossOut: Tensor): Set<Node> {
   const producer = new Map<string, Node>();
@@ -169,118 +145,210 @@ function forwardNodes(body: Graph, lossOut: Tensor): Set<Node> {
   }
   return fwd;
 }
-const lossOutput = microBody === stepBody ? stepBody.outputs[stepBody.outputs.length - 3]! : microBody.outputs[microBody.outputs.length - 1]!;
-const fwdNodes = forwardNodes(microBody, lossOutput);
-const backwardNodes = new Set(microBody.nodes.filter((n) => !fwdNodes.has(n)));
 
-type Part = 'forward' | 'backward' | 'step (norm, AdamW, accumulation)';
-const byPart = new Map<Part, Cost>();
-const byOp = new Map<string, Cost & { part: Map<Part, number> }>();
-const byClass = new Map<string, Cost & { part: Map<Part, number> }>();
 /** What a node works on, named after its largest tensor's shape: the attention matrices, the MLP's 4C activations … */
-function tensorClass(n: Node): string {
-  let best: Tensor | null = null;
-  for (const t of [...n.inputs, ...n.outputs]) if (t && (!best || elements(t) > elements(best))) best = t;
-  const s = (best?.shape ?? []).map(String);
-  const C = config.n_embd;
-  const H = config.n_head;
-  const V = config.vocab_size;
-  const key = s.join(',');
-  if (s.length === 4 && s[1] === String(H) && s[3] !== String(C / H) && s[2] !== String(C / H)) return '[B,H,T,T] attention matrices';
-  if (s.length === 4) return '[B,H,T,D] heads';
-  if (key === `N,${V}`) return '[N,V] logits';
-  if (key === `${V},${C}` || key === `${V},${C}` ) return '[V,C] embedding / head weight';
-  if (key === `N,${4 * C}`) return '[N,4C] MLP activations';
-  if (key === `N,${3 * C}`) return '[N,3C] qkv';
-  if (key === `N,${C}` || key === `M,${C}`) return '[N,C] residual stream, LN';
-  if (s.length === 2 && !s.some((d) => /[A-Z]/.test(d))) return 'other parameter-shaped';
-  return 'other';
-}
-const add = (c: Cost, d: Cost, times: number) => {
-  c.nodes += d.nodes * times;
-  c.bytes += d.bytes * times;
-  c.flopsBf16 += d.flopsBf16 * times;
-  c.flopsF32 += d.flopsF32 * times;
-};
-function account(n: Node, part: Part, times: number) {
-  if (n.virtual || n.opType === 'Loop') return;
-  const c = nodeCost(n);
-  if (c.nodes === 0) return;
-  if (!byPart.has(part)) byPart.set(part, zero());
-  add(byPart.get(part)!, c, times);
-  const key = `${n.opType}${n.outputs[0] ? ` → ${n.outputs[0].dtype}` : ''}`;
-  if (!byOp.has(key)) byOp.set(key, { ...zero(), part: new Map() });
-  const o = byOp.get(key)!;
-  add(o, c, times);
-  o.part.set(part, (o.part.get(part) ?? 0) + timeOf(c) * times);
-  const ck = tensorClass(n);
-  if (!byClass.has(ck)) byClass.set(ck, { ...zero(), part: new Map() });
-  const q = byClass.get(ck)!;
-  add(q, c, times);
-  q.part.set(part, (q.part.get(part) ?? 0) + timeOf(c) * times);
-}
-// Per optimizer step: A micro-batch bodies, one step body (its own nodes, the inner Loop's accumulation adds are in the micro body).
-for (const n of microBody.nodes) {
-  if (microBody === stepBody) break;
-  account(n, backwardNodes.has(n) ? 'backward' : 'forward', A);
-}
-for (const n of stepBody.nodes) {
-  if (microBody === stepBody) account(n, backwardNodes.has(n) ? 'backward' : 'forward', 1);
-  else account(n, 'step (norm, AdamW, accumulation)', 1);
+function classifier(cfg: GPT2Config, elements: (t: Tensor) => number): (n: Node) => string {
+  const C = cfg.n_embd;
+  const H = cfg.n_head;
+  const V = cfg.vocab_size;
+  return (n) => {
+    let best: Tensor | null = null;
+    for (const t of [...n.inputs, ...n.outputs]) if (t && (!best || elements(t) > elements(best))) best = t;
+    const s = (best?.shape ?? []).map(String);
+    const key = s.join(',');
+    if (s.length === 4 && s[1] === String(H) && s[3] !== String(C / H) && s[2] !== String(C / H)) return '[B,H,T,T] attention matrices';
+    if (s.length === 4) return '[B,H,T,D] heads';
+    if (key === `N,${V}`) return '[N,V] logits';
+    if (key === `${V},${C}`) return '[V,C] embedding / head weight';
+    if (key === `N,${4 * C}`) return '[N,4C] MLP activations';
+    if (key === `N,${3 * C}`) return '[N,3C] qkv';
+    if (key === `N,${C}` || key === `M,${C}`) return '[N,C] residual stream, LN';
+    if (s.length === 2 && !s.some((d) => /[A-Z]/.test(d))) return 'other parameter-shaped';
+    return 'other';
+  };
 }
 
-const total = zero();
-for (const c of byPart.values()) add(total, c, 1);
+/** Builds the engine's train graph for `setup` and counts one optimizer step of it (A micro-batches). */
+function modelStep(setup: Setup): StepModel {
+  const { B } = setup;
+  const graph = buildTrainGraph(config, { weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, maxGradNorm: 1 }, {
+    dropout: { embd: rate, attn: rate, resid: rate },
+    bf16: setup.bf16,
+    seed: 1,
+    accumulate: A > 1,
+    fusedLmHead: setup.fusedLmHead,
+    flatState: setup.flatState,
+    variants: setup.variants,
+  });
+  const symbols: Record<string, number> = { B, T, Tq: T, Tk: T, N: B * T, M: B * T, K: 1, A };
+  // Letters a composite symbolic dim may be made of (a flattened 'BHTk' = B·H·Tk).
+  const letters: [string, number][] = [['Tq', T], ['Tk', T], ['B', B], ['H', config.n_head], ['T', T], ['N', B * T], ['D', config.n_embd / config.n_head]];
+  const symbolValue = (d: string): number | undefined => {
+    if (symbols[d] !== undefined) return symbols[d];
+    let rest = d;
+    let v = 1;
+    while (rest) {
+      const hit = letters.find(([l]) => rest.startsWith(l));
+      if (!hit) return undefined;
+      v *= hit[1];
+      rest = rest.slice(hit[0].length);
+    }
+    return v;
+  };
+  const elements = (t: Tensor): number => {
+    if (!t.shape) throw new Error(`tensor ${t.name}: no shape, the model needs every shape`);
+    return t.shape.reduce<number>((a, d) => {
+      const v = typeof d === 'number' ? d : symbolValue(d);
+      if (v === undefined) throw new Error(`tensor ${t.name}: unknown symbolic dim ${d}`);
+      return a * v;
+    }, 1);
+  };
+  const bytesOf = (t: Tensor) => elements(t) * BYTES[t.dtype];
+  /** FLOPs of a MatMul/Gemm: 2 · (output elements) · (inner dimension). */
+  const flopsOf = (n: Node): number => {
+    if (n.opType !== 'MatMul' && n.opType !== 'Gemm') return 0;
+    const aShape = n.inputs[0]!.shape!;
+    const transA = n.opType === 'Gemm' && n.attrs.transA === 1;
+    const k = aShape[transA ? aShape.length - 2 : aShape.length - 1]!;
+    return 2 * elements(n.outputs[0]!) * (typeof k === 'number' ? k : symbols[k]!);
+  };
+  const nodeCost = (n: Node): Cost => {
+    if (METADATA_OPS.has(n.opType)) return zero();
+    if (PICKING_OPS.has(n.opType)) return { nodes: 1, bytes: 2 * bytesOf(n.outputs[0]!) + (n.opType === 'Slice' ? 0 : bytesOf(n.inputs[1]!)), flopsBf16: 0, flopsF32: 0 };
+    let bytes = 0;
+    for (const t of n.inputs) if (t) bytes += bytesOf(t);
+    for (const t of n.outputs) bytes += bytesOf(t);
+    if (n.opType === 'Gemm' && n.inputs[2]) bytes += 2 * bytesOf(n.outputs[0]!);
+    const f = flopsOf(n);
+    const lowp = n.inputs[0]?.dtype === 'bfloat16' || n.inputs[0]?.dtype === 'float16';
+    return { nodes: 1, bytes, flopsBf16: lowp ? f : 0, flopsF32: lowp ? 0 : f };
+  };
+  const tensorClass = classifier(config, elements);
+
+  // The step body (the outer Loop's body) and, with accumulation, the micro-batch body inside it.
+  const stepBody = subgraphOf(graph.nodes.find((n) => n.opType === 'Loop')!)!;
+  const innerLoop = stepBody.nodes.find((n) => n.opType === 'Loop');
+  const microBody = innerLoop ? subgraphOf(innerLoop)! : stepBody;
+  // The loss: the micro body's last output (nll_acc + Σ w·NLL), or the step body's loss output without accumulation.
+  const lossOutput = microBody === stepBody ? stepBody.outputs[stepBody.outputs.length - 3]! : microBody.outputs[microBody.outputs.length - 1]!;
+  const fwdNodes = forwardNodes(microBody, lossOutput);
+
+  const byPart = new Map<Part, Cost>();
+  const byOp = new Map<string, Tally>();
+  const byClass = new Map<string, Tally>();
+  const tally = (m: Map<string, Tally>, key: string, c: Cost, part: Part, times: number) => {
+    if (!m.has(key)) m.set(key, { ...zero(), part: new Map() });
+    const o = m.get(key)!;
+    add(o, c, times);
+    o.part.set(part, (o.part.get(part) ?? 0) + timeOf(c) * times);
+  };
+  const account = (n: Node, part: Part, times: number) => {
+    if (n.virtual || n.opType === 'Loop') return;
+    const c = nodeCost(n);
+    if (c.nodes === 0) return;
+    if (!byPart.has(part)) byPart.set(part, zero());
+    add(byPart.get(part)!, c, times);
+    tally(byOp, `${n.opType}${n.outputs[0] ? ` → ${n.outputs[0].dtype}` : ''}`, c, part, times);
+    tally(byClass, tensorClass(n), c, part, times);
+  };
+  // Per optimizer step: A micro-batch bodies and one step body (without accumulation the step body is the micro body).
+  if (microBody !== stepBody) {
+    for (const n of microBody.nodes) account(n, fwdNodes.has(n) ? 'forward' : 'backward', A);
+    for (const n of stepBody.nodes) account(n, 'step (norm, AdamW, accumulation)', 1);
+  } else {
+    for (const n of stepBody.nodes) account(n, fwdNodes.has(n) ? 'forward' : 'backward', 1);
+  }
+  const total = zero();
+  for (const c of byPart.values()) add(total, c, 1);
+  return { setup, tokens: A * B * T, byPart, byOp, byClass, total, microBody, fwdNodes, nodeCost, tensorClass };
+}
+
 const ms = (s: number) => (s * 1e3).toFixed(2);
 const GB = (b: number) => (b / 1e9).toFixed(2);
-const tokens = A * B * T;
-console.log(`step cost model: GPT-2 ${config.n_layer}×${config.n_embd} V ${config.vocab_size}, ${A} × B${B} T${T} (${tokens} tokens), ${argv.precision}, dropout ${rate}, switches ${JSON.stringify({ ...variants, fusedLmHead: envSwitch(process.env.SFT_FUSED_LM_HEAD) ?? true, flatState: envSwitch(process.env.SFT_FLAT_STATE) ?? false })}`);
-console.log(`rates: ${num('bw')} TB/s, bf16 ${num('bf16-tflops')} TFLOP/s, fp32 (TF32) ${num('tf32-tflops')} TFLOP/s, ${num('launch-us')} µs per kernel`);
-console.log('part                                 kernels    GB moved   bf16 TFLOP  fp32 TFLOP   model ms');
-for (const [part, c] of [...byPart.entries(), ['total' as Part, total] as const]) {
-  console.log(`${part.padEnd(36)}${String(c.nodes).padStart(8)}${GB(c.bytes).padStart(12)}${(c.flopsBf16 / 1e12).toFixed(2).padStart(13)}${(c.flopsF32 / 1e12).toFixed(2).padStart(12)}${ms(timeOf(c)).padStart(11)}`);
+const tokS = (m: StepModel) => Math.round(m.tokens / timeOf(m.total));
+const switchesOf = (s: Setup) => ({ ...s.variants, fusedLmHead: s.fusedLmHead, flatState: s.flatState });
+
+function printModel(m: StepModel): void {
+  const { total } = m;
+  const t = timeOf(total);
+  console.log(`step cost model: GPT-2 ${config.n_layer}×${config.n_embd} V ${config.vocab_size}, ${A} × B${m.setup.B} T${T} (${m.tokens} tokens), ${m.setup.bf16 ? 'bf16' : 'fp32'}, dropout ${rate}, switches ${JSON.stringify(switchesOf(m.setup))}`);
+  console.log(`rates: ${num('bw')} TB/s, bf16 ${num('bf16-tflops')} TFLOP/s, fp32 (TF32) ${num('tf32-tflops')} TFLOP/s, ${num('launch-us')} µs per kernel`);
+  console.log('part                                 kernels    GB moved   bf16 TFLOP  fp32 TFLOP   model ms');
+  for (const [part, c] of [...m.byPart.entries(), ['total', total] as const]) {
+    console.log(`${part.padEnd(36)}${String(c.nodes).padStart(8)}${GB(c.bytes).padStart(12)}${(c.flopsBf16 / 1e12).toFixed(2).padStart(13)}${(c.flopsF32 / 1e12).toFixed(2).padStart(12)}${ms(timeOf(c)).padStart(11)}`);
+  }
+  console.log(`modelled: ${ms(t)} ms per step → ${tokS(m).toLocaleString('en-US')} tok/s (memory ${ms(total.bytes / BW)} ms, MatMul ${ms(total.flopsBf16 / BF16_RATE + total.flopsF32 / TF32_RATE)} ms, kernel fixed cost ${ms(total.nodes * LAUNCH)} ms)`);
+  const row = (k: string, c: Tally) =>
+    `${k.padEnd(30)}${String(c.nodes).padStart(9)}${GB(c.bytes).padStart(12)}${((c.flopsBf16 + c.flopsF32) / 1e12).toFixed(2).padStart(8)}${ms(timeOf(c)).padStart(11)}${((100 * timeOf(c)) / t).toFixed(1).padStart(6)} %   ${PARTS.map((p) => ms(c.part.get(p) ?? 0)).join(' / ')}`;
+  console.log(`\nby what the nodes work on (the largest tensor of each node), per step:`);
+  console.log('tensors                           kernels    GB moved   TFLOP   model ms  share   forward / backward / step ms');
+  for (const [k, c] of [...m.byClass.entries()].sort((a, b) => timeOf(b[1]) - timeOf(a[1]))) console.log(row(k, c));
+  if (num('top') > 0) {
+    console.log(`\ntop op types by modelled time per step (of ${ms(t)} ms):`);
+    console.log('op → output dtype                kernels    GB moved   TFLOP   model ms  share   forward / backward / step ms');
+    for (const [k, c] of [...m.byOp.entries()].sort((a, b) => timeOf(b[1]) - timeOf(a[1])).slice(0, num('top'))) console.log(row(k, c));
+  }
+  if (num('nodes') > 0) {
+    const picked = m.microBody.nodes
+      .filter((n) => !n.virtual && n.opType !== 'Loop')
+      .filter((n) => !argv.class || m.tensorClass(n).startsWith(argv.class))
+      .filter((n) => !argv.part || (argv.part === 'forward') === m.fwdNodes.has(n))
+      .filter((n) => !argv.op || n.opType === argv.op)
+      .map((n) => ({ n, c: m.nodeCost(n) }))
+      .sort((a, b) => b.c.bytes - a.c.bytes);
+    const sig = (x: Tensor | null) => (x ? `${x.dtype}[${x.shape?.join(',')}]` : '-');
+    console.log(`\nnodes of one micro-batch by bytes moved (${picked.length} match):`);
+    for (const { n, c } of picked.slice(0, num('nodes'))) console.log(`${n.opType} ${n.name} ${GB(c.bytes)} GB  in ${n.inputs.map(sig).join(' ')}  out ${n.outputs.map(sig).join(' ')}`);
+  }
+  if (argv.json) {
+    console.log(
+      JSON.stringify({
+        config: { n_layer: config.n_layer, n_embd: config.n_embd, vocab_size: config.vocab_size },
+        B: m.setup.B,
+        T,
+        A,
+        precision: m.setup.bf16 ? 'bf16' : 'fp32',
+        dropout: rate,
+        switches: switchesOf(m.setup),
+        parts: Object.fromEntries(m.byPart),
+        total: { ...total, model_s: t },
+        ops: Object.fromEntries([...m.byOp.entries()].map(([k, c]) => [k, { nodes: c.nodes, bytes: c.bytes, flops: c.flopsBf16 + c.flopsF32, model_s: timeOf(c) }])),
+      }),
+    );
+  }
 }
-const t = timeOf(total);
-console.log(`modelled: ${ms(t)} ms per step → ${Math.round(tokens / t).toLocaleString('en-US')} tok/s (memory ${ms(total.bytes / BW)} ms, MatMul ${ms(total.flopsBf16 / BF16_RATE + total.flopsF32 / TF32_RATE)} ms, kernel fixed cost ${ms(total.nodes * LAUNCH)} ms)`);
-console.log(`\nby what the nodes work on (the largest tensor of each node), per step:`);
-console.log('tensors                           kernels    GB moved   TFLOP   model ms  share   forward / backward / step ms');
-for (const [k, c] of [...byClass.entries()].sort((a, b) => timeOf(b[1]) - timeOf(a[1]))) {
-  const p = (x: Part) => ms(c.part.get(x) ?? 0);
-  console.log(`${k.padEnd(30)}${String(c.nodes).padStart(9)}${GB(c.bytes).padStart(12)}${((c.flopsBf16 + c.flopsF32) / 1e12).toFixed(2).padStart(8)}${ms(timeOf(c)).padStart(11)}${((100 * timeOf(c)) / t).toFixed(1).padStart(6)} %   ${p('forward')} / ${p('backward')} / ${p('step (norm, AdamW, accumulation)')}`);
+
+/** --table: the switch sets the device check's ablation runs (bench/device-check.sh), modelled at B8 and B32. */
+function printTable(): void {
+  const all: ModelVariants = { bf16Attention: true, bf16Mlp: true, bf16Projections: true, bf16Logits: true };
+  const rows: [string, boolean, ModelVariants, boolean][] = [
+    ['fp32 default', false, {}, true],
+    ['bf16 default', true, {}, true],
+    ['bf16 previous (autodiff attention + LayerNorm, unfused head)', true, { autodiffAttention: true, autodiffLayerNorm: true }, false],
+    ['bf16 + SFT_BF16_ATTENTION', true, { bf16Attention: true }, true],
+    ['bf16 + SFT_BF16_MLP (Gelu derivative table)', true, { bf16Mlp: true }, true],
+    ['bf16 + SFT_BF16_MLP, SFT_BF16_GELU_GRAD=exp', true, { bf16Mlp: true, bf16GeluGrad: 'exp' }, true],
+    ['bf16 + SFT_BF16_PROJ', true, { bf16Projections: true }, true],
+    ['bf16 + SFT_BF16_LOGITS', true, { bf16Logits: true }, true],
+    ['bf16 + all four', true, all, true],
+  ];
+  console.log(`modelled step of GPT-2 ${config.n_layer}×${config.n_embd}, ${A} micro-batches of T${T}, dropout ${rate}; ${num('bw')} TB/s, ${num('launch-us')} µs per kernel, bf16 ${num('bf16-tflops')} / TF32 ${num('tf32-tflops')} TFLOP/s`);
+  console.log(`${'switches'.padEnd(62)}${'B8 ms'.padStart(9)}${'GB'.padStart(8)}${'tok/s'.padStart(9)}${'B32 ms'.padStart(9)}${'GB'.padStart(9)}${'tok/s'.padStart(9)}`);
+  for (const [label, bf16, variants, fusedLmHead] of rows) {
+    const cells = [8, 32].map((B) => modelStep({ B, bf16, variants, fusedLmHead, flatState: false }));
+    console.log(`${label.padEnd(62)}${cells.map((m) => `${ms(timeOf(m.total)).padStart(9)}${GB(m.total.bytes).padStart(8 + (m.setup.B === 32 ? 1 : 0))}${String(tokS(m)).padStart(9)}`).join('')}`);
+  }
 }
-const top = [...byOp.entries()].sort((a, b) => timeOf(b[1]) - timeOf(a[1])).slice(0, num('top'));
-console.log(`\ntop op types by modelled time per step (of ${ms(t)} ms):`);
-console.log('op → output dtype                kernels    GB moved   TFLOP   model ms  share   forward / backward / step ms');
-for (const [k, c] of top) {
-  const p = (x: Part) => ms(c.part.get(x) ?? 0);
-  console.log(`${k.padEnd(30)}${String(c.nodes).padStart(9)}${GB(c.bytes).padStart(12)}${((c.flopsBf16 + c.flopsF32) / 1e12).toFixed(2).padStart(8)}${ms(timeOf(c)).padStart(11)}${((100 * timeOf(c)) / t).toFixed(1).padStart(6)} %   ${p('forward')} / ${p('backward')} / ${p('step (norm, AdamW, accumulation)')}`);
-}
-if (argv.json) {
-  console.log(
-    JSON.stringify({
-      config: { n_layer: config.n_layer, n_embd: config.n_embd, vocab_size: config.vocab_size },
-      B,
-      T,
-      A,
-      precision: argv.precision,
-      dropout: rate,
-      variants,
-      parts: Object.fromEntries(byPart),
-      total: { ...total, model_s: t },
-      ops: Object.fromEntries([...byOp.entries()].map(([k, c]) => [k, { nodes: c.nodes, bytes: c.bytes, flops: c.flopsBf16 + c.flopsF32, model_s: timeOf(c) }])),
+
+if (argv.table) printTable();
+else {
+  printModel(
+    modelStep({
+      B: num('batch'),
+      bf16: argv.precision === 'bf16',
+      variants: modelVariantsFromEnv(),
+      fusedLmHead: envSwitch(process.env.SFT_FUSED_LM_HEAD) ?? true,
+      flatState: envSwitch(process.env.SFT_FLAT_STATE) ?? false,
     }),
   );
-}
-if (num('nodes') > 0) {
-  if (argv.part !== undefined && argv.part !== 'forward' && argv.part !== 'backward') throw new Error(`--part must be forward or backward, got ${argv.part}`);
-  const picked = microBody.nodes
-    .filter((n) => !n.virtual && n.opType !== 'Loop')
-    .filter((n) => !argv.class || tensorClass(n).startsWith(argv.class))
-    .filter((n) => !argv.part || (argv.part === 'forward') === fwdNodes.has(n))
-    .filter((n) => !argv.op || n.opType === argv.op)
-    .map((n) => ({ n, c: nodeCost(n) }))
-    .sort((a, b) => b.c.bytes - a.c.bytes);
-  const sig = (t: Tensor | null) => (t ? `${t.dtype}[${t.shape?.join(',')}]` : '-');
-  console.log(`\nnodes of one micro-batch by bytes moved (${picked.length} match):`);
-  for (const { n, c } of picked.slice(0, num('nodes'))) console.log(`${n.opType} ${n.name} ${GB(c.bytes)} GB  in ${n.inputs.map(sig).join(' ')}  out ${n.outputs.map(sig).join(' ')}`);
 }

@@ -56,8 +56,8 @@ function randomInputs(seed: number): Inputs {
 }
 
 /** y = c_proj(attention(c_attn(x))) as block() wires it; loss = Σ y⊙r; outputs y and the gradients of x and the four parameters. */
-function layerGraph(bf16Mode: Bf16Mode, variants: ModelVariants, attnDropout: number): Graph {
-  const config = makeConfig({ n_layer: 1, n_head: H, n_embd: C, n_positions: 16, vocab_size: 16 });
+function layerGraph(bf16Mode: Bf16Mode, variants: ModelVariants, attnDropout: number, heads = H): Graph {
+  const config = makeConfig({ n_layer: 1, n_head: heads, n_embd: C, n_positions: 16, vocab_size: 16 });
   const g = new Graph('attn');
   const x = g.input('x', 'float', ['N', C]);
   const params = [g.input('wa', 'float', [C, 3 * C]), g.input('ba', 'float', [3 * C]), g.input('wp', 'float', [C, C]), g.input('bp', 'float', [C])];
@@ -180,6 +180,20 @@ for (const dropout of [0, 0.25]) {
     t.diagnostic(`rel L2 from fp32 (y ${GRADS.join(' ')}): ${rows.join('; ')}`);
   });
 }
+
+test("bf16Projections with D = 8 (1/√D not a power of two): the scale multiplies the fp32 weights before their Cast; within 4u of fp32", async () => {
+  const g = layerGraph(true, { bf16Projections: true }, 0.1, 2);
+  const scaleMuls = g.nodes.filter((n) => n.opType === 'Mul' && n.inputs.some((t) => t?.name === 'wa' || t?.name === 'ba'));
+  assert.equal(scaleMuls.length, 2);
+  for (const m of scaleMuls) assert.deepEqual(g.nodes.filter((n) => n.inputs.includes(m.outputs[0]!)).map((n) => `${n.opType}:${n.outputs[0]!.dtype}`), ['Cast:bfloat16']);
+  const x = randomInputs(9);
+  const fp32 = await runLayer(layerGraph(false, {}, 0.1, 2), x);
+  const got = await runLayer(layerGraph('emulate', { bf16Projections: true }, 0.1, 2), x);
+  for (const k of ['y', ...GRADS] as const) {
+    const e = relL2(got[k], fp32[k]);
+    assert.ok(e > 0 && e <= 4 * u, `${k}: ${e} relative L2 from fp32`);
+  }
+});
 
 // --- graph structure ---------------------------------------------------------------------------------------
 

@@ -268,8 +268,10 @@ test('ablation switches reach the graphs: SFT_AUTODIFF_ATTENTION, SFT_BF16_ATTEN
   // bf16Mlp: under 'emulate' the MLP's Gelu becomes the bf16 kernel's 8 rounded steps (mlp.ts), so no Gelu node is left.
   assert.equal(ops({ bf16: 'emulate' }, 'Gelu'), config.n_layer);
   assert.equal(ops({ bf16: 'emulate', variants: { bf16Mlp: true } }, 'Gelu'), 0);
-  // attention.ts's backward applies the dropout mask with a Where per layer (the autodiff Dropout rule multiplies).
-  assert.equal(ops({}, 'Where') - ops({ variants: { autodiffAttention: true } }, 'Where'), config.n_layer);
+  // attention.ts's backward folds −rowsum(dy⊙y) into its dPd MatMul (no Sub); the autodiff Softmax rule subtracts
+  // once per layer. (Both apply the dropout mask with one Where per layer.)
+  assert.equal(ops({ variants: { autodiffAttention: true } }, 'Sub') - ops({}, 'Sub'), config.n_layer);
+  assert.equal(ops({ variants: { autodiffAttention: true } }, 'Where'), ops({}, 'Where'));
   // The fused head's backward gathers W[target] (the unfused one scatters into the [N,V] logits gradient instead).
   assert.equal(ops({ fusedLmHead: false }, 'Gather') + 1, ops({}, 'Gather'));
   // And the engine's results agree across the switches (tiny model, one step, dropout off so masks don't matter).
