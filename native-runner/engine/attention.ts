@@ -68,16 +68,22 @@
  * and without bf16Attention and with the autodiff core (whose MatMul/Cast rules then keep bf16 gradients).
  * Fused backward with bf16 inputs (bf16HeadsBackward):
  *   r0 = rowsum(float(dy)⊙float(y)) fp32 [B,H,Tq,1] (products of bf16 values are exact in fp32; r0 = s·r)
- *   vext = [s·v | 1 | 1 | 0…] = Gemm(v as [B·H·Tk, D], [I | 0], C = [0 | 1 1 0…], alpha = s)   [B,H,Tk,D+pad]
+ *   vext = [s·v | 1 | 1 | 0…] = Gemm(v as [B·H·Tk, D], [c·I | 0], C = [0 | 1 1 0…], alpha = a)   [B,H,Tk,D+pad]
  *   M' = [dy | −r0 hi | −r0 lo | 0…]·vextᵀ = s·(dy·vᵀ − r)              [B,H,Tq,Tk]
  *   dS = P ⊙ Where(mask, M', −r0), dq = dS·k, dkᵀ = qᵀ·dS, dvᵀ = dyᵀ·Pd   (each MatMul's bf16 output as is)
  * The dropout scale s = 1/(1−p) moves from dq and dk (which would need two bf16 Muls by s rounded to bf16:
- * 1.109375 for p = 0.1, a 0.16 % bias of dq and dk) into the Gemm's fp32 alpha: exact s, one rounding of s·v
- * (like the rounding of any bf16 operand), and one [B,H,Tk,D+pad] Gemm instead of the Expand + Concat and two
- * [B,H,T,D] Muls (28 MB instead of 40 MB per layer at B8 T512 H12). Without dropout, s = 1: vext = [v | 1 1 | 0…]
- * by Concat as before. 'emulate': dy is rounded where it enters (the real graph's c_proj gradient Gemm rounds
- * it), each bf16 output once; the fused and autodiff cores agree within bf16 noise and the forward matches a JS
- * model of the rounding points bit for bit (test/engine/bf16Projections.test.ts). The r0 up-casts of y and dy
+ * 1.109375 for p = 0.1, a 0.16 % bias of dq and dk) into that Gemm. A bf16 Gemm cannot take s in fp32 either
+ * (ORT's CUDA Gemm<BFloat16> converts alpha to bf16: gemm.cc, ToCudaType<T>::FromFloat(alpha_)), so s is the
+ * product a·c of two bf16 constants, alpha and the diagonal of the [D, D+pad] matrix (bf16ScalePair): v·c is
+ * exact in fp32 and alpha·acc rounds in fp32, so the scale is a·c — within 2.4e-5 of s for p = 0.1
+ * (a = 0.072265625, c = 15.375), at most 2^-11.9 off for any p = k/1000 in (0, 0.9), exact for p = 0.2 and 0.5 —
+ * and s·v is rounded once (like any bf16 operand); 'emulate' runs the same Gemm in fp32 with the same constants.
+ * One [B,H,Tk,D+pad] Gemm instead of the Expand + Concat and two [B,H,T,D] Muls: 28 MB instead of 40 MB per
+ * layer at B8 T512 H12 (a Gemm with a 1-D C writes and reads its output once more, see mlp.ts). Without
+ * dropout, s = 1: vext = [v | 1 1 | 0…] by Concat as before. 'emulate': dy is rounded where it enters (the
+ * real graph's c_proj gradient Gemm rounds it), each bf16 output once; the fused and autodiff cores agree within
+ * bf16 noise and the forward matches a JS model of the rounding points bit for bit
+ * (test/engine/bf16Projections.test.ts). The r0 up-casts of y and dy
  * and their fp32 product are the variant's only fp32 [B,H,T,D] tensors (88 MB per layer; a bf16 product would
  * round r0, whose error M' inherits where dy·vᵀ ≈ r).
  *
@@ -151,6 +157,44 @@ function bf16Split(g: Graph, x: Tensor): { hi: Tensor; lo: Tensor } {
   const t = g.mul(x, g.scalar(65537));
   const hi = g.sub(t, g.sub(t, x));
   return { hi, lo: g.sub(x, hi) };
+}
+
+const f32Cell = new Float32Array(1);
+const u32Cell = new Uint32Array(f32Cell.buffer);
+/** x rounded to fp32, then to bfloat16 (nearest, ties to even). */
+function toBf16(x: number): number {
+  f32Cell[0] = x;
+  u32Cell[0] = ((u32Cell[0]! + 0x7fff + ((u32Cell[0]! >>> 16) & 1)) >>> 0) & 0xffff0000;
+  return f32Cell[0]!;
+}
+
+const scalePairs = new Map<number, { alpha: number; diag: number; relError: number }>();
+/**
+ * Two bfloat16 constants whose fp32 product is closest to the fp32 value of s (searched over alpha's 8 binades
+ * around 1 and the three bf16 neighbours of s/alpha): a bf16 GEMM cannot take s itself — ORT's CUDA Gemm for
+ * bfloat16 converts alpha to bf16 (gemm.cc ComputeDefault: ToCudaType<T>::FromFloat(alpha_)), and one bf16
+ * constant is s rounded to 8 bits (up to 2^-9 off: 1.109375 for 1/0.9, −0.16 %). In alpha·(v·diag) the product
+ * v·diag is exact in fp32 and only alpha·acc rounds (in fp32), so the scale is alpha·diag: within 2^-11.9 of s for
+ * every dropout rate p = k/1000 in (0, 0.9), 2.4e-5 relative for p = 0.1, exact for p = 0.2 and 0.5.
+ */
+export function bf16ScalePair(s: number): { alpha: number; diag: number; relError: number } {
+  const target = Math.fround(s);
+  let best = scalePairs.get(target);
+  if (best) return best;
+  best = { alpha: 1, diag: toBf16(target), relError: Math.abs(toBf16(target) - target) / target };
+  for (let e = -4; e <= 3; e++) {
+    for (let i = 0; i < 128; i++) {
+      const alpha = (1 + i / 128) * 2 ** e;
+      const c0 = toBf16(target / alpha);
+      const ulp = 2 ** (Math.floor(Math.log2(c0)) - 7);
+      for (const diag of [c0 - ulp, c0, c0 + ulp]) {
+        const relError = Math.abs(Math.fround(alpha * diag) - target) / target;
+        if (relError < best.relError) best = { alpha, diag, relError };
+      }
+    }
+  }
+  scalePairs.set(target, best);
+  return best;
 }
 
 /** Swaps the last two axes of a rank-4 tensor. */
@@ -265,7 +309,7 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
    * The backward with bf16Projections: dy arrives and dq, dk, dv leave at bf16 precision. The same algorithm as
    * above, with the dropout scale s = 1/(1−p) moved off the [B,H,T,D] gradients (a bf16 Mul would have to use s
    * rounded to bf16, 1.109375 instead of 1.1111 for p = 0.1 — a 0.16 % bias of dq and dk) into the GEMM operand
-   * [s·v | 1 1 | 0…], formed by one Gemm with the fp32 alpha = s (see attentionBf16Projections in the header):
+   * [s·v | 1 1 | 0…], formed by one Gemm whose alpha·diag = s to 2.4e-5 for p = 0.1 (bf16ScalePair):
    *   r0 = rowsum(dy⊙y) (fp32: the bf16 values cast up, products exact, fp32 sum)  [B,H,Tq,1]
    *   M' = [dy | −r0 hi | −r0 lo | 0…]·[s·v | 1 | 1 | 0…]ᵀ = s·dPd − r0 = s·(dPd − r)   [B,H,Tq,Tk]
    *   dS = P ⊙ Where(mask, M', −r0)   (the whole dS: no unscale of dq, dk)
@@ -291,13 +335,15 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
       const ext = gg.concat([dyo, rExt], -1); // [B,H,Tq,D+pad]
       let vext: Tensor; // [B,H,Tk,D+pad]
       if (rate > 0) {
-        // [s·v | 1 | 1 | 0…] = Gemm(v as [B·H·Tk, D], [I | 0], C = [0 | 1 1 0…], alpha = s): s in fp32, one rounding.
+        // [s·v | 1 | 1 | 0…] = Gemm(v as [B·H·Tk, D], [c·I | 0], C = [0 | 1 1 0…], alpha = a) with a·c ≈ s
+        // (bf16ScalePair: both bf16 constants, as ORT's bf16 Gemm takes alpha), one rounding of s·v.
         const W = D + pad;
         const dt = vo.dtype === 'bfloat16' ? 'bfloat16' : 'float';
-        const eye = gg.tensorConst(dt, [D, W], Array.from({ length: D * W }, (_, i) => (i % W === Math.floor(i / W) ? 1 : 0)));
+        const { alpha, diag } = bf16ScalePair(1 / keep);
+        const eye = gg.tensorConst(dt, [D, W], Array.from({ length: D * W }, (_, i) => (i % W === Math.floor(i / W) ? diag : 0)));
         const onesRow = gg.tensorConst(dt, [W], Array.from({ length: W }, (_, i) => (i === D || i === D + 1 ? 1 : 0)));
         const v2 = gg.reshape(vo, [-1, D], ['BHTk', D]);
-        const scaled = bf16Result(gg, gg.op('Gemm', [v2, eye, onesRow], { alpha: { f: 1 / keep } }, { dtype: vo.dtype, shape: ['BHTk', W] }), mode);
+        const scaled = bf16Result(gg, gg.op('Gemm', [v2, eye, onesRow], { alpha: { f: alpha } }, { dtype: vo.dtype, shape: ['BHTk', W] }), mode);
         const lead3 = gg.op('Shape', [vo], { start: 0, end: 3 }, { dtype: 'int64', shape: [3] });
         vext = gg.reshape(scaled, gg.concat([lead3, gg.ints([W])], 0), vo.shape ? [...vo.shape.slice(0, 3), W] : null);
       } else vext = onesExtended(gg, 2, pad);

@@ -45,10 +45,49 @@
  * bf16 rounding moves: the backward Gemms get round(p) and round(coef ⊙ h) instead of round(coef·p − onehot·
  * g_nll) and round(h) — one more bf16 round trip than the unfused graph ([N, C]) — and the row scaling and
  * one-hot are exact fp32 ('emulate' mirrors it on fp32 kernels).
+ *
+ * bf16Logits variant (ModelVariants.bf16Logits, SFT_BF16_LOGITS=1; lmHeadNll only, and only when c.bf16 is true or
+ * 'emulate' — otherwise, and in tokenNll / the unfused head, the graphs are emitted byte for byte as without it):
+ * the softmax over V in bfloat16 straight from the Gemm's bf16 output, p kept in bf16 for the backward Gemms, and
+ * nll / lse from [N, 1] values (nllFromBf16Softmax). Forward, real bf16 (u = 2^-8, bf16's unit roundoff):
+ *   x    = Gemm(h, W)                        [N,V] bf16 (no Cast)
+ *   x_t  = float(x[target])                  GatherElements [N,1]
+ *   p    = Softmax(x)                        [N,V] bf16 — kept for the backward, read by both Gemms as is
+ *   mass = ReduceSum(p as [N,G,B], axis 2)   [N,G] bf16, V = G·B consecutive groups (vocabGroups: 50257 = 1733·29)
+ *   grp  = ArgMax(float(mass))               the heaviest group: mass ≥ (1 − u)/G
+ *   j    = grp·B + ArgMax(float(p[grp·B + 0..B−1]))   the largest p of that group: p[j] ≥ (1 − u)/V
+ *   lse  = x_j − log p[j],   nll = (x_j − x_t) − log p[j]       ([N,1] float; x_j = float(x[j]))
+ * Exact for every j (p_j = exp(x_j − lse)), so no max is needed — ArgMax and ReduceMax have no bf16 CUDA kernel,
+ * and a float copy of [N,V] to find the max is the pass this variant removes. j only has to make p[j] a normal
+ * bf16 number, which the two small stages guarantee (p[j] ≥ ~1/V ≫ 2^-126); the target itself would not do:
+ * p[target] is 0 once it is ~88 below the max, where −log p[target] is +inf, while this nll stays finite.
+ * Error bound (against the exact lse / nll of the bf16 logits x): p[j] = bf16(p̂_j) with p̂_j ORT's float softmax
+ * (CUDA blockwise kernel for V > 2048, the warp kernels below: max, Σ exp(x − max) and exp(x − max)/Σ in float,
+ * rounded once to bf16 — onnxruntime core/providers/cuda/math/softmax.cc and softmax_impl.cu instantiate
+ * <BFloat16, BFloat16, float>, softmax_blockwise_impl.cuh SoftMaxForwardEpilogue), so
+ *   |Δlse|, |Δnll| ≤ −log(1 − u) + ε_s + 2^-23·(|lse| + |x_j| + |x_t|) ≈ 3.92e-3 + ε_s   (absolute)
+ * with ε_s the float softmax's relative error (≤ 2e-5 at V = 50257 on the CPU EP). The old formulation was ~1e-6
+ * relative; both share the error of the bf16 logits themselves (|x|·2^-9 each, 0.1 at |x| = 50), which is why
+ * keeping the softmax in fp32 bought little. Per-token errors are roundings of unrelated values, so the mean
+ * loss of a micro-batch is off by far less (bias −E[δ²]/2 ≲ 1e-5). The gradient is unchanged: the backward Gemms
+ * read round(p) as before (in 'emulate' the gradients are bit-identical to the default bf16 graph's).
+ * 'emulate' runs the same nodes on fp32 with a rounding after Softmax and after ReduceSum (precision.ts); the
+ * Casts to float of x_t, x_j, the masses and the candidates are not needed there. Cast order differs from the
+ * real graph only inside kernels: the CUDA ReduceSum for bf16 takes the fast matrix path (ReduceSum sets
+ * fast_reduction_; a reduction over the trailing axis is reduce_matrix_columns, accumulating in
+ * AccumulationType_t<BFloat16> = float — core/providers/cuda/reduction/reduction_ops.{h,cc}, reduction_functions.cc),
+ * i.e. the fp32 sum rounded once. Ties in an ArgMax may pick another index on the GPU than on the CPU; any index
+ * of the group / any group is as exact (the bound above holds for every j with p[j] normal).
+ * V without a divisor 2 ≤ B ≤ V/2 (prime): one stage, j = ArgMax(float(p)) — one fp32 [N,V] pass (10 B per logit).
+ * Traffic per logit, B8 T512 V 50257, the Gemms' own reads and writes excluded (bench/step-traffic.ts counts):
+ *   default bf16   Cast x→float R2W4, ArgMax R4, Softmax R4W4, Cast p→bf16 R4W2      = 24 B  (4.9 GB per micro-batch)
+ *   bf16Logits     Softmax R2W2, ReduceSum R2 (+ [N,G] and [N,B] work, ~0.5 B)       ≈  6 B  (1.3 GB per micro-batch)
+ * Kept from forward to backward: p in bf16, 412 MB instead of 823 MB fp32; forward peak x + p = 0.8 GB (bf16)
+ * instead of x bf16 + x fp32 + p fp32 = 2.1 GB.
  */
-import type { Graph, Tensor } from './graph/graph';
-import type { ModelContext } from './gpt2Graph';
-import { bf16Operand, bf16Product } from './precision';
+import { makeData, type Graph, type Tensor } from './graph/graph';
+import type { Bf16Mode, ModelContext } from './gpt2Graph';
+import { bf16Operand, bf16Product, bf16Result, bf16ToFloat } from './precision';
 
 /**
  * The forward shared by tokenNll and lmHeadNll: logits [N, V] float, tgt [N, 1] int64 → nll, lse [N, 1] and
@@ -62,6 +101,66 @@ function nllForward(g: Graph, logits: Tensor, tgt: Tensor): { nll: Tensor; lse: 
   const p = g.softmax(logits, 1); // [N,V]
   const logS = g.neg(g.log(g.gatherElements(p, k, 1))); // [N,1] log Σ exp(x − m) = −log p[k]
   return { nll: g.add(g.sub(m, picked), logS), lse: g.add(m, logS), p };
+}
+
+/** Whether lmHeadNll keeps the vocabulary softmax in bfloat16: the bf16Logits variant is on and c.bf16 is true or 'emulate'. */
+export function usesBf16Logits(c: ModelContext): boolean {
+  return !!c.bf16 && !!c.variants.bf16Logits;
+}
+
+/**
+ * How nllFromBf16Softmax finds its index j: the vocabulary as G groups of B consecutive classes (G·B = V, 2 ≤ B ≤ V/2),
+ * the divisor B minimising 12·G + 30·B — the bytes per row the two small stages move after the group sums
+ * (per group: the bf16 sum written, its Cast to float, ArgMax; per candidate: the int64 index written and read,
+ * GatherElements, Cast, ArgMax). null when V has no such divisor (V prime or < 4): one stage, ArgMax over all of p.
+ * V = 50257 = 29·1733 → B 29, G 1733; 50260 → B 140, G 359; 512 → B 16, G 32.
+ */
+export function vocabGroups(V: number): { groups: number; size: number } | null {
+  let best: { groups: number; size: number } | null = null;
+  let bestCost = Infinity;
+  for (let b = 2; b * 2 <= V; b++) {
+    if (V % b !== 0) continue;
+    const cost = 12 * (V / b) + 30 * b;
+    if (cost < bestCost) {
+      bestCost = cost;
+      best = { groups: V / b, size: b };
+    }
+  }
+  return best;
+}
+
+/**
+ * The bf16Logits forward (see the header): logits [N, V] at bf16 precision (real: a bfloat16 tensor; 'emulate': float
+ * holding bf16 values), tgt [N, 1] int64, V the vocabulary size → nll, lse [N, 1] float and p = softmax(logits) [N, V]
+ * in bf16 (real: bfloat16; 'emulate': float rounded to bf16), kept for the backward. mode must be true or 'emulate'.
+ *   lse = x_j − log p[j],  nll = (x_j − x_t) − log p[j]   for an index j with p[j] ≥ ~1/V (chosen from p, below).
+ */
+export function nllFromBf16Softmax(g: Graph, logits: Tensor, tgt: Tensor, mode: Bf16Mode, V: number): { nll: Tensor; lse: Tensor; p: Tensor } {
+  if (!mode) throw new Error('nllFromBf16Softmax needs a bf16 mode (true or emulate)');
+  const N = logits.shape?.[0] ?? 'N';
+  const toFloat = (t: Tensor) => bf16ToFloat(g, t, mode);
+  const argMax = (t: Tensor) => g.op('ArgMax', [t], { axis: 1, keepdims: 1 }, { dtype: 'int64', shape: [N, 1] }); // [N,1]
+  const xt = toFloat(g.gatherElements(logits, tgt, 1)); // [N,1] logit at the target
+  const p = bf16Result(g, g.softmax(logits, 1), mode); // [N,V] bf16 (float accumulation inside, rounded once)
+  const split = vocabGroups(V);
+  let cand: Tensor; // [N,B] (or [N,V]) float: the candidates for j
+  let idx: Tensor | null = null; // [N,B] int64: their classes (null: cand is p itself)
+  if (split) {
+    const { groups: G, size: B } = split;
+    const mass = bf16Result(g, g.reduceSum(g.reshape(p, [-1, G, B], [N, G, B]), [2], false), mode); // [N,G] Σ p per group
+    const grp = argMax(toFloat(mass)); // [N,1] the heaviest group (mass ≥ ~1/G)
+    const iota = g.constant(makeData('int64', [1, B], Array.from({ length: B }, (_, i) => i)), 'group_offsets');
+    idx = g.op('Add', [g.mul(grp, g.scalar(B, 'int64')), iota], {}, { dtype: 'int64', shape: [N, B] }); // [N,B]
+    cand = toFloat(g.gatherElements(p, idx, 1)); // [N,B] p over that group
+  } else {
+    cand = toFloat(p); // [N,V] (no usable divisor of V: one fp32 ArgMax pass)
+  }
+  const local = argMax(cand); // [N,1] the largest p of the group (≥ mass / B ≥ ~1/V)
+  const pj = g.gatherElements(cand, local, 1); // [N,1] float p[j]
+  const j = idx ? g.gatherElements(idx, local, 1) : local; // [N,1] int64
+  const xj = toFloat(g.gatherElements(logits, j, 1)); // [N,1]
+  const logPj = g.log(pj); // [N,1]
+  return { nll: g.sub(g.sub(xj, xt), logPj), lse: g.sub(xj, logPj), p };
 }
 
 /** Per-token NLL and logsumexp of logits [N, V] at targets [N] (int32/int64); see the header. */
@@ -99,6 +198,7 @@ export function lmHeadNll(c: ModelContext, h: Tensor, targets: Tensor): { nll: T
   const w = c.w.get('lm_head.weight') ?? c.w.get('transformer.wte.weight');
   if (!w) throw new Error('graph weight transformer.wte.weight missing');
   const bf16 = c.bf16;
+  const lowLogits = usesBf16Logits(c);
   const tgt = g.unsqueeze(g.cast(targets, 'int64'), [1]); // [N,1]
   let p!: Tensor;
   let hOp!: Tensor;
@@ -108,6 +208,13 @@ export function lmHeadNll(c: ModelContext, h: Tensor, targets: Tensor): { nll: T
     () => {
       hOp = bf16Operand(g, h, bf16); // [N,C]
       wOp = bf16Operand(g, w, bf16); // [V,C]
+      if (lowLogits) {
+        // bf16Logits: the Gemm's bf16 output feeds the bf16 Softmax directly; p stays bf16 (see the header).
+        const logits = bf16Result(g, g.gemm(hOp, wOp, null, { transB: true }), bf16); // [N,V] bf16
+        const f = nllFromBf16Softmax(g, logits, tgt, bf16, c.config.vocab_size);
+        p = f.p;
+        return [f.nll, f.lse];
+      }
       const logits = bf16Product(g, g.gemm(hOp, wOp, null, { transB: true }), bf16); // [N,V] float
       const f = nllForward(g, logits, tgt);
       p = f.p;
@@ -118,7 +225,7 @@ export function lmHeadNll(c: ModelContext, h: Tensor, targets: Tensor): { nll: T
       const gLse = gy[1];
       if (!gNll && !gLse) return [null, null];
       const coef = gNll && gLse ? gg.add(gNll, gLse) : (gNll ?? gLse)!; // [N,1]
-      const pOp = bf16Operand(gg, p, bf16); // [N,V]
+      const pOp = lowLogits ? p : bf16Operand(gg, p, bf16); // [N,V] (bf16Logits: p is bf16 already, no Cast)
       let dh: Tensor | null = null;
       let dw: Tensor | null = null;
       if (needs[0]) {

@@ -26,7 +26,7 @@ import { expectedParamShapes } from '../model/gpt2Params';
 import { atBf16, attentionCoreAutodiff, attentionCoreFused, usesBf16Projections } from './attention';
 import { mlpBf16, usesBf16Mlp } from './mlp';
 import { layerNormWithGrad } from './layerNorm';
-import { bf16Operand, bf16Product, bf16Result, bf16ToFloat } from './precision';
+import { bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundToBf16 } from './precision';
 import type { GPT2Config } from '../model/types';
 import { Graph, makeData, type Tensor } from './graph/graph';
 
@@ -126,7 +126,7 @@ export function linear(c: ModelContext, x: Tensor, w: Tensor, b: Tensor | null, 
  * the same values as scaling the Gemm's output), else on the fp32 W and b before it (one rounding of the
  * scaled value).
  */
-function linearBf16Out(c: ModelContext, x: Tensor, w: Tensor, b: Tensor, opts: { xAtBf16?: boolean; colScale?: number[] } = {}): Tensor {
+function linearBf16Out(c: ModelContext, x: Tensor, w: Tensor, b: Tensor, opts: { xAtBf16?: boolean; colScale?: number[]; biasRow?: boolean } = {}): Tensor {
   const g = c.g;
   const mode = c.bf16;
   const xo = opts.xAtBf16 ? atBf16(g, x, mode) : bf16Operand(g, x, mode);
@@ -145,7 +145,66 @@ function linearBf16Out(c: ModelContext, x: Tensor, w: Tensor, b: Tensor, opts: {
     wo = bf16Operand(g, g.mul(w, sv), mode);
     bo = bf16Operand(g, g.mul(b, sv), mode);
   }
-  return bf16Result(g, g.gemm(xo, wo, bo), mode);
+  return opts.biasRow ? gemmBiasRow(c, xo, wo, bo) : bf16Result(g, g.gemm(xo, wo, bo), mode);
+}
+
+/**
+ * y = x̂·Ŵ + b̂ [N, M] at bf16 precision with the bias as an extra row of the weight instead of the Gemm's C:
+ * [x̂ | 1 0…0]·[Ŵ; b̂; 0…0] (K + 8 deep, aligned), one rounding of the fp32 sum as with C. ORT's CUDA Gemm
+ * writes a broadcast C into Y and reads it back (mlp.ts): 2·N·M values, against N·(K + 8) written and read
+ * once by the Concat here — for c_attn (M = 3K) 38 MB against 13 MB per layer at B8 T512. Hand-written
+ * backward, dy [N,M] at bf16 precision: dx̂ = dy·Ŵᵀ [N,K] (no [N,K+8] product to slice), [dŴ; db̂; ·] =
+ * [x̂ | 1 0…]ᵀ·dy — the bias gradient is that Gemm's row K (fp32 accumulation, one rounding), no ReduceSum
+ * over [N,M]. Under 'emulate' dy is rounded where it enters (the autodiff core's dq/dk/dv arrive unrounded).
+ */
+const onesColumns = new WeakMap<Graph, Map<string, Tensor>>();
+/** [1 0…0] per row of x [N, ·], [N, 8] in x's dtype: made once per graph and row count, shared by the layers. */
+function onesColumn(g: Graph, x: Tensor): Tensor {
+  let byKey = onesColumns.get(g);
+  if (!byKey) onesColumns.set(g, (byKey = new Map()));
+  const N = x.shape?.[0] ?? 'N';
+  const key = `${x.dtype}:${N}`;
+  let t = byKey.get(key);
+  if (!t) {
+    const rows = g.op('Shape', [x], { start: 0, end: 1 }, { dtype: 'int64', shape: [1] });
+    t = g.expand(g.tensorConst(x.dtype, [1, 8], [1, 0, 0, 0, 0, 0, 0, 0]), g.concat([rows, g.ints([8])], 0), [N, 8]);
+    byKey.set(key, t);
+  }
+  return t;
+}
+
+function gemmBiasRow(c: ModelContext, xo: Tensor, wo: Tensor, bo: Tensor): Tensor {
+  const g = c.g;
+  const mode = c.bf16;
+  const K = wo.shape?.[0];
+  const M = wo.shape?.[1];
+  if (typeof K !== 'number' || typeof M !== 'number') throw new Error('gemmBiasRow: the weight needs a static shape');
+  const dt = xo.dtype;
+  let xAug!: Tensor;
+  const [y] = g.customGradient(
+    [xo, wo, bo],
+    () => {
+      xAug = g.concat([xo, onesColumn(g, xo)], 1); // [N, K+8]
+      const wAug = g.concat([wo, g.reshape(bo, [1, M], [1, M]), g.tensorConst(dt, [7, M], new Array(7 * M).fill(0))], 0); // [K+8, M]
+      return [bf16Result(g, g.gemm(xAug, wAug, null), mode)];
+    },
+    (gg, gy, needs) => {
+      const dy = gy[0];
+      if (!dy) return [null, null, null];
+      const dyo = mode === 'emulate' ? roundToBf16(gg, dy) : gg.cast(dy, 'bfloat16');
+      const dx = needs[0] ? bf16Result(gg, gg.gemm(dyo, wo, null, { transB: true }), mode) : null; // [N,K]
+      let dw: Tensor | null = null;
+      let db: Tensor | null = null;
+      if (needs[1] || needs[2]) {
+        const dAug = bf16Result(gg, gg.gemm(xAug, dyo, null, { transA: true }), mode); // [K+8, M]
+        const rowsOf = (from: number, to: number) => gg.op('Slice', [dAug, gg.ints([from]), gg.ints([to]), gg.ints([0])], {}, { dtype: dAug.dtype, shape: [to - from, M] });
+        if (needs[1]) dw = rowsOf(0, K);
+        if (needs[2]) db = gg.reshape(rowsOf(K, K + 1), [M], [M]);
+      }
+      return [dx, dw, db];
+    },
+  );
+  return y!;
 }
 
 /** int64 [2] (B, T) of an int [B, T] tensor. */
@@ -193,7 +252,8 @@ export function attentionBias(g: Graph, querySegments: Tensor, keySegments: Tens
  * bf16Projections (usesBf16Projections): [N,3C] and the heads stay bf16 (Split, Reshape, Transpose in bf16) and
  * the 1/√D scale is folded into the q columns of bf16(W) and bf16(b) before the Gemm — a power of two for
  * D = 4^k (GPT-2: D = 64, 1/8), so bf16 Muls on [C,3C] and [3C] that are exact and give the values of the
- * Gemm's output scaled, without a pass over q [B,H,T,D] in the forward or dq in the backward.
+ * Gemm's output scaled, without a pass over q [B,H,T,D] in the forward or dq in the backward. The bias enters
+ * as a row of the weight (gemmBiasRow), not as the Gemm's C.
  */
 export function attentionQKV(c: ModelContext, layer: number, a: Tensor): { q: Tensor; k: Tensor; v: Tensor } {
   const g = c.g;
@@ -204,7 +264,7 @@ export function attentionQKV(c: ModelContext, layer: number, a: Tensor): { q: Te
   const low = usesBf16Projections(c);
   const scale = 1 / Math.sqrt(D);
   const qkv = low
-    ? linearBf16Out(c, a, weight(c, p + 'c_attn.weight'), weight(c, p + 'c_attn.bias'), { colScale: Array.from({ length: 3 * C }, (_, i) => (i < C ? scale : 1)) })
+    ? linearBf16Out(c, a, weight(c, p + 'c_attn.weight'), weight(c, p + 'c_attn.bias'), { colScale: Array.from({ length: 3 * C }, (_, i) => (i < C ? scale : 1)), biasRow: true })
     : linear(c, a, weight(c, p + 'c_attn.weight'), weight(c, p + 'c_attn.bias')); // [N,3C]
   const [q0, k0, v0] = g.split(qkv, 1, [C, C, C]);
   const shape4 = g.concat([c.bt, g.ints([H, D])], 0);

@@ -4,7 +4,9 @@
 //   float64 derivative, duplicate indices included, and equal the old zeros + scatter + Sum formulation;
 // - gradientSum terms are spliced into the receiving tensor's Sum (one Sum of residual + terms), but not when
 //   the shapes differ or the Sum is read elsewhere;
-// - the Dropout rule: Where(mask, dy, 0)·s, no Cast of the mask, bit-equal to dy·mask·s.
+// - the Dropout rule: Where(mask, dy, 0)·s, no Cast of the mask, bit-equal to dy·mask·s; after an fp32 linear
+//   layer (Gemm + bias) the factor s goes into the backward Gemms' alpha and the bias sum: no scaling pass over
+//   [N, C], values equal the float64 derivative; before a Cast to bf16 (the bf16 linear) s is applied first.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as ort from 'onnxruntime-node';
@@ -166,6 +168,35 @@ test('gradientSum is left whole when a term broadcasts or when its Sum is read e
   }
 });
 
+test('a gradientSum given for two inputs is spliced into one accumulation and kept as a tensor for the other', async () => {
+  const g = new Graph();
+  const x = g.input('x', 'double', [2, 3]);
+  const u = g.input('u', 'double', [2, 3]);
+  const r = g.input('r', 'double', [2, 3]);
+  // y = x·u with a (deliberately shared) custom gradient: both inputs get r·(x + u) as gradientSum(r·x, r·u).
+  const [y] = g.customGradient(
+    [x, u],
+    () => [g.mul(x, u)],
+    (gg, gy) => {
+      const t = gradientSum(gg, [gg.mul(gy[0]!, x), gg.mul(gy[0]!, u)]);
+      return [t, t];
+    },
+  );
+  const loss = g.reduceSum(g.mul(g.add(x, y!), r), null, false);
+  const [gx, gu] = gradients(g, [loss], [g.scalar(1, 'double')], [x, u]);
+  g.output(gx!, 'gx');
+  g.output(gu!, 'gu');
+  const s = await ort.InferenceSession.create(g.toModelBytes());
+  const X = rand(6);
+  const U = rand(6);
+  const Rv = rand(6);
+  const mk = (v: number[]) => new ort.Tensor('float64', Float64Array.from(v), [2, 3]);
+  const o = await s.run({ x: mk(X), u: mk(U), r: mk(Rv) });
+  const shared = X.map((v, i) => Rv[i]! * (v + U[i]!));
+  assert.ok(relL2(o.gx!.data as Float64Array, shared.map((v, i) => v + Rv[i]!)) < 1e-15);
+  assert.ok(relL2(o.gu!.data as Float64Array, shared) < 1e-15);
+});
+
 // --- Dropout ---------------------------------------------------------------------------------------------------
 
 test('Dropout backward: Where(mask, dy, 0)·(1/(1−p)), no Cast of the mask, equal to dy·mask/(1−p)', async () => {
@@ -195,4 +226,70 @@ test('Dropout backward: Where(mask, dy, 0)·(1/(1−p)), no Cast of the mask, eq
     assert.equal(got[i], m[i] ? Math.fround(R[i]! * scale) : 0, `element ${i}`);
   }
   assert.ok(kept > 1200 && kept < 1600, `kept ${kept} of 2000`);
+});
+
+/** z = res + Dropout(linear(x)); linear = Gemm(x, W, b) or (castPair) Cast(Cast(Gemm(x, W), bf16), float) + b. */
+function residualDropout(castPair: boolean) {
+  const [Nr, K, Cc] = [40, 6, 5];
+  const g = new Graph();
+  const x = g.input('x', 'float', [Nr, K]);
+  const w = g.input('w', 'float', [K, Cc]);
+  const b = g.input('b', 'float', [Cc]);
+  const res = g.input('res', 'float', [Nr, Cc]);
+  const r = g.input('r', 'float', [Nr, Cc]);
+  const lin = castPair ? g.add(g.cast(g.cast(g.gemm(x, w, null), 'bfloat16'), 'float'), b) : g.gemm(x, w, b);
+  const z = g.add(res, g.dropout(lin, 0.25, 3));
+  const mask = g.nodes.find((n) => n.opType === 'Dropout')!.outputs[1]!;
+  const loss = g.reduceSum(g.mul(z, r), null, false);
+  const n0 = g.nodes.length;
+  const grads = gradients(g, [loss], [g.scalar(1)], [x, w, b, res]);
+  grads.forEach((t, i) => g.output(t!, `g${i}`));
+  g.output(mask, 'mask');
+  return { g, back: g.nodes.slice(n0), dims: [Nr, K, Cc] as const };
+}
+
+test('residual dropout after a linear layer: in fp32 1/(1−p) goes into the backward Gemms’ alpha (no scaling pass over [N, C]); before a Cast to bf16 it is applied first', async () => {
+  for (const castPair of [false, true]) {
+    const { g, back, dims } = residualDropout(castPair);
+    const [Nr, K, Cc] = dims;
+    const where = back.find((n) => n.opType === 'Where')!.outputs[0]!;
+    const readers = (t: Tensor): string[] => back.filter((n) => n.inputs.includes(t)).map((n) => n.opType);
+    const gemms = back.filter((n) => n.opType === 'Gemm');
+    assert.equal(gemms.length, 2);
+    if (castPair) {
+      // Where → Mul(·, s) → bias sum and Cast to bf16 → Gemms: the ops and rounding points of the plain rule.
+      assert.deepEqual(readers(where), ['Mul']);
+      const mul = back.find((n) => n.opType === 'Mul' && n.inputs.includes(where))!;
+      assert.deepEqual(readers(mul.outputs[0]!).sort(), ['Cast', 'ReduceSum']);
+      assert.ok(gemms.every((n) => n.attrs.alpha === undefined));
+      continue;
+    }
+    // The masked gradient Where(mask, dz, 0) is read only by the bias sum and the two Gemms.
+    assert.deepEqual(readers(where).sort(), ['Gemm', 'Gemm', 'ReduceSum']);
+    for (const n of gemms) assert.equal((n.attrs.alpha as { f: number }).f, 1 / 0.75);
+    const s = await ort.InferenceSession.create(g.toModelBytes());
+    const X = rand(Nr * K);
+    const W = rand(K * Cc);
+    const R = rand(Nr * Cc);
+    const f32 = (v: number[], shape: number[]) => new ort.Tensor('float32', Float32Array.from(v), shape);
+    const o = await s.run({ x: f32(X, [Nr, K]), w: f32(W, [K, Cc]), b: f32(rand(Cc), [Cc]), res: f32(rand(Nr * Cc), [Nr, Cc]), r: f32(R, [Nr, Cc]) });
+    const m = o.mask!.data as Uint8Array;
+    const d = R.map((v, i) => (m[i] ? v / 0.75 : 0)); // dLoss/dlin
+    const dx = new Float64Array(Nr * K);
+    const dw = new Float64Array(K * Cc);
+    const db = new Float64Array(Cc);
+    for (let n = 0; n < Nr; n++)
+      for (let c = 0; c < Cc; c++) {
+        const v = d[n * Cc + c]!;
+        db[c] += v;
+        for (let k = 0; k < K; k++) {
+          dx[n * K + k] += v * W[k * Cc + c]!;
+          dw[k * Cc + c] += X[n * K + k]! * v;
+        }
+      }
+    assert.ok(relL2(o.g0!.data as Float32Array, dx) < 1e-6, 'dx');
+    assert.ok(relL2(o.g1!.data as Float32Array, dw) < 1e-6, 'dW');
+    assert.ok(relL2(o.g2!.data as Float32Array, db) < 1e-6, 'db');
+    assert.ok(relL2(o.g3!.data as Float32Array, Float32Array.from(R)) === 0, 'the residual gets r as is');
+  }
 });

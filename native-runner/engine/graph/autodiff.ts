@@ -17,7 +17,13 @@
  *     is not applied on its own: it is scattered (ScatterElements, reduction 'add') straight into the sum of
  *     the dense partials, so no zeros tensor and no extra Sum pass exist (tied embeddings: the lm-head
  *     gradient [V,C] receives the embedding rows in place of zeros(V,C) + scatter + Sum). Only when a tensor
- *     has no dense partial is it scattered into zeros. Values equal the plain sum up to fp32 rounding order.
+ *     has no dense partial is it scattered into zeros. Values equal the plain sum up to fp32 rounding order;
+ *   - a ScaledGrad (the Dropout rule's Where(mask, dy, 0) with its 1/(1−p) not applied) is scaled by one Mul
+ *     when summed, unless it is the only partial of a tensor made by a SCALE_FOLDING op (Gemm): that rule
+ *     receives it unscaled with RuleContext.gyScale and folds the factor into the backward Gemms' alpha and the
+ *     reduced bias gradient. So in fp32 graphs a residual dropout after a linear layer (x + Dropout(x·W + b),
+ *     one Gemm) costs one Where over [N, C] in the backward. The bf16 linear (Cast, then the bias Add) gets
+ *     Where and one Mul, the same ops and rounding points as without the deferral.
  */
 import { Graph, isFloatDType, makeData, Tensor, type Node, type Shape } from './graph';
 
@@ -28,6 +34,11 @@ export interface RuleContext {
   gy: (Tensor | null)[];
   /** Whether each node input needs a gradient. */
   needs: boolean[];
+  /**
+   * The constant factor each gy still has to be multiplied by (1 = none). Only rules in SCALE_FOLDING see a
+   * factor ≠ 1; they fold it into their result (a Gemm's alpha, a reduced bias gradient).
+   */
+  gyScale: number[];
 }
 /**
  * A gradient that is `updates` scatter-added (ScatterElements, reduction 'add', along `axis`) into zeros shaped
@@ -43,16 +54,57 @@ export interface ScatterAddGrad {
   indices: Tensor;
   updates: Tensor;
 }
-/** A gradient contribution: a tensor, or a scatter-add applied when the contributions are summed. */
-export type GradValue = Tensor | ScatterAddGrad;
+/** A gradient `t`·`scale` whose constant factor is not applied yet (the Dropout rule's 1/(1−p)). */
+export interface ScaledGrad {
+  kind: 'scaled';
+  t: Tensor;
+  scale: number;
+}
+/** A gradient contribution: a tensor, a scatter-add or a scaling applied when the contributions are summed. */
+export type GradValue = Tensor | ScatterAddGrad | ScaledGrad;
+
+/**
+ * Rules that accept gy without its pending constant factor (RuleContext.gyScale) and fold it where it costs no
+ * pass over gy: Gemm (into the backward Gemms' alpha and the reduced bias gradient). A tensor whose only partial
+ * is a ScaledGrad and whose producer is one of these never gets a pass of its own for the scaling. Only Gemm:
+ * handing the factor on through Add/Cast would reach the bf16 linear (Cast → Add bias), where applying it after
+ * the Cast to bfloat16 moves a rounding that 'emulate' mirrors, and the bias Add would cost a kernel more.
+ */
+const SCALE_FOLDING = new Set(['Gemm']);
+
+/** t·s as a tensor now (used on tensors smaller than the deferred one, e.g. a reduced bias gradient). */
+function scaleNow(g: Graph, t: Tensor, s: number): Tensor {
+  return s === 1 ? t : g.mul(t, g.scalarLike(s, t));
+}
+/** The gradient of an input broadcast into gy's shape, with gy's pending factor s (deferred if unreduced). */
+function broadcastPart(g: Graph, gy: Tensor, s: number, input: Tensor, where: string): GradValue {
+  const r = sumToShape(g, gy, input, where);
+  if (r !== gy) return scaleNow(g, r, s);
+  return s === 1 ? r : { kind: 'scaled', t: r, scale: s };
+}
 export type GradRule = (c: RuleContext) => (GradValue | null)[];
 
 function isScatterAdd(v: GradValue): v is ScatterAddGrad {
-  return !(v instanceof Tensor);
+  return !(v instanceof Tensor) && v.kind === 'scatterAdd';
+}
+function isScaled(v: GradValue): v is ScaledGrad {
+  return !(v instanceof Tensor) && v.kind === 'scaled';
 }
 
 /** Sum node outputs made by gradientSum → their terms (spliced into the consumer's accumulation). */
 const gradientSums = new WeakMap<Tensor, Tensor[]>();
+/** gradientSum outputs whose Sum node was spliced away → that node (put back if the tensor is needed after all). */
+const splicedSums = new WeakMap<Tensor, Node>();
+
+/** Puts back the Sum node of a spliced gradientSum output that is needed as a tensor (e.g. given for two inputs). */
+function ensureEmitted(g: Graph, t: Tensor): Tensor {
+  const node = splicedSums.get(t);
+  if (node) {
+    g.nodes.push(node);
+    splicedSums.delete(t);
+  }
+  return t;
+}
 
 /**
  * A gradient that is the sum of same-shaped `terms`: emitted as one Sum, which the accumulation of the
@@ -248,7 +300,7 @@ export const GRAD_RULES: Record<string, GradRule> = {
     }
     return out;
   },
-  Gemm: ({ g, node, gy, needs }) => {
+  Gemm: ({ g, node, gy, needs, gyScale }) => {
     const alpha = node.attrs.alpha;
     const beta = node.attrs.beta;
     if ((alpha !== undefined && (alpha as { f: number }).f !== 1) || (beta !== undefined && (beta as { f: number }).f !== 1)) {
@@ -258,9 +310,16 @@ export const GRAD_RULES: Record<string, GradRule> = {
     const tB = node.attrs.transB === 1;
     const [a, b, c] = node.inputs;
     const dy = gy[0]!;
-    const ga = !needs[0] ? null : tA ? g.gemm(b!, dy, null, { transA: tB, transB: true }) : g.gemm(dy, b!, null, { transB: !tB });
-    const gb = !needs[1] ? null : tB ? g.gemm(dy, a!, null, { transA: true, transB: tA }) : g.gemm(a!, dy, null, { transA: !tA });
-    const gc = c && needs[2] ? sumToShape(g, dy, c, 'Gemm') : null;
+    const s = gyScale[0]!;
+    // dy's pending factor goes into the backward Gemms' alpha (fp32 on every provider, also for bf16 operands).
+    const gemm = (x: Tensor, y: Tensor, opts: { transA?: boolean; transB?: boolean }) => {
+      const out = g.gemm(x, y, null, opts);
+      if (s !== 1) g.nodes[g.nodes.length - 1]!.attrs.alpha = { f: s };
+      return out;
+    };
+    const ga = !needs[0] ? null : tA ? gemm(b!, dy, { transA: tB, transB: true }) : gemm(dy, b!, { transB: !tB });
+    const gb = !needs[1] ? null : tB ? gemm(dy, a!, { transA: true, transB: tA }) : gemm(a!, dy, { transA: !tA });
+    const gc = c && needs[2] ? broadcastPart(g, dy, s, c, 'Gemm') : null;
     return [ga, gb, gc];
   },
   Softmax: unary(({ g, node }, _x, y, gy) => {
@@ -301,10 +360,13 @@ export const GRAD_RULES: Record<string, GradRule> = {
     const ratio = node.inputs[1] ? constNumber(g, node.inputs[1], `Dropout (node ${node.name}) ratio`) : 0.5;
     const mask = node.outputs[1];
     if (!mask) throw new Error(`autodiff: Dropout (node ${node.name}) needs its mask output`);
-    // dy·mask/(1−p) as Where(mask, dy, 0)·s: two passes (read mask + dy, then the scaling) where
-    // Cast(mask)·s·dy took three and an fp32 copy of the mask. Same values: the kept entries are dy·s either way.
+    // dy·mask/(1−p) as Where(mask, dy, 0)·s, where Cast(mask)·s·dy took three passes and an fp32 copy of the
+    // mask. The factor s is deferred (ScaledGrad): when x comes straight from a Gemm (the fp32 linear layers
+    // before the residual dropouts) it goes into the backward Gemms' alpha and Where is the only pass; otherwise
+    // it is one Mul when the partials are summed.
     const kept = g.where(mask, gy[0], g.scalarLike(0, gy[0]));
-    return [g.mul(kept, g.scalarLike(1 / (1 - ratio), gy[0])), null, null];
+    const scaled: ScaledGrad = { kind: 'scaled', t: kept, scale: 1 / (1 - ratio) };
+    return [scaled, null, null];
   },
   Where: ({ g, node, gy, needs }) => {
     const [cond, a, b] = node.inputs as Tensor[];
@@ -344,9 +406,8 @@ function unused(g: Graph, t: Tensor): boolean {
  * same-shaped Sum of at most SUM_BATCH inputs (the replaced Sum node is removed from the graph).
  */
 function spliceSums(g: Graph, dense: Tensor[]): Tensor[] {
-  if (dense.length < 2) return dense;
+  if (dense.length < 2 || !dense.every((t) => sameShape(t.shape, dense[0]!.shape))) return dense.map((t) => ensureEmitted(g, t));
   const shape = dense[0]!.shape;
-  if (!dense.every((t) => sameShape(t.shape, shape))) return dense;
   const out: Tensor[] = [];
   dense.forEach((t, i) => {
     const terms = gradientSums.get(t);
@@ -357,11 +418,12 @@ function spliceSums(g: Graph, dense: Tensor[]): Tensor[] {
       if (producer && producer.opType === 'Sum' && producer.inputs.length === terms.length && producer.inputs.every((u, j) => u === terms[j])) {
         g.nodes.splice(k, 1);
         gradientSums.delete(t);
+        splicedSums.set(t, producer);
         out.push(...terms);
         return;
       }
     }
-    out.push(t);
+    out.push(ensureEmitted(g, t));
   });
   return out;
 }
@@ -380,6 +442,7 @@ function sumAll(g: Graph, parts: GradValue[]): Tensor {
   const scatters: ScatterAddGrad[] = [];
   for (const p of parts) {
     if (isScatterAdd(p)) scatters.push(p);
+    else if (isScaled(p)) dense.push(scaleNow(g, p.t, p.scale));
     else dense.push(p);
   }
   dense = spliceSums(g, dense);
@@ -430,13 +493,23 @@ export function gradients(g: Graph, ys: Tensor[], seeds: Tensor[], wrt: Tensor[]
     if (!n.outputs.some((o) => partials.has(o))) continue;
     const needs = n.inputs.map((t) => !!t && contributes.has(t));
     if (!needs.some(Boolean)) continue;
-    const gy = n.outputs.map(total);
+    // A lone deferred scaling reaches a SCALE_FOLDING rule unapplied; every other gy is summed (and scaled).
+    const folds = !n.virtual && SCALE_FOLDING.has(n.opType);
+    const gyScale = n.outputs.map(() => 1);
+    const gy = n.outputs.map((o, i) => {
+      const p = partials.get(o);
+      if (folds && p && p.length === 1 && isScaled(p[0]!)) {
+        gyScale[i] = p[0].scale;
+        return p[0].t;
+      }
+      return total(o);
+    });
     let grads: (GradValue | null)[];
     if (n.virtual) grads = n.virtual.gradFn(g, gy, needs);
     else {
       const rule = GRAD_RULES[n.opType];
       if (!rule) throw new Error(`autodiff: no gradient rule for op ${n.opType} (node ${n.name})`);
-      grads = rule({ g, node: n, gy, needs });
+      grads = rule({ g, node: n, gy, needs, gyScale });
     }
     n.inputs.forEach((t, j) => {
       const gt = grads[j];
