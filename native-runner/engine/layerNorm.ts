@@ -47,8 +47,19 @@
  * used: cuDNN-backed, unchecked on a GPU.)
  * Legend: M rows (N = B·T in the model), C the normalized width.
  */
-import { makeData, type Graph, type Tensor } from './graph/graph';
+import type { DType, Graph, Tensor } from './graph/graph';
 import { gradientSum } from './graph/autodiff';
+
+/** The [C] ones and zeros of the xhat recomputation, one pair per graph, dtype and width (shared by the layers). */
+const unitAffine = new WeakMap<Graph, Map<string, { ones: Tensor; zeros: Tensor }>>();
+function unitScaleBias(g: Graph, dtype: DType, C: number): { ones: Tensor; zeros: Tensor } {
+  let byKey = unitAffine.get(g);
+  if (!byKey) unitAffine.set(g, (byKey = new Map()));
+  const key = `${dtype}:${C}`;
+  let v = byKey.get(key);
+  if (!v) byKey.set(key, (v = { ones: g.tensorConst(dtype, [C], new Array<number>(C).fill(1)), zeros: g.tensorConst(dtype, [C], new Array<number>(C).fill(0)) }));
+  return v;
+}
 
 /** y = LayerNormalization(x, scale, bias) over the last axis, with the backward in the header. */
 export function layerNormWithGrad(g: Graph, x: Tensor, scale: Tensor, bias: Tensor, epsilon: number): Tensor {
@@ -83,8 +94,7 @@ export function layerNormWithGrad(g: Graph, x: Tensor, scale: Tensor, bias: Tens
       let xhat: Tensor | null = null;
       let q: Tensor | null = null;
       if (needs[0] || needs[1]) {
-        const ones = gg.tensorConst(x.dtype, [C], new Array<number>(C).fill(1));
-        const zeros = gg.constant(makeData(x.dtype, [C], new Array<number>(C).fill(0)), 'zeros');
+        const { ones, zeros } = unitScaleBias(gg, x.dtype, C);
         xhat = gg.node('LayerNormalization', [x2, ones, zeros], { axis: -1, epsilon: { f: epsilon } }, [{ dtype: x.dtype, shape: x2.shape }])[0]!;
         q = gg.mul(dy2, xhat); // [M,C]
       }
