@@ -309,9 +309,14 @@ export const GRAD_RULES: Record<string, GradRule> = {
     const tA = node.attrs.transA === 1;
     const tB = node.attrs.transB === 1;
     const [a, b, c] = node.inputs;
-    const dy = gy[0]!;
-    const s = gyScale[0]!;
-    // dy's pending factor goes into the backward Gemms' alpha (fp32 on every provider, also for bf16 operands).
+    let dy = gy[0]!;
+    let s = gyScale[0]!;
+    // dy's pending factor goes into the backward Gemms' alpha — for float operands only: ORT's CUDA Gemm converts
+    // alpha to the tensor type (bf16: 1/(1−0.1) = 1.109375, −0.16 %), where 'emulate' would keep it in fp32.
+    if (s !== 1 && dy.dtype !== 'float') {
+      dy = g.mul(dy, g.scalarLike(s, dy));
+      s = 1;
+    }
     const gemm = (x: Tensor, y: Tensor, opts: { transA?: boolean; transB?: boolean }) => {
       const out = g.gemm(x, y, null, opts);
       if (s !== 1) g.nodes[g.nodes.length - 1]!.attrs.alpha = { f: s };
