@@ -6,17 +6,17 @@
 #   doctor   the CUDA report (cudaProvider.cudaReport), nvidia-smi, torch/transformers → $OUT/checks.txt
 #   loss     bench/cuda-vs-cpu.ts: 20 steps of GPT-2 124M on CUDA (fp32, bf16) against the CPU fp32 reference
 #            curve measured on the H200 machine's CPU (bench/results/2026-11-28-h200-a/cuda-vs-cpu.json; LOSS_ARGS
-#            replaces that argument, LOSS_ARGS= computes the reference again, ~20 s); then bf16 again with
-#            LOSS_VARIANTS set (default: every opt-in bf16 variant, ALL_BF16_VARIANTS = SFT_BF16_ATTENTION=1,
-#            SFT_BF16_MLP=1, SFT_BF16_PROJ=1, SFT_BF16_LOGITS=1 — they must pass it before they become defaults;
-#            empty skips it)   → $OUT/cuda-vs-cpu.json, cuda-vs-cpu-variants.json, the tables appended to checks.txt
+#            replaces that argument, LOSS_ARGS= computes the reference again, ~20 s); then, when LOSS_VARIANTS is
+#            set ("ENV=VALUE,…"; default empty), bf16 again with those variables set
+#                          → $OUT/cuda-vs-cpu.json, cuda-vs-cpu-variants.json, the tables appended to checks.txt
 #   ablate   gpu-train.ts at B8 T512 bf16 once per ABLATE_RUNS entry ("label:ENV=VALUE[,ENV=VALUE…][:ARG,ARG…]"),
 #            each with those variables set (and those extra gpu-train arguments): tok/s, run time, memory, beside
-#            the bench phase's run of the same configuration when it ran first. Default: "default" (no switch),
-#            "previous" (SFT_AUTODIFF_ATTENTION=1, SFT_FUSED_LM_HEAD=0, SFT_AUTODIFF_LAYERNORM=1: the formulations
-#            before the pass cuts), each bf16 variant alone (bf16-attention, bf16-mlp with the Gelu-derivative
-#            table, bf16-mlp-exp, bf16-proj, bf16-logits), all of them (bf16-all) and all of them at B32 T512
-#            (bf16-all-B32) — ~22 s each on the H200. bench/step-traffic.ts predicts each on the CPU; compare.
+#            the bench phase's run of the same configuration when it ran first. Default, each at K = 48 (K = 16
+#            gave ±5 % between identical runs): "default"; "previous" (the bf16 graph before the pass cuts and
+#            the bf16 storage variants: SFT_AUTODIFF_ATTENTION=1, SFT_FUSED_LM_HEAD=0, SFT_AUTODIFF_LAYERNORM=1,
+#            SFT_BF16_*=0); "no-bf16-storage" (SFT_BF16_ATTENTION/MLP/PROJ/LOGITS=0); each storage variant off
+#            alone; the MLP's exp-form Gelu derivative (gelu-exp); and the default at B32 T512, K = 16
+#            (default-B32) — ~25 s each on the H200. bench/step-traffic.ts --table predicts them on the CPU.
 #                                                                          → $OUT/ablate.txt
 #   bench    bench/gpu-train.ts (default switches): throughput fp32 and bf16 at B8/B32 T512, host↔device share,
 #            memory, Dolly-shaped epochs (--dolly-max-s 30 here: measured, then extrapolated); the PyTorch ratios
@@ -37,7 +37,7 @@
 #                                                                          → $OUT/extras.txt
 #   decode   bench/decode-chunks.ts --device cuda: chunked decoding vs per-token on GPT-2 124M (same ids?
 #            tok/s at a short and a long prompt)                               → appended to $OUT/extras.txt
-# Time: each phase has a share (DOCTOR_S 15, LOSS_S 95, ABLATE_S 200, BENCH_S 200, PROFILE_S 60 = 570 s; CLI_S
+# Time: each phase has a share (DOCTOR_S 15, LOSS_S 65, ABLATE_S 230, BENCH_S 200, PROFILE_S 60 = 570 s; CLI_S
 # 30, DECODE_S 35) and its limit is its share plus what the phases before it left unused, so the default sequence
 # ends within ~570 s (a device call may run 600 s; machine start and transfers are outside it, and the session's
 # device time is 15 minutes in all: see docs/GPU.md for what the 2026-11-28 calls cost). A phase with < 10 s left
@@ -60,13 +60,13 @@ SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/sft-device-scratch.XXXXXX")
 status=0
 # The ablate phase's runs: "label:ENV=VALUE[,ENV=VALUE…]" words, each one short_train with those variables set.
 # The loss phase's second check: bf16 with these variables set ("ENV=VALUE,…"; empty: none).
-# Every opt-in bf16 variant at once (the candidate defaults); the MLP's Gelu derivative is the table by default.
-ALL_BF16_VARIANTS=SFT_BF16_ATTENTION=1,SFT_BF16_MLP=1,SFT_BF16_PROJ=1,SFT_BF16_LOGITS=1
-LOSS_VARIANTS=${LOSS_VARIANTS-$ALL_BF16_VARIANTS}
+# The four bf16 storage variants off (the bf16 graph before they became the defaults on 2026-11-28).
+NO_BF16_STORAGE=SFT_BF16_ATTENTION=0,SFT_BF16_MLP=0,SFT_BF16_PROJ=0,SFT_BF16_LOGITS=0
+LOSS_VARIANTS=${LOSS_VARIANTS-}
 # Default: the formulation before the 2026-11-28 pass cuts (autodiff attention backward, unfused lm head), and the
 # opt-in bf16 attention matrices and MLP activations, alone and together.
-ABLATE_RUNS=${ABLATE_RUNS:-default: previous:SFT_AUTODIFF_ATTENTION=1,SFT_FUSED_LM_HEAD=0,SFT_AUTODIFF_LAYERNORM=1 bf16-attention:SFT_BF16_ATTENTION=1 bf16-mlp:SFT_BF16_MLP=1 bf16-mlp-exp:SFT_BF16_MLP=1,SFT_BF16_GELU_GRAD=exp bf16-proj:SFT_BF16_PROJ=1 bf16-logits:SFT_BF16_LOGITS=1 bf16-all:$ALL_BF16_VARIANTS bf16-all-B32:$ALL_BF16_VARIANTS:--shapes,32x512}
-declare -A SHARE=([doctor]=${DOCTOR_S:-15} [loss]=${LOSS_S:-95} [profile]=${PROFILE_S:-60} [bench]=${BENCH_S:-200} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-200})
+ABLATE_RUNS=${ABLATE_RUNS:-default::--k,48 previous:$NO_BF16_STORAGE,SFT_AUTODIFF_ATTENTION=1,SFT_FUSED_LM_HEAD=0,SFT_AUTODIFF_LAYERNORM=1:--k,48 no-bf16-storage:$NO_BF16_STORAGE:--k,48 no-bf16-attention:SFT_BF16_ATTENTION=0:--k,48 no-bf16-mlp:SFT_BF16_MLP=0:--k,48 gelu-exp:SFT_BF16_GELU_GRAD=exp:--k,48 no-bf16-proj:SFT_BF16_PROJ=0:--k,48 no-bf16-logits:SFT_BF16_LOGITS=0:--k,48 default-B32::--shapes,32x512,--k,16}
+declare -A SHARE=([doctor]=${DOCTOR_S:-15} [loss]=${LOSS_S:-65} [profile]=${PROFILE_S:-60} [bench]=${BENCH_S:-200} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-230})
 if [ "${DRY_RUN:-0}" = 1 ]; then
   loss_args=(--model tiny --test cpu:fp32)
   bench_args=(--device cpu --smoke)

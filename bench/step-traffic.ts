@@ -318,19 +318,19 @@ function printModel(m: StepModel): void {
   }
 }
 
-/** --table: the switch sets the device check's ablation runs (bench/device-check.sh), modelled at B8 and B32. */
+/** --table: the switch sets of the device check's ablation (bench/device-check.sh), modelled at B8 and B32. */
 function printTable(): void {
-  const all: ModelVariants = { bf16Attention: true, bf16Mlp: true, bf16Projections: true, bf16Logits: true };
+  const dflt = modelVariantsFromEnv({}); // the engine's defaults (the four bf16 storage variants on)
   const rows: [string, boolean, ModelVariants, boolean][] = [
-    ['fp32 default', false, {}, true],
-    ['bf16 default', true, {}, true],
-    ['bf16 previous (autodiff attention + LayerNorm, unfused head)', true, { autodiffAttention: true, autodiffLayerNorm: true }, false],
-    ['bf16 + SFT_BF16_ATTENTION', true, { bf16Attention: true }, true],
-    ['bf16 + SFT_BF16_MLP (Gelu derivative table)', true, { bf16Mlp: true }, true],
-    ['bf16 + SFT_BF16_MLP, SFT_BF16_GELU_GRAD=exp', true, { bf16Mlp: true, bf16GeluGrad: 'exp' }, true],
-    ['bf16 + SFT_BF16_PROJ', true, { bf16Projections: true }, true],
-    ['bf16 + SFT_BF16_LOGITS', true, { bf16Logits: true }, true],
-    ['bf16 + all four', true, all, true],
+    ['fp32 (engine default)', false, dflt, true],
+    ['bf16 (engine default)', true, dflt, true],
+    ['bf16, SFT_BF16_ATTENTION=0', true, { ...dflt, bf16Attention: false }, true],
+    ['bf16, SFT_BF16_MLP=0', true, { ...dflt, bf16Mlp: false }, true],
+    ['bf16, SFT_BF16_GELU_GRAD=exp', true, { ...dflt, bf16GeluGrad: 'exp' }, true],
+    ['bf16, SFT_BF16_PROJ=0', true, { ...dflt, bf16Projections: false }, true],
+    ['bf16, SFT_BF16_LOGITS=0', true, { ...dflt, bf16Logits: false }, true],
+    ['bf16, no bf16 storage (the four SFT_BF16_*=0)', true, {}, true],
+    ['bf16 previous (+ autodiff attention/LayerNorm, unfused head)', true, { autodiffAttention: true, autodiffLayerNorm: true }, false],
   ];
   console.log(`modelled step of GPT-2 ${config.n_layer}×${config.n_embd}, ${A} micro-batches of T${T}, dropout ${rate}; ${num('bw')} TB/s, ${num('launch-us')} µs per kernel, bf16 ${num('bf16-tflops')} / TF32 ${num('tf32-tflops')} TFLOP/s`);
   console.log(`${'switches'.padEnd(62)}${'B8 ms'.padStart(9)}${'GB'.padStart(8)}${'tok/s'.padStart(9)}${'B32 ms'.padStart(9)}${'GB'.padStart(9)}${'tok/s'.padStart(9)}`);

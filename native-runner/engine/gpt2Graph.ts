@@ -55,28 +55,29 @@ export interface ModelContext {
   bf16: Bf16Mode;
   /** Next Dropout seed (each Dropout node gets its own). */
   nextSeed: () => number;
-  /** Alternative formulations, for ablations on a GPU (all off by default). */
+  /** Alternative formulations (an absent field is off; the engine's defaults: trainingEngine.ts modelVariantsFromEnv). */
   variants: ModelVariants;
 }
 
 /**
  * Alternative formulations of parts of the model, switched per engine (TrainingEngine reads them from SFT_*
- * environment variables) so that one device run can measure each against the default.
+ * environment variables, modelVariantsFromEnv) so that one device run can measure each against the others. Here an
+ * absent field is off; the engine turns the four bf16 storage variants on unless SFT_BF16_*=0.
  */
 export interface ModelVariants {
   /** The attention backward from the generic autodiff rules (the formulation before attention.ts): SFT_AUTODIFF_ATTENTION=1. */
   autodiffAttention?: boolean;
-  /** bf16 modes: the attention matrices [B,H,T,T] stay bfloat16 between ops (attention.ts): SFT_BF16_ATTENTION=1. */
+  /** bf16 modes: the attention matrices [B,H,T,T] stay bfloat16 between ops (attention.ts); engine default on, SFT_BF16_ATTENTION=0 off. */
   bf16Attention?: boolean;
-  /** bf16 modes: the MLP's [N,4C] activations stay bfloat16 from c_fc to c_proj, hand-written backward (mlp.ts): SFT_BF16_MLP=1. */
+  /** bf16 modes: the MLP's [N,4C] activations stay bfloat16 from c_fc to c_proj, hand-written backward (mlp.ts); engine default on, SFT_BF16_MLP=0 off. */
   bf16Mlp?: boolean;
   /** With bf16Mlp: how gelu'(h) is formed in the backward (mlp.ts): 'table' (a lookup table; the default when absent) or 'exp' (bf16 exp form): SFT_BF16_GELU_GRAD. */
   bf16GeluGrad?: 'exp' | 'table';
-  /** bf16 modes: q/k/v and the attention output stay bfloat16 from the c_attn Gemm to the c_proj Gemm (gpt2Graph.ts): SFT_BF16_PROJ=1. */
+  /** bf16 modes: q/k/v and the attention output stay bfloat16 from the c_attn Gemm to the c_proj Gemm (gpt2Graph.ts); engine default on, SFT_BF16_PROJ=0 off. */
   bf16Projections?: boolean;
   /** The LayerNorm backward from the generic autodiff rule instead of the hand-written one (layerNorm.ts): SFT_AUTODIFF_LAYERNORM=1. */
   autodiffLayerNorm?: boolean;
-  /** bf16 modes, training graphs' fused lm head: the softmax over the vocabulary in bfloat16 (crossEntropy.ts): SFT_BF16_LOGITS=1. */
+  /** bf16 modes, training graphs' fused lm head: the softmax over the vocabulary in bfloat16 (crossEntropy.ts); engine default on, SFT_BF16_LOGITS=0 off. */
   bf16Logits?: boolean;
 }
 

@@ -92,18 +92,25 @@ export interface TrainingEngineOptions {
   flatState?: boolean;
 }
 
-/** The model variants switched on by SFT_AUTODIFF_ATTENTION / SFT_BF16_ATTENTION / SFT_BF16_MLP / SFT_BF16_GELU_GRAD / SFT_BF16_PROJ / SFT_AUTODIFF_LAYERNORM / SFT_BF16_LOGITS (gpt2Graph.ts ModelVariants). */
+/**
+ * The engine's model variants (gpt2Graph.ts ModelVariants) from SFT_* environment switches. The four bf16 storage
+ * variants are on by default since they passed the GPT-2 124M loss-curve check on an H200 (2026-11-28, together:
+ * worst 8.2e-3 of the 2e-2 bf16 tolerance) and made a B8 T512 step 1.39× faster there (bench/results/2026-11-28-
+ * h200-d): SFT_BF16_ATTENTION=0, SFT_BF16_MLP=0, SFT_BF16_PROJ=0, SFT_BF16_LOGITS=0 turn each off (they only act in
+ * bf16 modes). SFT_BF16_GELU_GRAD=exp|table, SFT_AUTODIFF_ATTENTION=1 and SFT_AUTODIFF_LAYERNORM=1 select the
+ * earlier formulations, for ablations.
+ */
 export function modelVariantsFromEnv(env: NodeJS.ProcessEnv = process.env): ModelVariants {
   const geluGrad = env.SFT_BF16_GELU_GRAD;
   if (geluGrad !== undefined && geluGrad !== '' && geluGrad !== 'exp' && geluGrad !== 'table') throw new SftError(`SFT_BF16_GELU_GRAD must be exp or table, got ${JSON.stringify(geluGrad)}`, 'environment');
   return {
     autodiffAttention: envSwitch(env.SFT_AUTODIFF_ATTENTION) ?? false,
-    bf16Attention: envSwitch(env.SFT_BF16_ATTENTION) ?? false,
-    bf16Mlp: envSwitch(env.SFT_BF16_MLP) ?? false,
+    bf16Attention: envSwitch(env.SFT_BF16_ATTENTION) ?? true,
+    bf16Mlp: envSwitch(env.SFT_BF16_MLP) ?? true,
     ...(geluGrad ? { bf16GeluGrad: geluGrad } : {}),
-    bf16Projections: envSwitch(env.SFT_BF16_PROJ) ?? false,
+    bf16Projections: envSwitch(env.SFT_BF16_PROJ) ?? true,
     autodiffLayerNorm: envSwitch(env.SFT_AUTODIFF_LAYERNORM) ?? false,
-    bf16Logits: envSwitch(env.SFT_BF16_LOGITS) ?? false,
+    bf16Logits: envSwitch(env.SFT_BF16_LOGITS) ?? true,
   };
 }
 
