@@ -25,7 +25,7 @@ import { createSession, f32 } from '../../native-runner/engine/ortSession';
 import { Rng } from '../../native-runner/util/rng';
 import { buildGradsGraph } from '../../native-runner/engine/trainGraph';
 import { BF16_UNIT_ROUNDOFF } from '../../native-runner/engine/bf16Tolerance';
-import { bf16Ulp, relL2 } from './helpers';
+import { bf16Ulp, geluGradExpModel, relL2 } from './helpers';
 import { registerVariantAccuracyTests } from './bf16VariantChecks';
 
 const u = BF16_UNIT_ROUNDOFF;
@@ -103,15 +103,7 @@ function geluGradFp32(x: number, gy: number): number {
 
 /** gy·gelu_new'(x) in bf16 steps, the formula of mlp.ts geluTanhGradBf16 (each op rounded to bf16, constants in bf16). */
 function geluGradBf16(x: number, gy: number): number {
-  const k = Math.sqrt(2 / Math.PI);
-  const a = 0.044715;
-  const x2 = bf16(x * x);
-  const v = bf16(x * bf16(bf16(x2 * bf16(2 * k * a)) + bf16(2 * k)));
-  const e = bf16(Math.exp(Math.min(v, 40)));
-  const d = bf16(e + 1);
-  const w = bf16(x * bf16(bf16(x2 * bf16(6 * k * a)) + bf16(2 * k)));
-  const num = bf16(e * bf16(d + w));
-  return bf16(gy * bf16(num / bf16(d * d)));
+  return bf16(gy * geluGradExpModel(x));
 }
 
 /** gy·gelu_new'(x) as mlp.ts geluTanhGradTable computes it: the table entry of x's bucket (trunc(clamp(x, ±R)·2^k), negative buckets from the end), times gy, rounded once. */

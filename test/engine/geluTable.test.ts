@@ -38,7 +38,7 @@ import { buildGradsGraph, buildTrainGraph, type OptimizerHyper } from '../../nat
 import { cudaUnsupportedNodes } from '../../native-runner/engine/cudaKernels';
 import { dropoutRates } from '../../native-runner/engine/gpt2Graph';
 import { BF16_UNIT_ROUNDOFF } from '../../native-runner/engine/bf16Tolerance';
-import { bf16Ulp } from './helpers';
+import { bf16Ulp, geluGradExpModel } from './helpers';
 import { registerVariantAccuracyTests } from './bf16VariantChecks';
 
 // Engines created in this file's process build the table variant whenever SFT_BF16_MLP is on (bf16VariantChecks).
@@ -71,18 +71,7 @@ function lookup(x: number): number {
   return table[j >= 0 ? j : table.length + j]!;
 }
 
-/** gelu_new'(x) as mlp.ts geluTanhGradBf16 (the 'exp' form) computes it: every op rounded to bf16, constants in bf16. */
-function expForm(x: number): number {
-  const b = roundBf16;
-  const k = Math.sqrt(2 / Math.PI);
-  const a = 0.044715;
-  const x2 = b(x * x);
-  const v = b(x * b(b(x2 * b(2 * k * a)) + b(2 * k)));
-  const e = b(Math.exp(Math.min(v, 40)));
-  const d = b(e + 1);
-  const w = b(x * b(b(x2 * b(6 * k * a)) + b(2 * k)));
-  return b(b(e * b(d + w)) / b(d * d));
-}
+const expForm = geluGradExpModel;
 
 // --- the reference ---------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import { readSafetensors } from '../../native-runner/model/safetensors';
 import type { MicroBatch } from '../../native-runner/engine/types';
 import type { GPT2Config, ParamSet } from '../../native-runner/model/types';
 import { BF16_UNIT_ROUNDOFF } from '../../native-runner/engine/bf16Tolerance';
+import { roundBf16 } from '../../native-runner/engine/mlp';
 import type { GraphProtoObj, NodeProtoObj } from '../../native-runner/engine/graph/onnxProto';
 
 /**
@@ -169,4 +170,21 @@ export function tinyGoldenSetup(): { config: GPT2Config; params0: () => ParamSet
     params0: () => readSafetensors(path.join(modelDir, 'model.safetensors')),
     mb: goldenMicroBatch(golden.forward.input_ids, golden.forward.attention_mask, golden.forward.labels),
   };
+}
+
+/**
+ * gelu_new'(x) as engine/mlp.ts geluTanhGradBf16 (the bf16Mlp variant's 'exp' form) computes it: every op rounded
+ * to bf16, constants in bf16 — E·(D + w)/D² with E = exp(min(v, 40)), D = E + 1, v = x·(2k + 2ka·x²),
+ * w = x·(2k + 6ka·x²), k = √(2/π), a = 0.044715.
+ */
+export function geluGradExpModel(x: number): number {
+  const b = roundBf16;
+  const k = Math.sqrt(2 / Math.PI);
+  const a = 0.044715;
+  const x2 = b(x * x);
+  const v = b(x * b(b(x2 * b(2 * k * a)) + b(2 * k)));
+  const e = b(Math.exp(Math.min(v, 40)));
+  const d = b(e + 1);
+  const w = b(x * b(b(x2 * b(6 * k * a)) + b(2 * k)));
+  return b(b(e * b(d + w)) / b(d * d));
 }
