@@ -17,7 +17,7 @@
  * What is measured (all wall-clock, performance.now, after `await` of each session.run):
  *  1. throughput: for each B×T and precision, optimizer steps of A = 4 micro-batches of B×T random tokens
  *     (every position trained; tokens/s counts every position, as the PyTorch reference does), K steps per
- *     session.run (default: ~256k tokens per run). One warm-up run (graph build, session creation, first
+ *     session.run (default: ~768k tokens per run). One warm-up run (graph build, session creation, first
  *     allocation; 1 step) is reported separately; then a run of 1 step and a run of K steps (tok/s = K-step run).
  *  2. host↔device share of a K-step run, two ways:
  *       a. intercept: t(k) = fixed + k·step from the 1-step and K-step runs; fixed = what a run costs
@@ -306,7 +306,10 @@ async function throughput(): Promise<void> {
     for (const [B, T] of shapes) {
       const key = `${prec}_B${B}_T${T}`;
       const tokensPerStep = ACCUM * B * T;
-      const K = Number(argv.k ?? Math.max(1, Math.round((smoke ? 4096 : 262144) / tokensPerStep)));
+      // ~768k tokens per run on a GPU (K = 48 at B8 T512, 12 at B32): runs of 7 s or more, so that the ~1 s fixed
+      // cost per run and the noise of the 1-step run weigh little in the slope (K = 16 / 4 scattered by ±5 % and
+      // put one B32 projection off by 1.6×, 2026-11-28).
+      const K = Number(argv.k ?? Math.max(1, Math.round((smoke ? 4096 : 786432) / tokensPerStep)));
       const rng = new Rng(11);
       const mbs = Array.from({ length: ACCUM }, () => randomBatch(rng, B, T));
       const steps: StepInput[] = Array.from({ length: K }, () => ({ lr: 2e-5, microBatches: mbs }));
