@@ -210,7 +210,9 @@ function modelStep(setup: Setup): StepModel {
     const aShape = n.inputs[0]!.shape!;
     const transA = n.opType === 'Gemm' && n.attrs.transA === 1;
     const k = aShape[transA ? aShape.length - 2 : aShape.length - 1]!;
-    return 2 * elements(n.outputs[0]!) * (typeof k === 'number' ? k : symbols[k]!);
+    const kv = typeof k === 'number' ? k : symbolValue(k);
+    if (kv === undefined) throw new Error(`node ${n.name}: unknown symbolic inner dim ${k}`);
+    return 2 * elements(n.outputs[0]!) * kv;
   };
   const nodeCost = (n: Node): Cost => {
     if (METADATA_OPS.has(n.opType)) return zero();
