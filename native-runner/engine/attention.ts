@@ -104,7 +104,7 @@
  */
 import type { Graph, Shape, Tensor } from './graph/graph';
 import type { Bf16Mode, ModelContext } from './gpt2Graph';
-import { bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundToBf16 } from './precision';
+import { bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundBf16, roundToBf16 } from './precision';
 
 /** Extra GEMM depth: `cols` columns carrying −r, then zeros so that K = D + pad is a multiple of 8 (aligned bf16 GEMMs). */
 function padWidth(D: number | string | undefined, cols: number): number {
@@ -159,15 +159,6 @@ function bf16Split(g: Graph, x: Tensor): { hi: Tensor; lo: Tensor } {
   return { hi, lo: g.sub(x, hi) };
 }
 
-const f32Cell = new Float32Array(1);
-const u32Cell = new Uint32Array(f32Cell.buffer);
-/** x rounded to fp32, then to bfloat16 (nearest, ties to even). */
-function toBf16(x: number): number {
-  f32Cell[0] = x;
-  u32Cell[0] = ((u32Cell[0]! + 0x7fff + ((u32Cell[0]! >>> 16) & 1)) >>> 0) & 0xffff0000;
-  return f32Cell[0]!;
-}
-
 const scalePairs = new Map<number, { alpha: number; diag: number; relError: number }>();
 /**
  * Two bfloat16 constants whose fp32 product is closest to the fp32 value of s (searched over alpha's 8 binades
@@ -181,11 +172,11 @@ export function bf16ScalePair(s: number): { alpha: number; diag: number; relErro
   const target = Math.fround(s);
   let best = scalePairs.get(target);
   if (best) return best;
-  best = { alpha: 1, diag: toBf16(target), relError: Math.abs(toBf16(target) - target) / target };
+  best = { alpha: 1, diag: roundBf16(target), relError: Math.abs(roundBf16(target) - target) / target };
   for (let e = -4; e <= 3; e++) {
     for (let i = 0; i < 128; i++) {
       const alpha = (1 + i / 128) * 2 ** e;
-      const c0 = toBf16(target / alpha);
+      const c0 = roundBf16(target / alpha);
       const ulp = 2 ** (Math.floor(Math.log2(c0)) - 7);
       for (const diag of [c0 - ulp, c0, c0 + ulp]) {
         const relError = Math.abs(Math.fround(alpha * diag) - target) / target;

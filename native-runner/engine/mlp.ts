@@ -107,7 +107,7 @@
 import type { Graph, Tensor } from './graph/graph';
 import type { ModelContext } from './gpt2Graph';
 import { geluTanhGrad } from './graph/autodiff';
-import { bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundToBf16 } from './precision';
+import { bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundBf16, roundToBf16 } from './precision';
 import { makeData } from './graph/graph';
 
 /** Whether the [N,4C] MLP activations stay bfloat16: the variant is on and c.bf16 is true or 'emulate'. */
@@ -115,15 +115,7 @@ export function usesBf16Mlp(c: ModelContext): boolean {
   return !!c.bf16 && !!c.variants.bf16Mlp;
 }
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-/** x rounded to fp32, then to bfloat16 (nearest, ties to even), as a number. */
-export function roundBf16(x: number): number {
-  f32[0] = x;
-  const bits = u32[0]!;
-  u32[0] = ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 0) & 0xffff0000;
-  return f32[0]!;
-}
+export { roundBf16 };
 
 /** FastGeluKernel's constants as the bf16 kernel holds them: a = 0.5, b = √(2/π), c = 0.044715·√(2/π), each in bf16. */
 export const GELU_BF16_CONSTANTS = {

@@ -33,3 +33,13 @@ export function bf16Result(g: Graph, t: Tensor, mode: Bf16Mode): Tensor {
 export function bf16ToFloat(g: Graph, t: Tensor, mode: Bf16Mode): Tensor {
   return mode === 'emulate' ? t : g.cast(t, 'float');
 }
+
+const f32Cell = new Float32Array(1);
+const u32Cell = new Uint32Array(f32Cell.buffer);
+/** x rounded to fp32, then to bfloat16 (nearest, ties to even), as a number: what a Cast to bfloat16 stores. */
+export function roundBf16(x: number): number {
+  f32Cell[0] = x;
+  const bits = u32Cell[0]!;
+  u32Cell[0] = ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 0) & 0xffff0000;
+  return f32Cell[0]!;
+}
