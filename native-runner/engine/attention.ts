@@ -137,16 +137,8 @@ export function atBf16(g: Graph, t: Tensor, mode: Bf16Mode): Tensor {
 }
 
 /** bias [B,1,Tq,Tk] at bf16 precision, cast once per graph and mode (the layers share the bias). */
-const biasCasts = new WeakMap<Graph, Map<Tensor, Map<string, Tensor>>>();
 function biasInBf16(c: ModelContext, g: Graph, bias: Tensor): Tensor {
-  let byBias = biasCasts.get(g);
-  if (!byBias) biasCasts.set(g, (byBias = new Map()));
-  let byMode = byBias.get(bias);
-  if (!byMode) byBias.set(bias, (byMode = new Map()));
-  const mode = String(c.bf16);
-  let t = byMode.get(mode);
-  if (!t) byMode.set(mode, (t = bf16Operand(g, bias, c.bf16)));
-  return t;
+  return g.memo(`attention.biasInBf16:${bias.name}:${String(c.bf16)}`, () => bf16Operand(g, bias, c.bf16));
 }
 
 /**

@@ -158,20 +158,13 @@ function linearBf16Out(c: ModelContext, x: Tensor, w: Tensor, b: Tensor, opts: {
  * [x̂ | 1 0…]ᵀ·dy — the bias gradient is that Gemm's row K (fp32 accumulation, one rounding), no ReduceSum
  * over [N,M]. Under 'emulate' dy is rounded where it enters (the autodiff core's dq/dk/dv arrive unrounded).
  */
-const onesColumns = new WeakMap<Graph, Map<string, Tensor>>();
 /** [1 0…0] per row of x [N, ·], [N, 8] in x's dtype: made once per graph and row count, shared by the layers. */
 function onesColumn(g: Graph, x: Tensor): Tensor {
-  let byKey = onesColumns.get(g);
-  if (!byKey) onesColumns.set(g, (byKey = new Map()));
   const N = x.shape?.[0] ?? 'N';
-  const key = `${x.dtype}:${N}`;
-  let t = byKey.get(key);
-  if (!t) {
+  return g.memo(`gemmBiasRow.onesColumn:${x.dtype}:${N}`, () => {
     const rows = g.op('Shape', [x], { start: 0, end: 1 }, { dtype: 'int64', shape: [1] });
-    t = g.expand(g.tensorConst(x.dtype, [1, 8], [1, 0, 0, 0, 0, 0, 0, 0]), g.concat([rows, g.ints([8])], 0), [N, 8]);
-    byKey.set(key, t);
-  }
-  return t;
+    return g.expand(g.tensorConst(x.dtype, [1, 8], [1, 0, 0, 0, 0, 0, 0, 0]), g.concat([rows, g.ints([8])], 0), [N, 8]);
+  });
 }
 
 function gemmBiasRow(c: ModelContext, xo: Tensor, wo: Tensor, bo: Tensor): Tensor {

@@ -51,14 +51,8 @@ import type { DType, Graph, Tensor } from './graph/graph';
 import { gradientSum } from './graph/autodiff';
 
 /** The [C] ones and zeros of the xhat recomputation, one pair per graph, dtype and width (shared by the layers). */
-const unitAffine = new WeakMap<Graph, Map<string, { ones: Tensor; zeros: Tensor }>>();
 function unitScaleBias(g: Graph, dtype: DType, C: number): { ones: Tensor; zeros: Tensor } {
-  let byKey = unitAffine.get(g);
-  if (!byKey) unitAffine.set(g, (byKey = new Map()));
-  const key = `${dtype}:${C}`;
-  let v = byKey.get(key);
-  if (!v) byKey.set(key, (v = { ones: g.tensorConst(dtype, [C], new Array<number>(C).fill(1)), zeros: g.tensorConst(dtype, [C], new Array<number>(C).fill(0)) }));
-  return v;
+  return g.memo(`layerNorm.unitAffine:${dtype}:${C}`, () => ({ ones: g.tensorConst(dtype, [C], new Array<number>(C).fill(1)), zeros: g.tensorConst(dtype, [C], new Array<number>(C).fill(0)) }));
 }
 
 /** y = LayerNormalization(x, scale, bias) over the last axis, with the backward in the header. */

@@ -244,17 +244,11 @@ export function geluGradTable(): Float32Array {
 }
 
 /** One table constant per graph and mode (every layer's backward gathers from the same initializer). */
-const tableTensors = new WeakMap<Graph, Map<string, Tensor>>();
 function geluTableTensor(g: Graph, dtype: 'bfloat16' | 'float'): Tensor {
-  let m = tableTensors.get(g);
-  if (!m) tableTensors.set(g, (m = new Map()));
-  let t = m.get(dtype);
-  if (!t) {
+  return g.memo(`mlp.geluGradTable:${dtype}`, () => {
     const values = geluGradTable();
-    t = g.constant(makeData(dtype, [values.length], values), 'gelu_grad_table');
-    m.set(dtype, t);
-  }
-  return t;
+    return g.constant(makeData(dtype, [values.length], values), 'gelu_grad_table');
+  });
 }
 
 /**

@@ -140,6 +140,17 @@ export class Graph {
     return this.scope.unique(base);
   }
 
+  private readonly memos = new Map<string, unknown>();
+  /**
+   * The value `make()` returned the first time `key` was asked for in this graph: for tensors built once per graph
+   * and shared by every layer (a constant table, a cast of the attention bias, a ones column …). Subgraphs have
+   * their own memo, as their tensors are theirs.
+   */
+  memo<T>(key: string, make: () => T): T {
+    if (!this.memos.has(key)) this.memos.set(key, make());
+    return this.memos.get(key) as T;
+  }
+
   private newTensor(base: string, dtype: DType, shape: Shape | null): Tensor {
     return new Tensor(this, this.scope.unique(base), dtype, shape);
   }
