@@ -13,11 +13,12 @@
 #            each with those variables set (and those extra gpu-train arguments): tok/s, run time, memory, beside
 #            the bench phase's run of the same configuration when it ran first. Default, each at gpu-train's K
 #            (~768k tokens per run: K = 48 at B8, 12 at B32; K = 16 gave ±5 % between identical runs): "default";
-#            "previous" (the bf16 graph before the pass cuts and the bf16 storage variants: SFT_AUTODIFF_ATTENTION=1,
-#            SFT_FUSED_LM_HEAD=0, SFT_AUTODIFF_LAYERNORM=1, SFT_BF16_*=0); "no-bf16-storage" (SFT_BF16_ATTENTION/
+#            "ort-basic" (SFT_ORT_OPT_LEVEL=basic: session creation and the first run were 8 + 7 s at 'all' on the
+#            H200 — does a lower ORT optimisation level cost run time?); "no-bf16-storage" (SFT_BF16_ATTENTION/
 #            MLP/PROJ/LOGITS=0); each storage variant off alone; the MLP's exp-form Gelu derivative (gelu-exp); and
 #            the default at B32 T512 (default-B32) — ~25 s each on the H200. bench/step-traffic.ts --table predicts
-#            them on the CPU.
+#            them on the CPU (the "previous" graph, SFT_AUTODIFF_ATTENTION=1 SFT_FUSED_LM_HEAD=0
+#            SFT_AUTODIFF_LAYERNORM=1 SFT_BF16_*=0, was measured on 2026-11-28: bench/results/…-h200-b).
 #                                                                          → $OUT/ablate.txt
 #   bench    bench/gpu-train.ts (default switches): throughput fp32 and bf16 at B8/B32 T512, host↔device share,
 #            memory, Dolly-shaped epochs (--dolly-max-s 30 here: measured, then extrapolated); the PyTorch ratios
@@ -66,7 +67,7 @@ NO_BF16_STORAGE=SFT_BF16_ATTENTION=0,SFT_BF16_MLP=0,SFT_BF16_PROJ=0,SFT_BF16_LOG
 LOSS_VARIANTS=${LOSS_VARIANTS-}
 # Default: the formulation before the 2026-11-28 pass cuts (autodiff attention backward, unfused lm head), and the
 # opt-in bf16 attention matrices and MLP activations, alone and together.
-ABLATE_RUNS=${ABLATE_RUNS:-default: previous:$NO_BF16_STORAGE,SFT_AUTODIFF_ATTENTION=1,SFT_FUSED_LM_HEAD=0,SFT_AUTODIFF_LAYERNORM=1 no-bf16-storage:$NO_BF16_STORAGE no-bf16-attention:SFT_BF16_ATTENTION=0 no-bf16-mlp:SFT_BF16_MLP=0 gelu-exp:SFT_BF16_GELU_GRAD=exp no-bf16-proj:SFT_BF16_PROJ=0 no-bf16-logits:SFT_BF16_LOGITS=0 default-B32::--shapes,32x512}
+ABLATE_RUNS=${ABLATE_RUNS:-default: ort-basic:SFT_ORT_OPT_LEVEL=basic no-bf16-storage:$NO_BF16_STORAGE no-bf16-attention:SFT_BF16_ATTENTION=0 no-bf16-mlp:SFT_BF16_MLP=0 gelu-exp:SFT_BF16_GELU_GRAD=exp no-bf16-proj:SFT_BF16_PROJ=0 no-bf16-logits:SFT_BF16_LOGITS=0 default-B32::--shapes,32x512}
 declare -A SHARE=([doctor]=${DOCTOR_S:-15} [loss]=${LOSS_S:-65} [profile]=${PROFILE_S:-60} [bench]=${BENCH_S:-200} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-230})
 if [ "${DRY_RUN:-0}" = 1 ]; then
   loss_args=(--model tiny --test cpu:fp32)

@@ -9,13 +9,13 @@ import { readSafetensors } from '../../native-runner/model/safetensors';
 import { readConfig } from '../../native-runner/model/config';
 import type { ParamSet } from '../../native-runner/model/types';
 import { modelVariantsFromEnv, TrainingEngine, type TrainingEngineOptions } from '../../native-runner/engine/trainingEngine';
-import { envSwitch } from '../../native-runner/engine/ortSession';
+import { envSwitch, optimizationFromEnv } from '../../native-runner/engine/ortSession';
 import { buildTrainGraph } from '../../native-runner/engine/trainGraph';
 import { paramSpecs } from '../../native-runner/engine/gpt2Graph';
 import { decodeModel, type GraphProtoObj } from '../../native-runner/engine/graph/onnxProto';
 import { SftError } from '../../native-runner/util/errors';
 import type { MicroBatch, StepInput } from '../../native-runner/engine/types';
-import { emptyBatch, packedBatch, paddedBatch, type Example } from './helpers';
+import { emptyBatch, packedBatch, paddedBatch, relL2, type Example } from './helpers';
 
 const root = path.resolve(__dirname, '../..');
 const modelDir = path.join(root, 'samples/tiny-gpt2-chat');
@@ -327,6 +327,33 @@ test('bad micro-batches are SftErrors naming the step, micro-batch and field', a
   badParams.get('transformer.ln_f.bias')!.shape = [31];
   await assert.rejects(TrainingEngine.create(opts(1, { params: badParams })), /tensor transformer\.ln_f\.bias: shape \[31\]/);
   await e.dispose();
+});
+
+test('SFT_ORT_OPT_LEVEL: unset or blank = the caller\'s level (all), a known level passes, anything else names the variable; sessions made at each level agree', async () => {
+  assert.equal(optimizationFromEnv({}), undefined);
+  assert.equal(optimizationFromEnv({ SFT_ORT_OPT_LEVEL: '  ' }), undefined);
+  for (const v of ['disabled', 'basic', 'extended', 'all']) assert.equal(optimizationFromEnv({ SFT_ORT_OPT_LEVEL: ` ${v} ` }), v);
+  assert.throws(() => optimizationFromEnv({ SFT_ORT_OPT_LEVEL: 'max' }), /SFT_ORT_OPT_LEVEL must be one of disabled, basic, extended, all, got "max"/);
+  // The engine's sessions at two levels: same loss and gradients (the level changes kernels, not the maths).
+  const saved = process.env.SFT_ORT_OPT_LEVEL;
+  const run = async (level: string) => {
+    process.env.SFT_ORT_OPT_LEVEL = level;
+    const e = await TrainingEngine.create(opts(1));
+    try {
+      return await e.gradients([paddedBatch([ex[0]!, ex[1]!], 50256)]);
+    } finally {
+      await e.dispose();
+    }
+  };
+  try {
+    const a = await run('disabled');
+    const b = await run('all');
+    assert.ok(Math.abs(a.loss - b.loss) <= 1e-6 * b.loss, `loss ${a.loss} vs ${b.loss}`);
+    assert.ok(relL2(a.grads.get('transformer.h.0.attn.c_attn.weight')!.data, b.grads.get('transformer.h.0.attn.c_attn.weight')!.data) < 1e-5);
+  } finally {
+    if (saved === undefined) delete process.env.SFT_ORT_OPT_LEVEL;
+    else process.env.SFT_ORT_OPT_LEVEL = saved;
+  }
 });
 
 test('SFT_FLAT_STATE / SFT_ORT_SPINNING: blank means unset (the device default), 0/off/no/false off, else on', async () => {
