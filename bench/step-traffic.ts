@@ -27,13 +27,12 @@
  * broadcasting), host-side dispatch.
  */
 import { parseArgs } from 'node:util';
-import { buildTrainGraph } from '../native-runner/engine/trainGraph';
 import { modelVariantsFromEnv } from '../native-runner/engine/trainingEngine';
 import { envSwitch } from '../native-runner/engine/ortSession';
 import type { ModelVariants } from '../native-runner/engine/gpt2Graph';
-import type { Graph, Node, Tensor, DType } from '../native-runner/engine/graph/graph';
+import type { Tensor } from '../native-runner/engine/graph/graph';
 import { makeConfig } from '../native-runner/model/config';
-import type { GPT2Config } from '../native-runner/model/types';
+import { modelStep as modelStepWith, PARTS, timeOf as timeWith, type Cost, type Rates, type Setup, type StepModel, type Tally } from './stepModel';
 
 const { values: argv } = parseArgs({
   options: {
@@ -69,201 +68,16 @@ if (argv.part !== undefined && argv.part !== 'forward' && argv.part !== 'backwar
 const T = num('seq');
 const A = num('accum');
 const rate = num('dropout');
-const BW = num('bw') * 1e12;
-const BF16_RATE = num('bf16-tflops') * 1e12;
-const TF32_RATE = num('tf32-tflops') * 1e12;
-const LAUNCH = num('launch-us') * 1e-6;
+const RATES: Rates = { bw: num('bw') * 1e12, bf16: num('bf16-tflops') * 1e12, tf32: num('tf32-tflops') * 1e12, launch: num('launch-us') * 1e-6 };
+const BW = RATES.bw;
+const BF16_RATE = RATES.bf16;
+const TF32_RATE = RATES.tf32;
+const LAUNCH = RATES.launch;
 const config = makeConfig({ n_layer: num('layers'), n_head: num('heads'), n_embd: num('width'), n_positions: Math.max(1024, T), vocab_size: num('vocab') });
-
-const BYTES: Record<DType, number> = { float: 4, double: 8, float16: 2, bfloat16: 2, int64: 8, int32: 4, bool: 1, uint8: 1 };
-/** Ops that only relabel a buffer (ORT aliases their output to the input) or read nothing but a shape: no kernel. */
-const METADATA_OPS = new Set(['Shape', 'Size', 'Reshape', 'Squeeze', 'Unsqueeze', 'Identity', 'Flatten']);
-/** Ops that read only what they pick: the output's size from the data input, plus the indices. */
-const PICKING_OPS = new Set(['Gather', 'GatherElements', 'GatherND', 'Slice']);
-
-interface Cost {
-  nodes: number;
-  bytes: number;
-  flopsBf16: number;
-  flopsF32: number;
-}
-const zero = (): Cost => ({ nodes: 0, bytes: 0, flopsBf16: 0, flopsF32: 0 });
-const timeOf = (c: Cost) => c.bytes / BW + c.flopsBf16 / BF16_RATE + c.flopsF32 / TF32_RATE + c.nodes * LAUNCH;
-const add = (c: Cost, d: Cost, times: number) => {
-  c.nodes += d.nodes * times;
-  c.bytes += d.bytes * times;
-  c.flopsBf16 += d.flopsBf16 * times;
-  c.flopsF32 += d.flopsF32 * times;
-};
-
-type Part = 'forward' | 'backward' | 'step (norm, AdamW, accumulation)';
-const PARTS: Part[] = ['forward', 'backward', 'step (norm, AdamW, accumulation)'];
-type Tally = Cost & { part: Map<Part, number> };
-
-/** One configuration of the step to model: batch rows, precision and the engine's switches. */
-interface Setup {
-  B: number;
-  bf16: boolean;
-  variants: ModelVariants;
-  fusedLmHead: boolean;
-  flatState: boolean;
-}
-
-interface StepModel {
-  setup: Setup;
-  tokens: number;
-  byPart: Map<Part, Cost>;
-  byOp: Map<string, Tally>;
-  byClass: Map<string, Tally>;
-  total: Cost;
-  microBody: Graph;
-  fwdNodes: Set<Node>;
-  nodeCost: (n: Node) => Cost;
-  tensorClass: (n: Node) => string;
-}
-
-function subgraphOf(n: Node): Graph | null {
-  const b = n.attrs.body;
-  return b && typeof b === 'object' && 'nodes' in b ? (b as Graph) : null;
-}
-
-/**
- * Forward = the nodes the micro-batch's loss depends on (ancestors of `lossOut`); the rest of the body is backward
- * (gradients, including derivative factors computed from forward values only, such as GELU's, and the gradient
- * accumulation adds).
- */
-function forwardNodes(body: Graph, lossOut: Tensor): Set<Node> {
-  const producer = new Map<string, Node>();
-  for (const n of body.nodes) if (!n.virtual) for (const o of n.outputs) producer.set(o.name, n);
-  const fwd = new Set<Node>();
-  const stack = [lossOut.name];
-  while (stack.length) {
-    const n = producer.get(stack.pop()!);
-    if (!n || fwd.has(n)) continue;
-    fwd.add(n);
-    for (const t of n.inputs) if (t) stack.push(t.name);
-  }
-  return fwd;
-}
-
-/** What a node works on, named after its largest tensor's shape: the attention matrices, the MLP's 4C activations … */
-function classifier(cfg: GPT2Config, elements: (t: Tensor) => number): (n: Node) => string {
-  const C = cfg.n_embd;
-  const H = cfg.n_head;
-  const V = cfg.vocab_size;
-  return (n) => {
-    let best: Tensor | null = null;
-    for (const t of [...n.inputs, ...n.outputs]) if (t && (!best || elements(t) > elements(best))) best = t;
-    const s = (best?.shape ?? []).map(String);
-    const key = s.join(',');
-    if (s.length === 4 && s[1] === String(H) && s[3] !== String(C / H) && s[2] !== String(C / H)) return '[B,H,T,T] attention matrices';
-    if (s.length === 4) return '[B,H,T,D] heads';
-    if (key === `N,${V}`) return '[N,V] logits';
-    if (key === `${V},${C}`) return '[V,C] embedding / head weight';
-    if (key === `N,${4 * C}`) return '[N,4C] MLP activations';
-    if (key === `N,${3 * C}`) return '[N,3C] qkv';
-    if (key === `N,${C}` || key === `M,${C}`) return '[N,C] residual stream, LN';
-    if (s.length === 2 && !s.some((d) => /[A-Z]/.test(d))) return 'other parameter-shaped';
-    return 'other';
-  };
-}
-
-/** Builds the engine's train graph for `setup` and counts one optimizer step of it (A micro-batches). */
-function modelStep(setup: Setup): StepModel {
-  const { B } = setup;
-  const graph = buildTrainGraph(config, { weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, maxGradNorm: 1 }, {
-    dropout: { embd: rate, attn: rate, resid: rate },
-    bf16: setup.bf16,
-    seed: 1,
-    accumulate: A > 1,
-    fusedLmHead: setup.fusedLmHead,
-    flatState: setup.flatState,
-    variants: setup.variants,
-  });
-  const symbols: Record<string, number> = { B, T, Tq: T, Tk: T, N: B * T, M: B * T, K: 1, A };
-  // Letters a composite symbolic dim may be made of (a flattened 'BHTk' = B·H·Tk).
-  const letters: [string, number][] = [['Tq', T], ['Tk', T], ['B', B], ['H', config.n_head], ['T', T], ['N', B * T], ['D', config.n_embd / config.n_head]];
-  const symbolValue = (d: string): number | undefined => {
-    if (symbols[d] !== undefined) return symbols[d];
-    let rest = d;
-    let v = 1;
-    while (rest) {
-      const hit = letters.find(([l]) => rest.startsWith(l));
-      if (!hit) return undefined;
-      v *= hit[1];
-      rest = rest.slice(hit[0].length);
-    }
-    return v;
-  };
-  const elements = (t: Tensor): number => {
-    if (!t.shape) throw new Error(`tensor ${t.name}: no shape, the model needs every shape`);
-    return t.shape.reduce<number>((a, d) => {
-      const v = typeof d === 'number' ? d : symbolValue(d);
-      if (v === undefined) throw new Error(`tensor ${t.name}: unknown symbolic dim ${d}`);
-      return a * v;
-    }, 1);
-  };
-  const bytesOf = (t: Tensor) => elements(t) * BYTES[t.dtype];
-  /** FLOPs of a MatMul/Gemm: 2 · (output elements) · (inner dimension). */
-  const flopsOf = (n: Node): number => {
-    if (n.opType !== 'MatMul' && n.opType !== 'Gemm') return 0;
-    const aShape = n.inputs[0]!.shape!;
-    const transA = n.opType === 'Gemm' && n.attrs.transA === 1;
-    const k = aShape[transA ? aShape.length - 2 : aShape.length - 1]!;
-    const kv = typeof k === 'number' ? k : symbolValue(k);
-    if (kv === undefined) throw new Error(`node ${n.name}: unknown symbolic inner dim ${k}`);
-    return 2 * elements(n.outputs[0]!) * kv;
-  };
-  const nodeCost = (n: Node): Cost => {
-    if (METADATA_OPS.has(n.opType)) return zero();
-    if (PICKING_OPS.has(n.opType)) return { nodes: 1, bytes: 2 * bytesOf(n.outputs[0]!) + (n.opType === 'Slice' ? 0 : bytesOf(n.inputs[1]!)), flopsBf16: 0, flopsF32: 0 };
-    let bytes = 0;
-    for (const t of n.inputs) if (t) bytes += bytesOf(t);
-    for (const t of n.outputs) bytes += bytesOf(t);
-    if (n.opType === 'Gemm' && n.inputs[2]) bytes += 2 * bytesOf(n.outputs[0]!);
-    const f = flopsOf(n);
-    const lowp = n.inputs[0]?.dtype === 'bfloat16' || n.inputs[0]?.dtype === 'float16';
-    return { nodes: 1, bytes, flopsBf16: lowp ? f : 0, flopsF32: lowp ? 0 : f };
-  };
-  const tensorClass = classifier(config, elements);
-
-  // The step body (the outer Loop's body) and, with accumulation, the micro-batch body inside it.
-  const stepBody = subgraphOf(graph.nodes.find((n) => n.opType === 'Loop')!)!;
-  const innerLoop = stepBody.nodes.find((n) => n.opType === 'Loop');
-  const microBody = innerLoop ? subgraphOf(innerLoop)! : stepBody;
-  // The loss: the micro body's last output (nll_acc + Σ w·NLL), or the step body's loss output without accumulation.
-  const lossOutput = microBody === stepBody ? stepBody.outputs[stepBody.outputs.length - 3]! : microBody.outputs[microBody.outputs.length - 1]!;
-  const fwdNodes = forwardNodes(microBody, lossOutput);
-
-  const byPart = new Map<Part, Cost>();
-  const byOp = new Map<string, Tally>();
-  const byClass = new Map<string, Tally>();
-  const tally = (m: Map<string, Tally>, key: string, c: Cost, part: Part, times: number) => {
-    if (!m.has(key)) m.set(key, { ...zero(), part: new Map() });
-    const o = m.get(key)!;
-    add(o, c, times);
-    o.part.set(part, (o.part.get(part) ?? 0) + timeOf(c) * times);
-  };
-  const account = (n: Node, part: Part, times: number) => {
-    if (n.virtual || n.opType === 'Loop') return;
-    const c = nodeCost(n);
-    if (c.nodes === 0) return;
-    if (!byPart.has(part)) byPart.set(part, zero());
-    add(byPart.get(part)!, c, times);
-    tally(byOp, `${n.opType}${n.outputs[0] ? ` → ${n.outputs[0].dtype}` : ''}`, c, part, times);
-    tally(byClass, tensorClass(n), c, part, times);
-  };
-  // Per optimizer step: A micro-batch bodies and one step body (without accumulation the step body is the micro body).
-  if (microBody !== stepBody) {
-    for (const n of microBody.nodes) account(n, fwdNodes.has(n) ? 'forward' : 'backward', A);
-    for (const n of stepBody.nodes) account(n, 'step (norm, AdamW, accumulation)', 1);
-  } else {
-    for (const n of stepBody.nodes) account(n, fwdNodes.has(n) ? 'forward' : 'backward', 1);
-  }
-  const total = zero();
-  for (const c of byPart.values()) add(total, c, 1);
-  return { setup, tokens: A * B * T, byPart, byOp, byClass, total, microBody, fwdNodes, nodeCost, tensorClass };
-}
+const timeOf = (c: Cost) => timeWith(c, RATES);
+/** The step at B rows with the given precision and switches (the other settings from the command line). */
+const modelStep = (o: { B: number; bf16: boolean; variants: ModelVariants; fusedLmHead: boolean; flatState: boolean }): StepModel =>
+  modelStepWith({ config, T, A, dropout: rate, ...o } satisfies Setup, RATES);
 
 const ms = (s: number) => (s * 1e3).toFixed(2);
 const GB = (b: number) => (b / 1e9).toFixed(2);
