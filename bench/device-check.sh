@@ -27,10 +27,11 @@
 #                                                                          → $OUT/gpu-train.{json,log}, pytorch.json
 #   profile  one short engine run with ORT's profiler on (SFT_ORT_PROFILE): GPT-2 124M random weights, B8 T512
 #            bf16, 4 micro-batches, a 1-step warm-up run, a 1-step run, a K=PROFILE_K (2) run; bench/ort-profile.ts
-#            summarises the trace (node time per run, top op types and nodes, nodes per Loop iteration). On CUDA
+#            summarises the trace (node time per run, top op types and nodes, nodes per Loop iteration) and
+#            bench/profile-vs-model.ts sets it node by node against the static cost model of the same graph. On CUDA
 #            the run has CUDA_LAUNCH_BLOCKING=1 (PROFILE_BLOCKING=0 turns it off): every kernel launch waits for
 #            its kernel, so a node's time is its GPU time (plus a sync), not the host-side launch time. The trace
-#            is written only when the run ends inside its limit (share minus SUMMARY_S, 25 s, for the summary)
+#            is written only when the run ends inside its limit (share minus 2 × SUMMARY_S, 15 s, for the summaries)
 #                                                                              → $OUT/profile-summary.txt
 # Not in the default list (measured on the H200 on 2026-11-28, bench/results/):
 #   cli      the product end to end on the device through `sft` (bin/sft.js → dist): train the tiny sample model
@@ -39,7 +40,7 @@
 #                                                                          → $OUT/extras.txt
 #   decode   bench/decode-chunks.ts --device cuda: chunked decoding vs per-token on GPT-2 124M (same ids?
 #            tok/s at a short and a long prompt)                               → appended to $OUT/extras.txt
-# Time: each phase has a share (DOCTOR_S 15, LOSS_S 65, ABLATE_S 230, BENCH_S 200, PROFILE_S 60 = 570 s; CLI_S
+# Time: each phase has a share (DOCTOR_S 15, LOSS_S 65, ABLATE_S 230, BENCH_S 185, PROFILE_S 75 = 570 s; CLI_S
 # 30, DECODE_S 35) and its limit is its share plus what the phases before it left unused, so the default sequence
 # ends within ~570 s (a device call may run 600 s; machine start and transfers are outside it, and the session's
 # device time is 15 minutes in all: see docs/GPU.md for what the 2026-11-28 calls cost). A phase with < 10 s left
@@ -68,13 +69,14 @@ LOSS_VARIANTS=${LOSS_VARIANTS-}
 # Default: the formulation before the 2026-11-28 pass cuts (autodiff attention backward, unfused lm head), and the
 # opt-in bf16 attention matrices and MLP activations, alone and together.
 ABLATE_RUNS=${ABLATE_RUNS:-default: ort-basic:SFT_ORT_OPT_LEVEL=basic no-bf16-storage:$NO_BF16_STORAGE no-bf16-attention:SFT_BF16_ATTENTION=0 no-bf16-mlp:SFT_BF16_MLP=0 gelu-exp:SFT_BF16_GELU_GRAD=exp no-bf16-proj:SFT_BF16_PROJ=0 no-bf16-logits:SFT_BF16_LOGITS=0 default-B32::--shapes,32x512}
-declare -A SHARE=([doctor]=${DOCTOR_S:-15} [loss]=${LOSS_S:-65} [profile]=${PROFILE_S:-60} [bench]=${BENCH_S:-200} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-230})
+declare -A SHARE=([doctor]=${DOCTOR_S:-15} [loss]=${LOSS_S:-65} [profile]=${PROFILE_S:-75} [bench]=${BENCH_S:-185} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-230})
 if [ "${DRY_RUN:-0}" = 1 ]; then
   loss_args=(--model tiny --test cpu:fp32)
   bench_args=(--device cpu --smoke)
   bench_default=""
   # The tiny model's shapes (n_positions 128) and fp32 (the CPU EP has no bf16 Gemm); smoke K default = 4.
   short_args=(--device cpu --smoke --shapes 4x64 --precisions fp32)
+  model_args=(--model smoke --batch 4 --seq 64 --precision fp32) # profile-vs-model.ts: the profiled graph
   short_key=fp32_B4_T64
   dev=cpu
   loss_variant_test=(--test cpu:bf16emu)
@@ -87,6 +89,7 @@ else
   # The Dolly-shaped runs stop after ~30 s each and are extrapolated (measured s/step, eval and save).
   bench_default="--dolly-max-s 30 --pytorch-from bench/results/2026-11-28-h200-a/pytorch.json"
   short_args=(--device cuda --shapes 8x512 --precisions bf16)
+  model_args=(--model gpt2 --batch 8 --seq 512 --precision bf16)
   short_key=bf16_B8_T512
   dev=cuda
   loss_variant_test=(--test cuda:bf16)
@@ -256,7 +259,7 @@ for phase in $PHASES; do
     profile)
       stamp "profile (limit $limit s)"
       mkdir -p "$SCRATCH/trace"
-      # The run gets all but SUMMARY_S (default 25 s); the summary (reading a trace of some 10⁵ events) the rest.
+      # The run gets all but 2 × SUMMARY_S (default 15 s each); the two summaries (reading a trace of some 10⁵ events) the rest.
       if [ "$limit" -lt 40 ]; then
         stamp "profile skipped: $limit s left"
         status=1
@@ -265,7 +268,7 @@ for phase in $PHASES; do
       blocking=${PROFILE_BLOCKING:-1}
       [ "$dev" = cuda ] || blocking=0
       if [ "$blocking" = 1 ]; then export CUDA_LAUNCH_BLOCKING=1; fi
-      SFT_ORT_PROFILE="$SCRATCH/trace/ort" short_train profile $(( limit - ${SUMMARY_S:-25} )) --k "${PROFILE_K:-2}"
+      SFT_ORT_PROFILE="$SCRATCH/trace/ort" short_train profile $(( limit - 2 * ${SUMMARY_S:-15} )) --k "${PROFILE_K:-2}"
       unset CUDA_LAUNCH_BLOCKING
       rc=$?
       [ "$rc" -eq 0 ] || { stamp "profile run exit status $rc (a session not released writes no trace)"; status=1; }
@@ -275,7 +278,10 @@ for phase in $PHASES; do
         echo
         ls -l "$SCRATCH/trace"
         echo
-        timeout "${SUMMARY_S:-25}" node --import tsx bench/ort-profile.ts "$SCRATCH/trace" --top 25
+        timeout "${SUMMARY_S:-15}" node --import tsx bench/ort-profile.ts "$SCRATCH/trace" --top 25
+        echo
+        # The same trace against the static cost model of the same graph, node by node (bench/profile-vs-model.ts).
+        timeout "${SUMMARY_S:-15}" node --import tsx bench/profile-vs-model.ts "$SCRATCH/trace" "${model_args[@]}" --steps $(( 1 + ${PROFILE_K:-2} ))
       } >"$OUT/profile-summary.txt" 2>&1
       head -c 8000 "$OUT/profile-summary.txt"
       ;;

@@ -36,7 +36,7 @@ export interface Setup {
 
 const BYTES: Record<DType, number> = { float: 4, double: 8, float16: 2, bfloat16: 2, int64: 8, int32: 4, bool: 1, uint8: 1 };
 /** Ops that only relabel a buffer (ORT aliases their output to the input) or read nothing but a shape: no kernel. */
-const METADATA_OPS = new Set(['Shape', 'Size', 'Reshape', 'Squeeze', 'Unsqueeze', 'Identity', 'Flatten']);
+export const METADATA_OPS = new Set(['Shape', 'Size', 'Reshape', 'Squeeze', 'Unsqueeze', 'Identity', 'Flatten']);
 /** Ops that read only what they pick: the output's size from the data input, plus the indices. */
 const PICKING_OPS = new Set(['Gather', 'GatherElements', 'GatherND', 'Slice']);
 
