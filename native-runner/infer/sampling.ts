@@ -5,7 +5,8 @@
  *   → top-k (keep logits ≥ the k-th largest, ties kept) → top-p (TopPLogitsWarper: sort ascending, drop the
  *   tokens whose ascending cumulative probability ≤ 1 − top_p, always keep the most likely one)
  *   → a draw from softmax of what is left, with util/rng for reproducibility.
- * Greedy (doSample false) applies only the repetition penalty, then takes the first argmax, as HF does.
+ * Greedy (doSample false) applies only the repetition penalty, then takes the first argmax, as HF does. Logits with
+ * a NaN (a diverged model) give the first NaN's id in both modes: torch.argmax's choice (NaN ranks first).
  */
 import { Rng } from '../util/rng';
 import { SftError } from '../util/errors';
@@ -203,6 +204,13 @@ export function processLogits(logits: Float32Array, seen: Iterable<number>, o: S
 
 /** Picks the next token: greedy argmax or a seeded draw after the warpers. */
 export function chooseToken(logits: Float32Array, seen: Iterable<number>, o: SamplingOptions, rng: Rng): number {
+  // NaN logits (a diverged model): the first NaN's id, as torch.argmax picks it for greedy decoding; a sampled step
+  // has no distribution either and takes the same id (its uniform still drawn, one per sampled token).
+  const nan = logits.findIndex((x) => Number.isNaN(x));
+  if (nan >= 0) {
+    if (o.doSample) rng.nextFloat();
+    return nan;
+  }
   const scores = processLogits(logits, seen, o);
   return o.doSample ? sampleFromScores(scores, rng) : argmax(scores);
 }

@@ -17,8 +17,10 @@
  *   draw                w = e of the kept tokens, scattered back to index order; acc = CumSum(w) (index order),
  *                       u' = u · acc[V−1]; the pick is the first index with u' < acc (= #{acc ≤ u'}), at most the
  *                       last kept index (sampleFromScores' fallback)
- *   non-finite scores   z NaN or ∞ (NaN logits, or s / t overflowing float): the first maximum of the top-k
- *                       scores instead of the draw (sampleFromScores does the same), never an id outside 0..V−1
+ *   non-finite scores   z NaN or ∞ (s / t overflowing float): the first maximum of the top-k scores instead of
+ *                       the draw (sampleFromScores does the same), never an id outside 0..V−1
+ *   NaN logits          any NaN among the logits (a diverged model): the id of the first NaN, greedy or sampled
+ *                       (torch.argmax ranks NaN first; chooseToken does the same)
  *   do_sample           false → the greedy pick, true → the draw
  *
  * Identity with the host: float32 steps are bit-exact; the double sums are sequential in index order on the CPU
@@ -137,5 +139,11 @@ export function chooseTokenInGraph(g: Graph, logits: Tensor, presence: Tensor, u
   // of the warped scores (the draw above would give −1 or a dropped id).
   const zOk = g.op('And', [g.op('Greater', [z, zero64]), g.op('Less', [z, g.scalar(Infinity, 'double')])]);
   const drawn = g.where(zOk, g.min(below, lastKept), g.op('ArgMax', [topKScores], { axis: 0, keepdims: 0 }, { dtype: 'int64', shape: [] }));
-  return g.where(s.doSample, drawn, greedy);
+  // NaN anywhere in the logits (a diverged model): the first NaN's id, greedy or sampled — torch.argmax's choice
+  // (it ranks NaN above everything), and sampling has no distribution to draw from (like sampling.chooseToken).
+  // x ≠ x marks the NaNs (Equal and Not have CUDA kernels; IsNaN is not in engine/cudaKernels.ts).
+  const nanF = g.cast(g.op('Not', [g.equal(logits, logits)]), 'float'); // [V] 1 at NaN
+  const firstNaN = g.op('ArgMax', [nanF], { axis: 0, keepdims: 0 }, { dtype: 'int64', shape: [] });
+  const anyNaN = g.op('Greater', [g.reduce('ReduceMax', nanF, null, false), g.scalar(0)]);
+  return g.where(anyNaN, firstNaN, g.where(s.doSample, drawn, greedy));
 }

@@ -143,3 +143,30 @@ test('non-finite scores (NaN logits of a diverged model, s / t overflowing float
   assert.equal(await graphChoice(overflow, [], sample({ temperature: 1e-40 }), 0.7), 2, 'the first +∞ score');
   assert.equal(await graphChoice(nan, [], sample({}), 0.7), 0, 'NaN everywhere: the first id, as argmax');
 });
+
+test('some NaN logits: the first NaN id in the graph and on the host, greedy and sampled, whatever the warpers', async () => {
+  const logits = new Float32Array(V).map((_, i) => i * 0.1); // the maximum is the last id
+  logits[3] = NaN;
+  logits[9] = NaN;
+  const modes: SamplingOptions[] = [
+    { doSample: false, temperature: 1, topP: 1, topK: 0, repetitionPenalty: 1 },
+    { doSample: false, temperature: 1, topP: 1, topK: 0, repetitionPenalty: 1.3 },
+    sample({}),
+    sample({ topK: 3 }),
+    sample({ topP: 0.5 }),
+    sample({ temperature: 0.7, topP: 0.9, repetitionPenalty: 1.3 }),
+  ];
+  for (const o of modes) {
+    for (const u of [0, 0.5, 0.99]) {
+      // before: the graph took the NaN for greedy (ArgMax) but drew arbitrary ids when sampling; the host skipped NaN
+      assert.equal(await assertSame(logits, [3, 15], o, u, `${JSON.stringify(o)}, u ${u}`), 3);
+    }
+  }
+  // The host still consumes one uniform per sampled token (the next draw is unaffected).
+  let draws = 0;
+  const rng = { nextFloat: () => (draws++, 0.5) } as unknown as Rng;
+  assert.equal(chooseToken(logits, [], sample({}), rng), 3);
+  assert.equal(draws, 1);
+  assert.equal(chooseToken(logits, [], { doSample: false, temperature: 1, topP: 1, topK: 0, repetitionPenalty: 1 }, rng), 3);
+  assert.equal(draws, 1, 'greedy draws nothing');
+});
