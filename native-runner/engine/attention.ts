@@ -24,7 +24,7 @@
  * ones to ~4e-7 relative; under bf16 the folded r is computed from the fp32 dy and the bf16-rounded y, which
  * leaves dq/dk ~10 % noisier than the autodiff bf16 backward (both ≈ 4·2^-8 relative L2 at T = D = 64).
  *
- * bf16 attention matrices (c.variants.bf16Attention, SFT_BF16_ATTENTION=1; only with c.bf16 true or
+ * bf16 attention matrices (c.variants.bf16Attention; the engine's default, SFT_BF16_ATTENTION=0 off; only with c.bf16 true or
  * 'emulate', otherwise the default graph is emitted byte for byte; ignored when autodiffAttention is on): the
  * [B,H,Tq,Tk] tensors stay bfloat16 between ops. Forward: S = q·kᵀ is the MatMul's bf16 output (no Cast),
  * S + bias (the bias [B,1,Tq,Tk] cast to bf16 once per graph and shared by the layers: 0 stays 0, −1e9
@@ -60,7 +60,7 @@
  * dropout 0.3 (default 'emulate' 3.3e-3 / 7.5e-3 / 6.7e-3 / 3.3e-3); tiny-model golden batch gradients 1.93e-3
  * from fp32 (default 1.95e-3); 20-step loss curve worst 4.0e-5 (default 3.1e-5) of |loss| + 1.
  *
- * bf16 q/k/v (c.variants.bf16Projections, SFT_BF16_PROJ=1, usesBf16Projections; only with c.bf16 true or
+ * bf16 q/k/v (c.variants.bf16Projections, the engine's default, SFT_BF16_PROJ=0 off, usesBf16Projections; only with c.bf16 true or
  * 'emulate'; gpt2Graph.ts attentionQKV/attentionOutput keep [N,3C], q/k/v and y bfloat16 from the c_attn Gemm to
  * the c_proj Gemm): q (already scaled: 1/√D is folded into the c_attn weights), k, v arrive as bf16 values and
  * are the MatMul operands as they are (no Casts); y is the bf16 MatMul output (no Cast back); dy arrives bf16 and

@@ -46,7 +46,7 @@
  * g_nll) and round(h) — one more bf16 round trip than the unfused graph ([N, C]) — and the row scaling and
  * one-hot are exact fp32 ('emulate' mirrors it on fp32 kernels).
  *
- * bf16Logits variant (ModelVariants.bf16Logits, SFT_BF16_LOGITS=1; lmHeadNll only, and only when c.bf16 is true or
+ * bf16Logits variant (ModelVariants.bf16Logits, the engine's default, SFT_BF16_LOGITS=0 off; lmHeadNll only, and only when c.bf16 is true or
  * 'emulate' — otherwise, and in tokenNll / the unfused head, the graphs are emitted byte for byte as without it):
  * the softmax over V in bfloat16 straight from the Gemm's bf16 output, p kept in bf16 for the backward Gemms, and
  * nll / lse from [N, 1] values (nllFromBf16Softmax). Forward, real bf16 (u = 2^-8, bf16's unit roundoff):

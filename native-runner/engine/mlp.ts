@@ -1,6 +1,6 @@
 /**
  * The MLP block (c_fc → gelu_new → c_proj) with its [N, 4C] activations kept in bfloat16: the bf16Mlp model
- * variant (ModelVariants.bf16Mlp, SFT_BF16_MLP=1), used by gpt2Graph.ts `mlp` only when c.bf16 is true or
+ * variant (ModelVariants.bf16Mlp, the engine's default, SFT_BF16_MLP=0 off), used by gpt2Graph.ts `mlp` only when c.bf16 is true or
  * 'emulate' (otherwise the default graph is emitted byte for byte). The [N, C] input and output stay fp32.
  *
  *   mlpBf16(c, x, wFc, bFc, wProj, bProj, geluGrad = c.variants.bf16GeluGrad ?? 'table') → y [N, C]
