@@ -20,6 +20,16 @@ export async function benchModel(name: string): Promise<{ config: GPT2Config; pa
   return { config, params: initGpt2Params(config, 1234) };
 }
 
+/**
+ * bench/gpu-train.ts's model shapes (random weights there): GPT-2 124M with the chat vocabulary (50,257 + the three
+ * role tokens), or its `--smoke` model (2 layers, 64 wide). bench/profile-vs-model.ts rebuilds the same graph.
+ */
+export function gpuTrainConfig(smoke: boolean): GPT2Config {
+  return smoke
+    ? makeConfig({ n_layer: 2, n_head: 2, n_embd: 64, n_positions: 128, vocab_size: 2048 })
+    : makeConfig({ n_layer: 12, n_head: 12, n_embd: 768, n_positions: 1024, vocab_size: 50260 });
+}
+
 /** B×T random ids and random targets in [0, V), every position trained, positions 0..T−1, one segment per row. */
 export function randomBatch(rng: Rng, B: number, T: number, V: number): MicroBatch {
   const n = B * T;

@@ -58,13 +58,12 @@ import { Graph } from '../native-runner/engine/graph/graph';
 import { createSession, type Device } from '../native-runner/engine/ortSession';
 import { TrainingEngine } from '../native-runner/engine/trainingEngine';
 import type { MicroBatch, StepInput } from '../native-runner/engine/types';
-import { makeConfig } from '../native-runner/model/config';
 import { countParameters, initGpt2Params } from '../native-runner/model/gpt2Params';
 import { writeSafetensorsSynced } from '../native-runner/model/safetensors';
 import { CUDA_STEPS_PER_RUN } from '../native-runner/train/config';
 import type { GPT2Config, ParamSet } from '../native-runner/model/types';
 import { Rng } from '../native-runner/util/rng';
-import { sftSwitches } from './benchModel';
+import { gpuTrainConfig, sftSwitches } from './benchModel';
 import { dollyExamples, dollyLengths, lengthStats } from './dolly-lengths';
 
 const { values: argv } = parseArgs({
@@ -99,9 +98,7 @@ const smoke = argv.smoke;
 const ACCUM = 4;
 const BATCH = 8;
 const SEED = 0;
-const config: GPT2Config = smoke
-  ? makeConfig({ n_layer: 2, n_head: 2, n_embd: 64, n_positions: 128, vocab_size: 2048 })
-  : makeConfig({ n_layer: 12, n_head: 12, n_embd: 768, n_positions: 1024, vocab_size: 50260 });
+const config: GPT2Config = gpuTrainConfig(smoke);
 const shapes = (argv.shapes ?? (smoke ? '2x64,4x64' : '8x512,32x512')).split(',').map((s) => s.split('x').map(Number) as [number, number]);
 // bf16 MatMul/Gemm kernels exist on CUDA; the CPU EP has none, so the CPU defaults to fp32.
 const precisions = (argv.precisions ?? (device === 'cuda' ? 'fp32,bf16' : 'fp32')).split(',') as ('fp32' | 'bf16')[];

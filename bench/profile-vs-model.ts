@@ -22,7 +22,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { modelVariantsFromEnv } from '../native-runner/engine/trainingEngine';
 import { envSwitch } from '../native-runner/engine/ortSession';
-import { makeConfig } from '../native-runner/model/config';
+import { gpuTrainConfig } from './benchModel';
 import { readTrace, type TraceEvent } from './ort-profile';
 import { H200_RATES, METADATA_OPS, modelStep, timeOf, type Rates } from './stepModel';
 
@@ -51,11 +51,8 @@ if (argv.model !== 'gpt2' && argv.model !== 'smoke') throw new Error(`--model mu
 const steps = num('steps');
 const rates: Rates = { ...H200_RATES, bw: num('bw') * 1e12, launch: num('launch-us') * 1e-6 };
 
-// gpu-train.ts's models (its config with default dropout 0.1, and dropout: null → the config's rates).
-const config =
-  argv.model === 'smoke'
-    ? makeConfig({ n_layer: 2, n_head: 2, n_embd: 64, n_positions: 128, vocab_size: 2048 })
-    : makeConfig({ n_layer: 12, n_head: 12, n_embd: 768, n_positions: 1024, vocab_size: 50260 });
+// gpu-train.ts's models (dropout: null there → the config's rates, 0.1).
+const config = gpuTrainConfig(argv.model === 'smoke');
 const model = modelStep(
   {
     config,

@@ -32,7 +32,7 @@ import { envSwitch } from '../native-runner/engine/ortSession';
 import type { ModelVariants } from '../native-runner/engine/gpt2Graph';
 import type { Tensor } from '../native-runner/engine/graph/graph';
 import { makeConfig } from '../native-runner/model/config';
-import { modelStep as modelStepWith, PARTS, timeOf as timeWith, type Cost, type Rates, type Setup, type StepModel, type Tally } from './stepModel';
+import { H200_RATES, modelStep as modelStepWith, PARTS, timeOf as timeWith, type Cost, type Rates, type Setup, type StepModel, type Tally } from './stepModel';
 
 const { values: argv } = parseArgs({
   options: {
@@ -45,17 +45,17 @@ const { values: argv } = parseArgs({
     width: { type: 'string', default: '768' },
     heads: { type: 'string', default: '12' },
     vocab: { type: 'string', default: '50257' },
-    bw: { type: 'string', default: '2.6' },
-    'bf16-tflops': { type: 'string', default: '600' },
-    'tf32-tflops': { type: 'string', default: '350' },
-    'launch-us': { type: 'string', default: '0.7' },
+    bw: { type: 'string', default: String(H200_RATES.bw / 1e12) },
+    'bf16-tflops': { type: 'string', default: String(H200_RATES.bf16 / 1e12) },
+    'tf32-tflops': { type: 'string', default: String(H200_RATES.tf32 / 1e12) },
+    'launch-us': { type: 'string', default: String(H200_RATES.launch * 1e6) },
     top: { type: 'string', default: '20' },
     json: { type: 'boolean', default: false },
     table: { type: 'boolean', default: false },
-    nodes: { type: 'string', default: process.env.STEP_TRAFFIC_NODES ?? '0' },
-    class: { type: 'string', default: process.env.STEP_TRAFFIC_CLASS },
-    part: { type: 'string', default: process.env.STEP_TRAFFIC_PART },
-    op: { type: 'string', default: process.env.STEP_TRAFFIC_OP },
+    nodes: { type: 'string', default: '0' },
+    class: { type: 'string' },
+    part: { type: 'string' },
+    op: { type: 'string' },
   },
 });
 const num = (k: keyof typeof argv) => {
@@ -69,10 +69,6 @@ const T = num('seq');
 const A = num('accum');
 const rate = num('dropout');
 const RATES: Rates = { bw: num('bw') * 1e12, bf16: num('bf16-tflops') * 1e12, tf32: num('tf32-tflops') * 1e12, launch: num('launch-us') * 1e-6 };
-const BW = RATES.bw;
-const BF16_RATE = RATES.bf16;
-const TF32_RATE = RATES.tf32;
-const LAUNCH = RATES.launch;
 const config = makeConfig({ n_layer: num('layers'), n_head: num('heads'), n_embd: num('width'), n_positions: Math.max(1024, T), vocab_size: num('vocab') });
 const timeOf = (c: Cost) => timeWith(c, RATES);
 /** The step at B rows with the given precision and switches (the other settings from the command line). */
@@ -93,7 +89,7 @@ function printModel(m: StepModel): void {
   for (const [part, c] of [...m.byPart.entries(), ['total', total] as const]) {
     console.log(`${part.padEnd(36)}${String(c.nodes).padStart(8)}${GB(c.bytes).padStart(12)}${(c.flopsBf16 / 1e12).toFixed(2).padStart(13)}${(c.flopsF32 / 1e12).toFixed(2).padStart(12)}${ms(timeOf(c)).padStart(11)}`);
   }
-  console.log(`modelled: ${ms(t)} ms per step → ${tokS(m).toLocaleString('en-US')} tok/s (memory ${ms(total.bytes / BW)} ms, MatMul ${ms(total.flopsBf16 / BF16_RATE + total.flopsF32 / TF32_RATE)} ms, kernel fixed cost ${ms(total.nodes * LAUNCH)} ms)`);
+  console.log(`modelled: ${ms(t)} ms per step → ${tokS(m).toLocaleString('en-US')} tok/s (memory ${ms(total.bytes / RATES.bw)} ms, MatMul ${ms(total.flopsBf16 / RATES.bf16 + total.flopsF32 / RATES.tf32)} ms, kernel fixed cost ${ms(total.nodes * RATES.launch)} ms)`);
   const row = (k: string, c: Tally) =>
     `${k.padEnd(30)}${String(c.nodes).padStart(9)}${GB(c.bytes).padStart(12)}${((c.flopsBf16 + c.flopsF32) / 1e12).toFixed(2).padStart(8)}${ms(timeOf(c)).padStart(11)}${((100 * timeOf(c)) / t).toFixed(1).padStart(6)} %   ${PARTS.map((p) => ms(c.part.get(p) ?? 0)).join(' / ')}`;
   console.log(`\nby what the nodes work on (the largest tensor of each node), per step:`);
