@@ -103,8 +103,8 @@
  * Legend: B batch rows, H heads, Tq queries, Tk keys, D head width.
  */
 import type { Graph, Shape, Tensor } from './graph/graph';
-import type { Bf16Mode, ModelContext } from './gpt2Graph';
-import { bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundBf16, roundToBf16 } from './precision';
+import type { ModelContext } from './gpt2Graph';
+import { atBf16, bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundBf16, roundToBf16 } from './precision';
 
 /** Extra GEMM depth: `cols` columns carrying −r, then zeros so that K = D + pad is a multiple of 8 (aligned bf16 GEMMs). */
 function padWidth(D: number | string | undefined, cols: number): number {
@@ -125,15 +125,6 @@ export function usesBf16Attention(c: ModelContext): boolean {
  */
 export function usesBf16Projections(c: ModelContext): boolean {
   return !!c.bf16 && !!c.variants.bf16Projections;
-}
-
-/**
- * A value that the real graph already holds in bfloat16, as a bf16 operand: a bfloat16 tensor as is (true; a
- * float tensor is cast), the fp32 tensor as is under 'emulate' (its values are bf16 already, rounding again would
- * change nothing).
- */
-export function atBf16(g: Graph, t: Tensor, mode: Bf16Mode): Tensor {
-  return mode === true ? g.cast(t, 'bfloat16') : t;
 }
 
 /** bias [B,1,Tq,Tk] at bf16 precision, cast once per graph and mode (the layers share the bias). */

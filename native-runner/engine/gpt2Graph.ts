@@ -23,10 +23,10 @@
  * lmHeadLogits, tokenNll) are exported so that other graphs (eval, KV-cache generation) reuse them.
  */
 import { expectedParamShapes } from '../model/gpt2Params';
-import { atBf16, attentionCoreAutodiff, attentionCoreFused, usesBf16Projections } from './attention';
+import { attentionCoreAutodiff, attentionCoreFused, usesBf16Projections } from './attention';
 import { mlpBf16, usesBf16Mlp } from './mlp';
 import { layerNormWithGrad } from './layerNorm';
-import { bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundToBf16 } from './precision';
+import { atBf16, bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundToBf16 } from './precision';
 import type { GPT2Config } from '../model/types';
 import { Graph, makeData, type Tensor } from './graph/graph';
 

@@ -29,6 +29,15 @@ export function bf16Result(g: Graph, t: Tensor, mode: Bf16Mode): Tensor {
   return mode === 'emulate' ? roundToBf16(g, t) : t;
 }
 
+/**
+ * A value that the real graph already holds in bfloat16, as a bf16 operand: a bfloat16 tensor as is (true; a
+ * float tensor is cast), the fp32 tensor as is under 'emulate' (its values are bf16 already, rounding again would
+ * change nothing).
+ */
+export function atBf16(g: Graph, t: Tensor, mode: Bf16Mode): Tensor {
+  return mode === true ? g.cast(t, 'bfloat16') : t;
+}
+
 /** A value already at bf16 precision as float: Cast (true) or as is ('emulate': it is an fp32 tensor already). */
 export function bf16ToFloat(g: Graph, t: Tensor, mode: Bf16Mode): Tensor {
   return mode === 'emulate' ? t : g.cast(t, 'float');
