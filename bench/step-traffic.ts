@@ -14,7 +14,7 @@
  * MatMul/Gemm, its FLOPs (bf16 operands → the bf16 rate, float → TF32, ORT's CUDA default). Modelled GPU time of
  * a node = bytes / bandwidth + FLOPs / rate + a fixed cost per kernel: a kernel-at-a-time executor that never
  * fuses. Forward = the nodes the micro-batch's loss depends on; backward = the rest of the micro-batch body.
- * The SFT_* switches of the environment (modelVariantsFromEnv, SFT_FUSED_LM_HEAD, SFT_FLAT_STATE) pick the
+ * The SFT_* switches of the environment (modelVariantsFromEnv, SFT_FUSED_LM_HEAD, SFT_FLAT_STATE, SFT_HOIST_INVARIANTS) pick the
  * graph as they do in the engine: run it once per variant to compare them. --nodes N lists the N single nodes of
  * one micro-batch that move the most bytes (filters: --class, a prefix of the "tensors" column; --part; --op).
  *
@@ -72,13 +72,13 @@ const RATES: Rates = { bw: num('bw') * 1e12, bf16: num('bf16-tflops') * 1e12, tf
 const config = makeConfig({ n_layer: num('layers'), n_head: num('heads'), n_embd: num('width'), n_positions: Math.max(1024, T), vocab_size: num('vocab') });
 const timeOf = (c: Cost) => timeWith(c, RATES);
 /** The step at B rows with the given precision and switches (the other settings from the command line). */
-const modelStep = (o: { B: number; bf16: boolean; variants: ModelVariants; fusedLmHead: boolean; flatState: boolean }): StepModel =>
+const modelStep = (o: { B: number; bf16: boolean; variants: ModelVariants; fusedLmHead: boolean; flatState: boolean; hoistInvariants?: boolean }): StepModel =>
   modelStepWith({ config, T, A, dropout: rate, ...o } satisfies Setup, RATES);
 
 const ms = (s: number) => (s * 1e3).toFixed(2);
 const GB = (b: number) => (b / 1e9).toFixed(2);
 const tokS = (m: StepModel) => Math.round(m.tokens / timeOf(m.total));
-const switchesOf = (s: Setup) => ({ ...s.variants, fusedLmHead: s.fusedLmHead, flatState: s.flatState });
+const switchesOf = (s: Setup) => ({ ...s.variants, fusedLmHead: s.fusedLmHead, flatState: s.flatState, hoistInvariants: s.hoistInvariants ?? true });
 
 function printModel(m: StepModel): void {
   const { total } = m;
@@ -133,7 +133,7 @@ function printModel(m: StepModel): void {
 /** --table: the switch sets of the device check's ablation (bench/device-check.sh), modelled at B8 and B32. */
 function printTable(): void {
   const dflt = modelVariantsFromEnv({}); // the engine's defaults (the four bf16 storage variants on)
-  const rows: [string, boolean, ModelVariants, boolean][] = [
+  const rows: [string, boolean, ModelVariants, boolean, boolean?][] = [
     ['fp32 (engine default)', false, dflt, true],
     ['bf16 (engine default)', true, dflt, true],
     ['bf16, SFT_BF16_ATTENTION=0', true, { ...dflt, bf16Attention: false }, true],
@@ -141,13 +141,14 @@ function printTable(): void {
     ['bf16, SFT_BF16_GELU_GRAD=exp', true, { ...dflt, bf16GeluGrad: 'exp' }, true],
     ['bf16, SFT_BF16_PROJ=0', true, { ...dflt, bf16Projections: false }, true],
     ['bf16, SFT_BF16_LOGITS=0', true, { ...dflt, bf16Logits: false }, true],
+    ['bf16, SFT_HOIST_INVARIANTS=0', true, dflt, true, false],
     ['bf16, no bf16 storage (the four SFT_BF16_*=0)', true, {}, true],
     ['bf16 previous (+ autodiff attention/LayerNorm, unfused head)', true, { autodiffAttention: true, autodiffLayerNorm: true }, false],
   ];
   console.log(`modelled step of GPT-2 ${config.n_layer}×${config.n_embd}, ${A} micro-batches of T${T}, dropout ${rate}; ${num('bw')} TB/s, ${num('launch-us')} µs per kernel, bf16 ${num('bf16-tflops')} / TF32 ${num('tf32-tflops')} TFLOP/s`);
   console.log(`${'switches'.padEnd(62)}${'B8 ms'.padStart(9)}${'GB'.padStart(8)}${'tok/s'.padStart(9)}${'B32 ms'.padStart(9)}${'GB'.padStart(9)}${'tok/s'.padStart(9)}`);
-  for (const [label, bf16, variants, fusedLmHead] of rows) {
-    const cells = [8, 32].map((B) => modelStep({ B, bf16, variants, fusedLmHead, flatState: false }));
+  for (const [label, bf16, variants, fusedLmHead, hoistInvariants] of rows) {
+    const cells = [8, 32].map((B) => modelStep({ B, bf16, variants, fusedLmHead, flatState: false, hoistInvariants }));
     console.log(`${label.padEnd(62)}${cells.map((m) => `${ms(timeOf(m.total)).padStart(9)}${GB(m.total.bytes).padStart(8 + (m.setup.B === 32 ? 1 : 0))}${String(tokS(m)).padStart(9)}`).join('')}`);
   }
 }
@@ -161,6 +162,7 @@ else {
       variants: modelVariantsFromEnv(),
       fusedLmHead: envSwitch(process.env.SFT_FUSED_LM_HEAD) ?? true,
       flatState: envSwitch(process.env.SFT_FLAT_STATE) ?? false,
+      hoistInvariants: envSwitch(process.env.SFT_HOIST_INVARIANTS) ?? true,
     }),
   );
 }

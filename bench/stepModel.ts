@@ -32,6 +32,8 @@ export interface Setup {
   variants: ModelVariants;
   fusedLmHead: boolean;
   flatState: boolean;
+  /** trainGraph GraphOptions.hoistInvariants (absent: the default, on). */
+  hoistInvariants?: boolean;
 }
 
 const BYTES: Record<DType, number> = { float: 4, double: 8, float16: 2, bfloat16: 2, int64: 8, int32: 4, bool: 1, uint8: 1 };
@@ -152,6 +154,7 @@ export function modelStep(setup: Setup, rates: Rates = H200_RATES): StepModel {
     fusedLmHead: setup.fusedLmHead,
     flatState: setup.flatState,
     variants: setup.variants,
+    hoistInvariants: setup.hoistInvariants,
   });
   const symbols: Record<string, number> = { B, T, Tq: T, Tk: T, N: B * T, M: B * T, K: 1, A };
   // Letters a composite symbolic dim may be made of (a flattened 'BHTk' = B·H·Tk).

@@ -52,6 +52,13 @@ export interface GraphOptions {
   fusedLmHead?: boolean;
   /** Alternative formulations for ablations (gpt2Graph.ts ModelVariants); train and grads graphs. */
   variants?: ModelVariants;
+  /**
+   * Train graph with accumulation: the micro-batch body's loop-invariant nodes (weight casts to bf16, the bias
+   * rows and scaled q columns of the projections, the lm head's bf16 wte …) run once per optimizer step, in the
+   * step body, instead of once per micro-batch (Graph.hoistInvariantsFrom; same values). Default on;
+   * SFT_HOIST_INVARIANTS=0 off, for ablations.
+   */
+  hoistInvariants?: boolean;
 }
 
 export const MB_FIELDS = ['ids', 'targets', 'positions', 'segments'] as const;
@@ -245,6 +252,7 @@ export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts:
     inner.output(trueConst(inner));
     acc.forEach((a, i) => inner.output(inner.add(a, gj[i]!)));
     inner.output(inner.add(nllAcc, out.nllSum));
+    if (opts.hoistInvariants ?? true) body.hoistInvariantsFrom(inner);
     const zeros = flat ? flatIn.p.map((t) => body.zerosLike(t)) : specs.map((s) => body.zerosLike(p.get(s.name)!));
     const outs = body.node(
       'Loop',

@@ -359,7 +359,7 @@ export class TrainingEngine {
     let s = this.sessions.get(key);
     if (!s) {
       const { config } = this.opts;
-      const gopts = { dropout: dropoutRates(config, this.opts.dropout), bf16: this.opts.bf16 ?? false, seed: this.opts.seed ?? 0, flatState: this.flatState(), fusedLmHead: envSwitch(process.env.SFT_FUSED_LM_HEAD) ?? true, variants: modelVariantsFromEnv() };
+      const gopts = { dropout: dropoutRates(config, this.opts.dropout), bf16: this.opts.bf16 ?? false, seed: this.opts.seed ?? 0, flatState: this.flatState(), fusedLmHead: envSwitch(process.env.SFT_FUSED_LM_HEAD) ?? true, hoistInvariants: envSwitch(process.env.SFT_HOIST_INVARIANTS) ?? true, variants: modelVariantsFromEnv() };
       const evalBf16 = { bf16: gopts.bf16 };
       const graph = train
         ? buildTrainGraph(config, this.hyper, { ...gopts, accumulate: kind === 'trainA' })

@@ -85,6 +85,9 @@ class NameScope {
   }
 }
 
+/** Ops whose outputs differ between two runs on the same inputs (never hoisted out of a Loop body). */
+const RANDOM_OPS = new Set(['Dropout', 'RandomNormal', 'RandomNormalLike', 'RandomUniform', 'RandomUniformLike', 'Multinomial', 'Bernoulli']);
+
 const DTYPE_CODE: Record<DType, number> = {
   float: OnnxDataType.float,
   double: OnnxDataType.double,
@@ -480,6 +483,49 @@ export class Graph {
       if (c) return c.data;
     }
     return undefined;
+  }
+
+  /**
+   * Loop-invariant code motion for a Loop body `body` (a subgraph of this graph) before its Loop node is
+   * added: every node of the body whose inputs are the same in each iteration — values of this or an
+   * enclosing graph, constants, outputs of nodes moved before it — is moved, in order, to the end of this
+   * graph, with the body constants it reads. What the body computes is unchanged; the moved nodes run once per
+   * Loop instead of once per iteration (the micro-batch Loop's bf16 weight casts: once per optimizer step).
+   * Never moved: random ops (a moved Dropout would reuse one mask), nodes with subgraphs, nodes producing a body
+   * output, and the virtual nodes of custom-gradient regions (not emitted; they stay as markers).
+   * Returns the moved nodes.
+   */
+  hoistInvariantsFrom(body: Graph): Node[] {
+    if (body.parent !== this) throw new Error(`hoistInvariantsFrom: ${body.name} is not a subgraph of ${this.name}`);
+    const variant = new Set<Tensor>(body.inputs);
+    const bodyOutputs = new Set(body.outputs);
+    const moved: Node[] = [];
+    const kept: Node[] = [];
+    for (const n of body.nodes) {
+      if (n.virtual) {
+        kept.push(n);
+        continue;
+      }
+      const movable =
+        !RANDOM_OPS.has(n.opType) &&
+        !Object.values(n.attrs).some((a) => a instanceof Graph) &&
+        n.inputs.every((t) => !t || !variant.has(t)) &&
+        n.outputs.every((t) => !bodyOutputs.has(t));
+      if (movable) moved.push(n);
+      else {
+        kept.push(n);
+        for (const t of n.outputs) variant.add(t);
+      }
+    }
+    if (moved.length === 0) return moved;
+    const read = new Set<Tensor>();
+    for (const n of moved) for (const t of n.inputs) if (t) read.add(t);
+    const stay: typeof body.constants = [];
+    for (const c of body.constants) (read.has(c.tensor) ? this.constants : stay).push(c);
+    body.constants.splice(0, body.constants.length, ...stay);
+    body.nodes.splice(0, body.nodes.length, ...kept);
+    this.nodes.push(...moved);
+    return moved;
   }
 
   /** Zeros shaped like `like` (dynamic shape). */
