@@ -43,6 +43,7 @@ import { buildEvalGraph, buildForwardGraph, buildGradsGraph, buildTrainGraph, ty
 import { buildInferenceGraph } from '../native-runner/infer/generationGraph';
 import { makeConfig, readConfig } from '../native-runner/model/config';
 import { initGpt2Params } from '../native-runner/model/gpt2Params';
+import { modelVariantsFromEnv } from '../native-runner/engine/trainingEngine';
 import type { GPT2Config, ParamSet } from '../native-runner/model/types';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -145,7 +146,7 @@ function casesFor(tag: string, config: GPT2Config, dropout: number | null): Grap
     // with accumulation: what the device check's ablate phase runs.
     const variants: [string, Partial<GraphOptions>][] = [
       ['previous', { variants: { autodiffAttention: true }, fusedLmHead: false }],
-      ...(bf16 ? ([['bf16att', { variants: { bf16Attention: true } }], ['bf16mlp', { variants: { bf16Mlp: true } }], ['bf16both', { variants: { bf16Attention: true, bf16Mlp: true } }]] as [string, Partial<GraphOptions>][]) : []),
+      ...(bf16 ? ([['bf16att', { variants: { bf16Attention: true } }], ['bf16mlp', { variants: { bf16Mlp: true } }], ['bf16both', { variants: { bf16Attention: true, bf16Mlp: true } }], ['defaults', { variants: modelVariantsFromEnv({}) }], ['biasdropout', { variants: { ...modelVariantsFromEnv({}), residualBiasDropout: true }, dropout: dropoutRates(config, 0.1) }]] as [string, Partial<GraphOptions>][]) : []),
     ];
     for (const [vname, extra] of variants) {
       out.push({

@@ -3,7 +3,8 @@
 # (docs/GPU.md, "Running it on a GPU machine"):
 #   bash .device/unpack.sh && source /tmp/sft-rt/env.sh && bash bench/device-check.sh
 # Default phases, in this order (the checks that decide the next defaults first), each under its own time limit:
-#   doctor   the CUDA report (cudaProvider.cudaReport), nvidia-smi, torch/transformers → $OUT/checks.txt
+#   doctor   the CUDA report (cudaProvider.cudaReport), nvidia-smi, torch/transformers, and bench/contrib-probe.ts (the
+#            com.microsoft BiasDropout kernel computes what engine/residual.ts assumes)          → $OUT/checks.txt
 #   loss     bench/cuda-vs-cpu.ts: 20 steps of GPT-2 124M on CUDA (fp32, bf16) against the CPU fp32 reference
 #            curve measured on the H200 machine's CPU (bench/results/2026-11-28-h200-a/cuda-vs-cpu.json; LOSS_ARGS
 #            replaces that argument, LOSS_ARGS= computes the reference again, ~20 s); then, when LOSS_VARIANTS is
@@ -14,9 +15,11 @@
 #            the bench phase's run of the same configuration when it ran first. Default, each at gpu-train's K
 #            (~768k tokens per run: K = 48 at B8, 12 at B32; K = 16 gave ±5 % between identical runs): "default";
 #            "ort-basic" (SFT_ORT_OPT_LEVEL=basic: session creation and the first run were 8 + 7 s at 'all' on the
-#            H200 — does a lower ORT optimisation level cost run time?); "no-bf16-storage" (SFT_BF16_ATTENTION/
-#            MLP/PROJ/LOGITS=0); each storage variant off alone; the MLP's exp-form Gelu derivative (gelu-exp); and
-#            the default at B32 T512 (default-B32) — ~25 s each on the H200. bench/step-traffic.ts --table predicts
+#            H200 — does a lower ORT optimisation level cost run time?); "bias-dropout" (the opt-in com.microsoft
+#            BiasDropout residual ends, SFT_BIAS_DROPOUT=1); "no-hoist" (SFT_HOIST_INVARIANTS=0: weight casts per
+#            micro-batch again); "no-ln-fold" (SFT_LN_FOLD=0); "no-bf16-storage" (SFT_BF16_ATTENTION/MLP/PROJ/
+#            LOGITS=0); and B32 T512 with the defaults and with bias-dropout — ~25 s each on the H200 (each storage
+#            variant off alone and gelu-exp were the 2026-11-28 list; ABLATE_RUNS brings them back). bench/step-traffic.ts --table predicts
 #            them on the CPU (the "previous" graph, SFT_AUTODIFF_ATTENTION=1 SFT_FUSED_LM_HEAD=0
 #            SFT_AUTODIFF_LAYERNORM=1 SFT_BF16_*=0, was measured on 2026-11-28: bench/results/…-h200-b).
 #                                                                          → $OUT/ablate.txt
@@ -40,7 +43,7 @@
 #                                                                          → $OUT/extras.txt
 #   decode   bench/decode-chunks.ts --device cuda: chunked decoding vs per-token on GPT-2 124M (same ids?
 #            tok/s at a short and a long prompt)                               → appended to $OUT/extras.txt
-# Time: each phase has a share (DOCTOR_S 15, LOSS_S 65, ABLATE_S 230, BENCH_S 185, PROFILE_S 75 = 570 s; CLI_S
+# Time: each phase has a share (DOCTOR_S 25, LOSS_S 65, ABLATE_S 220, BENCH_S 185, PROFILE_S 75 = 570 s; CLI_S
 # 30, DECODE_S 35) and its limit is its share plus what the phases before it left unused, so the default sequence
 # ends within ~570 s (a device call may run 600 s; machine start and transfers are outside it, and the session's
 # device time is 15 minutes in all: see docs/GPU.md for what the 2026-11-28 calls cost). A phase with < 10 s left
@@ -68,8 +71,8 @@ NO_BF16_STORAGE=SFT_BF16_ATTENTION=0,SFT_BF16_MLP=0,SFT_BF16_PROJ=0,SFT_BF16_LOG
 LOSS_VARIANTS=${LOSS_VARIANTS-}
 # Default: the formulation before the 2026-11-28 pass cuts (autodiff attention backward, unfused lm head), and the
 # opt-in bf16 attention matrices and MLP activations, alone and together.
-ABLATE_RUNS=${ABLATE_RUNS:-default: ort-basic:SFT_ORT_OPT_LEVEL=basic no-bf16-storage:$NO_BF16_STORAGE no-bf16-attention:SFT_BF16_ATTENTION=0 no-bf16-mlp:SFT_BF16_MLP=0 gelu-exp:SFT_BF16_GELU_GRAD=exp no-bf16-proj:SFT_BF16_PROJ=0 no-bf16-logits:SFT_BF16_LOGITS=0 default-B32::--shapes,32x512}
-declare -A SHARE=([doctor]=${DOCTOR_S:-15} [loss]=${LOSS_S:-65} [profile]=${PROFILE_S:-75} [bench]=${BENCH_S:-185} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-230})
+ABLATE_RUNS=${ABLATE_RUNS:-default: bias-dropout:SFT_BIAS_DROPOUT=1 no-hoist:SFT_HOIST_INVARIANTS=0 no-ln-fold:SFT_LN_FOLD=0 ort-basic:SFT_ORT_OPT_LEVEL=basic no-bf16-storage:$NO_BF16_STORAGE default-B32::--shapes,32x512 bias-dropout-B32:SFT_BIAS_DROPOUT=1:--shapes,32x512}
+declare -A SHARE=([doctor]=${DOCTOR_S:-25} [loss]=${LOSS_S:-65} [profile]=${PROFILE_S:-75} [bench]=${BENCH_S:-185} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-220})
 if [ "${DRY_RUN:-0}" = 1 ]; then
   loss_args=(--model tiny --test cpu:fp32)
   bench_args=(--device cpu --smoke)
@@ -128,6 +131,7 @@ for phase in $PHASES; do
   case "$phase" in
     doctor)
       stamp "doctor (limit $limit s)"
+      end=$(( $(now) + limit ))
       timeout "$limit" bash -c '
         date -u
         nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "nvidia-smi not available"
@@ -135,6 +139,9 @@ for phase in $PHASES; do
         node --import tsx -e "for (const l of require(\"./native-runner/engine/cudaProvider.ts\").cudaReport()) console.log(l)"
         python3 -c "import torch, transformers; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"| transformers\", transformers.__version__)" 2>&1 | tail -1
       ' 2>&1 | tee "$OUT/checks.txt"
+      # What residualBiasDropout (SFT_BIAS_DROPOUT=1) assumes of the com.microsoft BiasDropout CUDA kernel (no CPU kernel).
+      left=$(( end - $(now) ))
+      [ "$left" -ge 5 ] && timeout "$left" node --import tsx bench/contrib-probe.ts --device "$dev" 2>&1 | tee -a "$OUT/checks.txt"
       ;;
     loss)
       stamp "loss-curve check (limit $limit s)"

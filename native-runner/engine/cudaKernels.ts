@@ -192,6 +192,17 @@ export interface CudaCheckOptions {
   singleIterationLoop?: boolean;
 }
 
+/**
+ * The CUDA EP's com.microsoft (contrib) kernels our graphs may use, keyed `domain.op`; onnxVersion is the contrib
+ * opset version. BiasDropout: onnxruntime/contrib_ops/cuda/math/bias_dropout.cc (ONNX_OPERATOR_KERNEL_EX(BiasDropout,
+ * kMSDomain, 1, kCudaExecutionProvider): T and T1 ∈ {float16, float, double, bfloat16}, T2 bool, inputs 3 and 4
+ * OrtMemTypeCPUInput); schema in onnxruntime/core/graph/contrib_ops/contrib_defs.cc: data T, bias T, residual T
+ * (optional), ratio T1 (optional), training_mode T2 (optional) → output T, mask T2 (optional). It has no CPU kernel.
+ */
+export const CUDA_CONTRIB_KERNELS: Readonly<Record<string, CudaKernelFacts>> = {
+  'com.microsoft.BiasDropout': { onnxVersion: 1, cuda: open(1), types: { T: FLOAT4, T1: FLOAT4, T2: BOOL }, inputs: ['T', 'T', 'T', 'T1', 'T2'], outputs: ['T', 'T2'], cpuInputs: [3, 4] },
+};
+
 /** ORT's "small initializer" bound (fallback_cpu_capability.cc kSmallInitializerThreshold). */
 const SMALL_INITIALIZER_ELEMENTS = 100;
 
@@ -210,8 +221,9 @@ function versionText(f: CudaKernelFacts): string {
 
 /** Why the CUDA kernel table rejects node `n` (empty when it has a CUDA kernel for its op, version and dtypes). */
 export function cudaKernelProblems(n: Pick<Node, 'opType' | 'domain' | 'inputs' | 'outputs'>): string[] {
-  if (n.domain && n.domain !== 'ai.onnx') return [`op ${n.domain}.${n.opType} is not in the CUDA kernel table (only the default ONNX domain is)`];
-  const f = CUDA_KERNELS[n.opType];
+  const contrib = !!n.domain && n.domain !== 'ai.onnx';
+  const f = contrib ? CUDA_CONTRIB_KERNELS[`${n.domain}.${n.opType}`] : CUDA_KERNELS[n.opType];
+  if (contrib && !f) return [`op ${n.domain}.${n.opType} is not in the CUDA kernel table (default ONNX domain: CUDA_KERNELS; contrib ops: CUDA_CONTRIB_KERNELS)`];
   if (!f) return [`op ${n.opType} is not in the CUDA kernel table (engine/cudaKernels.ts): look up its CUDAExecutionProvider kernel in onnxruntime ${CUDA_TABLE_ORT_VERSION} before using it`];
   const problems: string[] = [];
   if (f.onnxVersion > CUDA_TABLE_OPSET || f.onnxVersion < f.cuda.since || (f.cuda.until !== null && f.onnxVersion > f.cuda.until)) {

@@ -26,6 +26,7 @@ import { expectedParamShapes } from '../model/gpt2Params';
 import { attentionCoreAutodiff, attentionCoreFused, usesBf16Projections } from './attention';
 import { mlpBf16, usesBf16Mlp } from './mlp';
 import { layerNormWithGrad } from './layerNorm';
+import { residualBiasDropout, usesResidualBiasDropout } from './residual';
 import { atBf16, bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundToBf16 } from './precision';
 import type { GPT2Config } from '../model/types';
 import { Graph, makeData, type Tensor } from './graph/graph';
@@ -79,6 +80,11 @@ export interface ModelVariants {
   autodiffLayerNorm?: boolean;
   /** bf16 modes, training graphs' fused lm head: the softmax over the vocabulary in bfloat16 (crossEntropy.ts); engine default on, SFT_BF16_LOGITS=0 off. */
   bf16Logits?: boolean;
+  /**
+   * bf16 modes with bf16Projections and bf16Mlp, residual dropout > 0: each block's residual branch ends in one
+   * r + Dropout(y + b) region — com.microsoft BiasDropout on CUDA (engine/residual.ts); opt-in, SFT_BIAS_DROPOUT=1.
+   */
+  residualBiasDropout?: boolean;
 }
 
 /** The parameter list (HF names and shapes) in named_parameters order. */
@@ -280,11 +286,16 @@ export function attentionCore(c: ModelContext, q: Tensor, k: Tensor, v: Tensor, 
  * Heads [B,H,T,D] → [N,C] → c_proj. bf16Projections: y, the merge Transpose/Reshape and the Gemm (bias as its
  * C) in bf16, the [N,C] output cast to fp32 for the dropout and the residual stream.
  */
-export function attentionOutput(c: ModelContext, layer: number, y: Tensor): Tensor {
+export function attentionOutput(c: ModelContext, layer: number, y: Tensor, opts: { withoutBias?: boolean } = {}): Tensor {
   const g = c.g;
   const C = c.config.n_embd;
   const p = `transformer.h.${layer}.attn.`;
   const merged = g.reshape(g.transpose(y, [0, 2, 1, 3]), [-1, C], ['N', C]);
+  if (opts.withoutBias) {
+    // residualBiasDropout adds the bias (engine/residual.ts): the bf16 Gemm without C, its product in fp32.
+    if (!usesBf16Projections(c)) throw new Error('attentionOutput: withoutBias needs the bf16Projections path');
+    return bf16Product(g, g.gemm(atBf16(g, merged, c.bf16), bf16Operand(g, weight(c, p + 'c_proj.weight'), c.bf16), null), c.bf16);
+  }
   if (usesBf16Projections(c)) return bf16ToFloat(g, linearBf16Out(c, merged, weight(c, p + 'c_proj.weight'), weight(c, p + 'c_proj.bias'), { xAtBf16: true }), c.bf16);
   return linear(c, merged, weight(c, p + 'c_proj.weight'), weight(c, p + 'c_proj.bias'));
 }
@@ -297,10 +308,14 @@ export function layerNorm(c: ModelContext, x: Tensor, prefix: string): Tensor {
   return c.variants.autodiffLayerNorm ? c.g.layerNorm(x, scale, bias, eps) : layerNormWithGrad(c.g, x, scale, bias, eps);
 }
 
-/** MLP: c_fc → gelu_new (tanh form) → c_proj; with the bf16Mlp variant in a bf16 mode, engine/mlp.ts. */
-export function mlp(c: ModelContext, layer: number, x: Tensor): Tensor {
+/**
+ * MLP: c_fc → gelu_new (tanh form) → c_proj; with the bf16Mlp variant in a bf16 mode, engine/mlp.ts.
+ * `withoutProjBias` (bf16Mlp only): c_proj's bias is left out (residualBiasDropout adds it).
+ */
+export function mlp(c: ModelContext, layer: number, x: Tensor, opts: { withoutProjBias?: boolean } = {}): Tensor {
   const p = `transformer.h.${layer}.mlp.`;
-  if (usesBf16Mlp(c)) return mlpBf16(c, x, weight(c, p + 'c_fc.weight'), weight(c, p + 'c_fc.bias'), weight(c, p + 'c_proj.weight'), weight(c, p + 'c_proj.bias'));
+  if (opts.withoutProjBias && !usesBf16Mlp(c)) throw new Error('mlp: withoutProjBias needs the bf16Mlp path');
+  if (usesBf16Mlp(c)) return mlpBf16(c, x, weight(c, p + 'c_fc.weight'), weight(c, p + 'c_fc.bias'), weight(c, p + 'c_proj.weight'), opts.withoutProjBias ? null : weight(c, p + 'c_proj.bias'));
   const h = linear(c, x, weight(c, p + 'c_fc.weight'), weight(c, p + 'c_fc.bias'));
   const act = c.g.op('Gelu', [h], { approximate: 'tanh' });
   return linear(c, act, weight(c, p + 'c_proj.weight'), weight(c, p + 'c_proj.bias'));
@@ -311,6 +326,10 @@ export function block(c: ModelContext, layer: number, x: Tensor, bias: Tensor): 
   const g = c.g;
   const p = `transformer.h.${layer}.`;
   const { q, k, v } = attentionQKV(c, layer, layerNorm(c, x, p + 'ln_1'));
+  if (usesResidualBiasDropout(c)) {
+    const x1 = residualBiasDropout(c, x, attentionOutput(c, layer, attentionCore(c, q, k, v, bias), { withoutBias: true }), weight(c, p + 'attn.c_proj.bias'));
+    return residualBiasDropout(c, x1, mlp(c, layer, layerNorm(c, x1, p + 'ln_2'), { withoutProjBias: true }), weight(c, p + 'mlp.c_proj.bias'));
+  }
   const att = attentionOutput(c, layer, attentionCore(c, q, k, v, bias));
   const x1 = g.add(x, dropout(c, att, c.dropout.resid));
   const m = mlp(c, layer, layerNorm(c, x1, p + 'ln_2'));

@@ -4,7 +4,8 @@
  * 'emulate' (otherwise the default graph is emitted byte for byte). The [N, C] input and output stay fp32.
  *
  *   mlpBf16(c, x, wFc, bFc, wProj, bProj, geluGrad = c.variants.bf16GeluGrad ?? 'table') → y [N, C]
- *     x [N,C] fp32 (ln_2 output), wFc [C,4C], bFc [4C], wProj [4C,C], bProj [C] (fp32 parameters).
+ *     x [N,C] fp32 (ln_2 output), wFc [C,4C], bFc [4C], wProj [4C,C], bProj [C] (fp32 parameters); bProj null:
+ *     y without the c_proj bias (the residualBiasDropout variant adds it, engine/residual.ts).
  *     Forward:  h   = Gemm(bf16(x), bf16(wFc), C = bf16(bFc))  [N,4C] bf16 (the bias is Gemm's C input)
  *               a   = Gelu_tanh(h)                             [N,4C] bf16
  *               y   = float(Gemm(a, bf16(wProj))) + bProj      [N,C]  fp32
@@ -279,7 +280,7 @@ export function geluTanhGradTable(c: ModelContext, g: Graph, x: Tensor, gy: Tens
 export type GeluGradPrecision = 'exp' | 'table' | 'fp32';
 
 /** The MLP with bf16 [N,4C] activations and its hand-written backward (see the header). */
-export function mlpBf16(c: ModelContext, x: Tensor, wFc: Tensor, bFc: Tensor, wProj: Tensor, bProj: Tensor, geluGrad: GeluGradPrecision = c.variants.bf16GeluGrad ?? 'table'): Tensor {
+export function mlpBf16(c: ModelContext, x: Tensor, wFc: Tensor, bFc: Tensor, wProj: Tensor, bProj: Tensor | null, geluGrad: GeluGradPrecision = c.variants.bf16GeluGrad ?? 'table'): Tensor {
   const g = c.g;
   let xo!: Tensor;
   let wFco!: Tensor;
@@ -287,7 +288,7 @@ export function mlpBf16(c: ModelContext, x: Tensor, wFc: Tensor, bFc: Tensor, wP
   let h!: Tensor;
   let act!: Tensor;
   const [out] = g.customGradient(
-    [x, wFc, bFc, wProj, bProj],
+    bProj ? [x, wFc, bFc, wProj, bProj] : [x, wFc, bFc, wProj],
     () => {
       xo = bf16Operand(g, x, c.bf16);
       wFco = bf16Operand(g, wFc, c.bf16);
@@ -295,11 +296,11 @@ export function mlpBf16(c: ModelContext, x: Tensor, wFc: Tensor, bFc: Tensor, wP
       h = bf16Result(g, g.gemm(xo, wFco, bf16Operand(g, bFc, c.bf16)), c.bf16); // [N,4C], bias as Gemm's C
       act = geluBf16(c, g, h); // [N,4C]
       const y = bf16Product(g, g.gemm(act, wProjo, null), c.bf16); // [N,C]
-      return [g.add(y, bProj)];
+      return [bProj ? g.add(y, bProj) : y];
     },
     (gg, gy, needs) => {
       const dy = gy[0];
-      if (!dy) return [null, null, null, null, null];
+      if (!dy) return bProj ? [null, null, null, null, null] : [null, null, null, null];
       const [nx, nwFc, nbFc, nwProj, nbProj] = needs;
       const grads: (Tensor | null)[] = [null, null, null, null, null];
       if (nbProj) grads[4] = gg.reduceSum(dy, [0], false);
@@ -321,7 +322,7 @@ export function mlpBf16(c: ModelContext, x: Tensor, wFc: Tensor, bFc: Tensor, wP
           if (nwFc) grads[1] = bf16Product(gg, gg.gemm(xo, dho, null, { transA: true }), c.bf16);
         }
       }
-      return grads;
+      return bProj ? grads : grads.slice(0, 4);
     },
   );
   return out!;

@@ -98,7 +98,8 @@ export interface TrainingEngineOptions {
  * worst 8.2e-3 of the 2e-2 bf16 tolerance) and made a B8 T512 step 1.39× faster there (bench/results/2026-11-28-
  * h200-d): SFT_BF16_ATTENTION=0, SFT_BF16_MLP=0, SFT_BF16_PROJ=0, SFT_BF16_LOGITS=0 turn each off (they only act in
  * bf16 modes). SFT_BF16_GELU_GRAD=exp|table, SFT_AUTODIFF_ATTENTION=1 and SFT_AUTODIFF_LAYERNORM=1 select the
- * earlier formulations, for ablations.
+ * earlier formulations, for ablations. SFT_BIAS_DROPOUT=1 turns on residualBiasDropout (com.microsoft BiasDropout on
+ * CUDA; opt-in until a GPU run has checked it: engine/residual.ts).
  */
 export function modelVariantsFromEnv(env: NodeJS.ProcessEnv = process.env): ModelVariants {
   const geluGrad = env.SFT_BF16_GELU_GRAD;
@@ -111,6 +112,7 @@ export function modelVariantsFromEnv(env: NodeJS.ProcessEnv = process.env): Mode
     bf16Projections: envSwitch(env.SFT_BF16_PROJ) ?? true,
     autodiffLayerNorm: envSwitch(env.SFT_AUTODIFF_LAYERNORM) ?? false,
     bf16Logits: envSwitch(env.SFT_BF16_LOGITS) ?? true,
+    residualBiasDropout: envSwitch(env.SFT_BIAS_DROPOUT) ?? false,
   };
 }
 

@@ -256,12 +256,13 @@ test('flat optimizer state: AdamW and the norm cost a fixed handful of nodes, no
 
 test('ablation switches reach the graphs: SFT_AUTODIFF_ATTENTION, SFT_BF16_ATTENTION, SFT_FUSED_LM_HEAD', async () => {
   // The engine's defaults: the four bf16 storage variants on, the earlier formulations off.
-  const dflt = { autodiffAttention: false, bf16Attention: true, bf16Mlp: true, bf16Projections: true, autodiffLayerNorm: false, bf16Logits: true };
+  const dflt = { autodiffAttention: false, bf16Attention: true, bf16Mlp: true, bf16Projections: true, autodiffLayerNorm: false, bf16Logits: true, residualBiasDropout: false };
   assert.deepEqual(modelVariantsFromEnv({}), dflt);
   assert.deepEqual(modelVariantsFromEnv({ SFT_AUTODIFF_ATTENTION: '1', SFT_BF16_ATTENTION: '0' }), { ...dflt, autodiffAttention: true, bf16Attention: false });
   assert.deepEqual(modelVariantsFromEnv({ SFT_BF16_MLP: 'false', SFT_BF16_GELU_GRAD: 'exp' }), { ...dflt, bf16Mlp: false, bf16GeluGrad: 'exp' });
   assert.deepEqual(modelVariantsFromEnv({ SFT_BF16_PROJ: 'no', SFT_AUTODIFF_LAYERNORM: 'true' }), { ...dflt, bf16Projections: false, autodiffLayerNorm: true });
   assert.deepEqual(modelVariantsFromEnv({ SFT_BF16_LOGITS: '0' }), { ...dflt, bf16Logits: false });
+  assert.deepEqual(modelVariantsFromEnv({ SFT_BIAS_DROPOUT: '1' }), { ...dflt, residualBiasDropout: true });
   assert.throws(() => modelVariantsFromEnv({ SFT_BF16_GELU_GRAD: 'fast' }), /SFT_BF16_GELU_GRAD must be exp or table, got "fast"/);
   const hyper = { weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, maxGradNorm: 1 };
   const base = { dropout: { embd: 0, attn: 0.1, resid: 0 }, seed: 0, bf16: false as const, accumulate: false };

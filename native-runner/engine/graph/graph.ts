@@ -566,6 +566,21 @@ export class Graph {
     };
   }
 
+  /** The model's opset imports: the default domain at OPSET, plus com.microsoft (version 1) when a node of this graph or a subgraph uses it. */
+  opsetImports(): { domain: string; version: number }[] {
+    const domains = new Set<string>();
+    const visit = (gr: Graph) => {
+      for (const n of gr.nodes) {
+        if (n.virtual) continue;
+        if (n.domain && n.domain !== 'ai.onnx') domains.add(n.domain);
+        for (const a of Object.values(n.attrs)) if (a instanceof Graph) visit(a);
+      }
+    };
+    visit(this);
+    for (const d of domains) if (d !== 'com.microsoft') throw new Error(`graph ${this.name}: nodes of domain ${d} (only the default domain and com.microsoft are imported)`);
+    return [{ domain: '', version: OPSET }, ...[...domains].map((domain) => ({ domain, version: 1 }))];
+  }
+
   /**
    * ONNX bytes. `singleIterationLoop` wraps the whole graph in a Loop that runs once (outputs squeezed back),
    * so the main graph holds only the Loop and Squeeze nodes: with the CUDA provider and CPU fallback
@@ -576,7 +591,7 @@ export class Graph {
     return encodeModel({
       irVersion: 10,
       producerName: 'sft-studio',
-      opsetImport: [{ domain: '', version: OPSET }],
+      opsetImport: this.opsetImports(),
       graph: opts.singleIterationLoop ? this.wrappedProto() : this.toProto(),
     });
   }
@@ -651,7 +666,7 @@ export class Graph {
         ];
       },
     };
-    const bytes = encodeModel({ irVersion: 10, producerName: 'sft-studio', opsetImport: [{ domain: '', version: OPSET }], graph: this.toProto(ext) });
+    const bytes = encodeModel({ irVersion: 10, producerName: 'sft-studio', opsetImport: this.opsetImports(), graph: this.toProto(ext) });
     fs.mkdirSync(dir, { recursive: true });
     const fd = fs.openSync(path.join(dir, dataName), 'w');
     try {
