@@ -35,6 +35,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { cudaSessionOptions } from '../native-runner/engine/cudaProvider';
+import { optimizationFromEnv } from '../native-runner/engine/ortSession';
 import { buildEvalLoopGraph, downloadGraph } from '../native-runner/engine/deviceState';
 import { Graph } from '../native-runner/engine/graph/graph';
 import { dropoutRates, paramSpecs } from '../native-runner/engine/gpt2Graph';
@@ -282,7 +283,7 @@ const LOG_KEEP = /VerifyEachNodeIsAssignedToAnEp|kernel not found|Force fallback
 type ChildResult = Pick<CaseResult, 'ok' | 'error' | 'crash' | 'createMs' | 'placements' | 'forcedCpu'>;
 
 function createInChild(ortEntry: string, stubDir: string, modelPath: string, timeoutMs: number, logFile: string | null, allowFallback: boolean): Promise<ChildResult> {
-  const opts = cudaSessionOptions(0);
+  const opts = cudaSessionOptions(0, { optimization: optimizationFromEnv() }); // SFT_ORT_OPT_LEVEL, as the engine
   return new Promise((resolve) => {
     const env = { ...process.env, LD_LIBRARY_PATH: [stubDir, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':') };
     const child = spawn(process.execPath, ['-e', CHILD, ortEntry, modelPath, JSON.stringify(opts), allowFallback ? '1' : '0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });

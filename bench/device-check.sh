@@ -14,12 +14,14 @@
 #            each with those variables set (and those extra gpu-train arguments): tok/s, run time, memory, beside
 #            the bench phase's run of the same configuration when it ran first. Default, each at gpu-train's K
 #            (~768k tokens per run: K = 48 at B8, 12 at B32; K = 16 gave ±5 % between identical runs): "default";
-#            "ort-basic" (SFT_ORT_OPT_LEVEL=basic: session creation and the first run were 8 + 7 s at 'all' on the
-#            H200 — does a lower ORT optimisation level cost run time?); "bias-dropout" (the opt-in com.microsoft
-#            BiasDropout residual ends, SFT_BIAS_DROPOUT=1); "no-hoist" (SFT_HOIST_INVARIANTS=0: weight casts per
-#            micro-batch again); "no-ln-fold" (SFT_LN_FOLD=0); "no-bf16-storage" (SFT_BF16_ATTENTION/MLP/PROJ/
-#            LOGITS=0); and B32 T512 with the defaults and with bias-dropout — ~25 s each on the H200 (each storage
-#            variant off alone and gelu-exp were the 2026-11-28 list; ABLATE_RUNS brings them back). bench/step-traffic.ts --table predicts
+#            "bias-dropout" (the opt-in com.microsoft BiasDropout residual ends, SFT_BIAS_DROPOUT=1);
+#            "no-hoist" (SFT_HOIST_INVARIANTS=0: weight casts per micro-batch again); "no-ln-fold" (SFT_LN_FOLD=0);
+#            bias-dropout at ORT's 'basic' and 'disabled' levels (session creation of the 124M bf16 train graph on the
+#            stub CUDA provider: 4.0 s at 'all'; on the H200 session creation and the first run took 8 + 7 s at 'all', 2.7 s 'basic', 1.0 s 'disabled'; 'all' adds ORT's own BiasDropout
+#            fusion of the MLP branch and 12 FusedMatMul, which bias-dropout makes up for; docs/GPU.md: does a lower
+#            level cost run time?); and B32 T512 with the defaults and with bias-dropout — ~25 s each on the H200
+#            (the 2026-11-28 list — each storage variant off alone, gelu-exp, no-bf16-storage, ort-basic — can be
+#            given in ABLATE_RUNS). bench/step-traffic.ts --table predicts
 #            them on the CPU (the "previous" graph, SFT_AUTODIFF_ATTENTION=1 SFT_FUSED_LM_HEAD=0
 #            SFT_AUTODIFF_LAYERNORM=1 SFT_BF16_*=0, was measured on 2026-11-28: bench/results/…-h200-b).
 #                                                                          → $OUT/ablate.txt
@@ -71,7 +73,7 @@ NO_BF16_STORAGE=SFT_BF16_ATTENTION=0,SFT_BF16_MLP=0,SFT_BF16_PROJ=0,SFT_BF16_LOG
 LOSS_VARIANTS=${LOSS_VARIANTS-}
 # Default: the formulation before the 2026-11-28 pass cuts (autodiff attention backward, unfused lm head), and the
 # opt-in bf16 attention matrices and MLP activations, alone and together.
-ABLATE_RUNS=${ABLATE_RUNS:-default: bias-dropout:SFT_BIAS_DROPOUT=1 no-hoist:SFT_HOIST_INVARIANTS=0 no-ln-fold:SFT_LN_FOLD=0 ort-basic:SFT_ORT_OPT_LEVEL=basic no-bf16-storage:$NO_BF16_STORAGE default-B32::--shapes,32x512 bias-dropout-B32:SFT_BIAS_DROPOUT=1:--shapes,32x512}
+ABLATE_RUNS=${ABLATE_RUNS:-default: bias-dropout:SFT_BIAS_DROPOUT=1 no-hoist:SFT_HOIST_INVARIANTS=0 no-ln-fold:SFT_LN_FOLD=0 basic+bias-dropout:SFT_ORT_OPT_LEVEL=basic,SFT_BIAS_DROPOUT=1 disabled+bias-dropout:SFT_ORT_OPT_LEVEL=disabled,SFT_BIAS_DROPOUT=1 default-B32::--shapes,32x512 bias-dropout-B32:SFT_BIAS_DROPOUT=1:--shapes,32x512}
 declare -A SHARE=([doctor]=${DOCTOR_S:-25} [loss]=${LOSS_S:-65} [profile]=${PROFILE_S:-75} [bench]=${BENCH_S:-185} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-220})
 if [ "${DRY_RUN:-0}" = 1 ]; then
   loss_args=(--model tiny --test cpu:fp32)

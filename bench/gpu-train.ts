@@ -410,10 +410,10 @@ async function dollyRun(data: DollyData, packing: boolean, bf16: boolean): Promi
   const [engine, createS] = await timed(() => createEngine(bf16, dollyK));
   const doEval = async () => {
     const [r, s] = await timed(async () => {
+      // As the trainer evaluates (trainer.ts evalLoss): evalBatches, one run per chunk of micro-batches on CUDA.
       let nll = 0;
       let tok = 0;
-      for (const mb of evalBatches) {
-        const e = await engine.evalBatch(mb);
+      for (const e of await engine.evalBatches(evalBatches)) {
         nll += e.nllSum;
         tok += e.tokens;
       }

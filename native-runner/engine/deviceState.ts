@@ -214,6 +214,8 @@ export function buildEvalLoopGraph(config: GPT2Config, opts: { bf16?: Bf16Mode }
   body.output(trueConst(body));
   body.output(body.reduceSum(body.mul(nll, wN), null, false));
   body.output(body.reduceSum(wN, null, false));
+  // The weight casts (bf16) read only parameters: once per run instead of once per micro-batch (Graph.hoistInvariantsFrom).
+  g.hoistInvariantsFrom(body);
   const outs = g.node('Loop', [trip, cond], { body }, [
     { dtype: 'float', shape: ['E'], name: 'nll_sum' },
     { dtype: 'float', shape: ['E'], name: 'tokens' },
