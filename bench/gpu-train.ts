@@ -56,7 +56,7 @@ import { epochMicroBatches, groupIntoSteps } from '../native-runner/data/batchin
 import { paramSpecs } from '../native-runner/engine/gpt2Graph';
 import { Graph } from '../native-runner/engine/graph/graph';
 import { createSession, type Device } from '../native-runner/engine/ortSession';
-import { TrainingEngine } from '../native-runner/engine/trainingEngine';
+import { mergeFactorOf, TrainingEngine } from '../native-runner/engine/trainingEngine';
 import type { MicroBatch, StepInput } from '../native-runner/engine/types';
 import { countParameters, initGpt2Params } from '../native-runner/model/gpt2Params';
 import { writeSafetensorsSynced } from '../native-runner/model/safetensors';
@@ -139,6 +139,12 @@ const result: Record<string, unknown> = {
   env: sftSwitches(),
   throughput: {} as Record<string, unknown>,
 };
+
+const mergeFactor = mergeFactorOf(undefined);
+if (mergeFactor > 1) {
+  result.merge_micro_batches = mergeFactor;
+  console.log(`note: SFT_MERGE_MICRO_BATCHES=${mergeFactor}: each step's ${ACCUM} accumulation micro-batches run in groups of ${mergeFactor}, each group as ONE micro-batch (B × ${Math.min(mergeFactor, ACCUM)} rows; engine/mergeMicroBatches.ts) — the same optimizer steps, not the B-row micro-batch shape PyTorch ran`);
+}
 
 function save(): void {
   if (outDir) fs.writeFileSync(path.join(outDir, 'gpu-train.json'), `${JSON.stringify(result, null, 1)}\n`);

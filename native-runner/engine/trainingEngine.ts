@@ -25,6 +25,7 @@ import { SftError } from '../util/errors';
 import { dropoutRates, paramSpecs, type Bf16Mode, type ModelVariants } from './gpt2Graph';
 import { createSession, envSwitch, f32, releaseSessions, scalarF32, toF32, toNumber, type Device } from './ortSession';
 import { buildEvalGraph, buildForwardGraph, buildGradsGraph, buildTrainGraph, type ForwardOutput, type OptimizerHyper } from './trainGraph';
+import { mergeMicroBatches } from './mergeMicroBatches';
 import { buildEvalLoopGraph, CudaGpuBufferIo, deviceStateWanted, probeCudaDeviceState, type DeviceStateIo, type DeviceTensor } from './deviceState';
 import type { MicroBatch, StepInput, StepMetrics } from './types';
 import { Tensor as OrtTensor } from 'onnxruntime-node';
@@ -90,6 +91,25 @@ export interface TrainingEngineOptions {
    * (the per-tensor engine: created, warmed up and 16 steps in ~20 s), so it is opt-in until that is understood.
    */
   flatState?: boolean;
+  /**
+   * Compute each step's accumulation micro-batches in groups of this many, each group as one micro-batch
+   * (engine/mergeMicroBatches.ts): the same optimizer step with fewer passes over parameter-shaped tensors and
+   * factor × the activation memory. Default: SFT_MERGE_MICRO_BATCHES if set, else 1 (off).
+   */
+  mergeMicroBatches?: number;
+}
+
+/** The merge factor of TrainingEngineOptions.mergeMicroBatches: the option, else SFT_MERGE_MICRO_BATCHES, else 1. */
+export function mergeFactorOf(option: number | undefined, env: NodeJS.ProcessEnv = process.env): number {
+  if (option !== undefined) {
+    if (!(Number.isInteger(option) && option >= 1)) throw new SftError(`merge_micro_batches must be an integer ≥ 1, got ${option}`, 'merge_micro_batches');
+    return option;
+  }
+  const v = env.SFT_MERGE_MICRO_BATCHES?.trim();
+  if (!v) return 1;
+  const n = Number(v);
+  if (!(Number.isInteger(n) && n >= 1)) throw new SftError(`SFT_MERGE_MICRO_BATCHES must be an integer ≥ 1, got ${JSON.stringify(v)}`, 'environment');
+  return n;
 }
 
 /**
@@ -297,6 +317,7 @@ export class TrainingEngine {
     if (opts.bf16 === true && opts.device === 'cpu') {
       throw new SftError('bf16 needs --device cuda: the CPU execution provider of onnxruntime has no bfloat16 MatMul/Gemm kernels (train in fp32 on the CPU)', 'bf16');
     }
+    mergeFactorOf(opts.mergeMicroBatches); // validated here, read per run
     if (opts.evalBatchesPerRun !== undefined && !(Number.isInteger(opts.evalBatchesPerRun) && opts.evalBatchesPerRun >= 1)) {
       throw new SftError(`evalBatchesPerRun must be a positive integer, got ${opts.evalBatchesPerRun}`, 'evalBatchesPerRun');
     }
@@ -468,10 +489,15 @@ export class TrainingEngine {
     }
   }
 
-  private async runStepsOnce(steps: StepInput[]): Promise<StepMetrics[]> {
+  private async runStepsOnce(input: StepInput[]): Promise<StepMetrics[]> {
     const { config, stepsPerRun } = this.opts;
-    const K = steps.length;
+    const K = input.length;
     if (K < 1 || K > stepsPerRun) throw new SftError(`runSteps takes 1..${stepsPerRun} steps, got ${K}`, 'runSteps');
+    input.forEach((s, k) => {
+      s.microBatches.forEach((mb, a) => checkMicroBatch(config, mb, `steps[${k}].microBatches[${a}]`));
+    });
+    const factor = mergeFactorOf(this.opts.mergeMicroBatches);
+    const steps = factor > 1 ? input.map((s) => ({ ...s, microBatches: mergeMicroBatches(s.microBatches, factor) })) : input;
     let A = 0;
     let B = 0;
     let T = 0;
@@ -479,8 +505,7 @@ export class TrainingEngine {
       if (s.microBatches.length === 0) throw new SftError(`step ${k} has no micro-batches`, `steps[${k}]`);
       if (!Number.isFinite(s.lr) || s.lr < 0) throw new SftError(`learning rate ${s.lr} must be finite and ≥ 0`, `steps[${k}].lr`);
       A = Math.max(A, s.microBatches.length);
-      s.microBatches.forEach((mb, a) => {
-        checkMicroBatch(config, mb, `steps[${k}].microBatches[${a}]`);
+      s.microBatches.forEach((mb) => {
         B = Math.max(B, mb.B);
         T = Math.max(T, mb.T);
       });

@@ -1,6 +1,6 @@
 /**
  * run.json: the run configuration, with TRL SFTConfig key names so users can paste their settings, plus
- * ours (shuffle, dropout, device, steps_per_run, on_bad_line, oasst_paths, oasst_lang). Defaults are the
+ * ours (shuffle, dropout, device, steps_per_run, merge_micro_batches, on_bad_line, oasst_paths, oasst_lang). Defaults are the
  * seed recipe's (lr 2e-5 cosine, warmup 10 %, batch 8 × accumulation 4, 3 epochs, max_length 512, …).
  *
  * `parseRunConfig(json, file)` validates every key: an unknown key is an SftError naming it (with the
@@ -68,6 +68,12 @@ export interface RunConfig {
   device: 'cpu' | 'cuda';
   /** Optimizer steps per session.run (K); null = min(logging_steps, 8) on cpu. */
   steps_per_run: number | null;
+  /**
+   * The engine computes each optimizer step's gradient_accumulation_steps micro-batches in groups of this many,
+   * each group as one micro-batch (engine/mergeMicroBatches.ts): the same step, fewer passes over the parameters,
+   * this many times the activation memory. 1 (default) = one micro-batch at a time, as the Trainer does.
+   */
+  merge_micro_batches: number;
   on_bad_line: 'error' | 'skip';
   oasst_paths: 'best' | 'all';
   oasst_lang: string | null;
@@ -109,6 +115,7 @@ export const RUN_CONFIG_DEFAULTS: Omit<RunConfig, 'model_name_or_path' | 'datase
   dropout: null,
   device: 'cpu',
   steps_per_run: null,
+  merge_micro_batches: 1,
   on_bad_line: 'error',
   oasst_paths: 'best',
   oasst_lang: null,
@@ -182,6 +189,7 @@ const KEYS: Record<keyof RunConfig, Parser> = {
   dropout: nullable(numIn(0, 1)),
   device: oneOf(...DEVICES),
   steps_per_run: nullable(numIn(1, 4096, { integer: true })),
+  merge_micro_batches: numIn(1, 1024, { integer: true }),
   on_bad_line: oneOf('error', 'skip'),
   oasst_paths: oneOf('best', 'all'),
   oasst_lang: nullableStr,

@@ -52,6 +52,8 @@ export interface EngineCreateOptions {
   adoptParams?: boolean;
   device: 'cpu' | 'cuda';
   stepsPerRun: number;
+  /** run.json merge_micro_batches (TrainingEngineOptions.mergeMicroBatches). */
+  mergeMicroBatches?: number;
   dropout: number | null;
   bf16: boolean;
   weightDecay: number;
@@ -121,7 +123,7 @@ export interface TrainOutcome {
 }
 
 function oomHint(c: RunConfig, K: number): string {
-  return `lower per_device_train_batch_size (${c.per_device_train_batch_size}), max_length (${c.max_length}) or steps_per_run (${K}); raise gradient_accumulation_steps (${c.gradient_accumulation_steps}) to keep the effective batch`;
+  return `lower per_device_train_batch_size (${c.per_device_train_batch_size}), max_length (${c.max_length}) or steps_per_run (${K})${c.merge_micro_batches > 1 ? `, or merge_micro_batches (${c.merge_micro_batches})` : ''}; raise gradient_accumulation_steps (${c.gradient_accumulation_steps}) to keep the effective batch`;
 }
 
 /** Turns an engine/session failure into a clear SftError. */
@@ -313,6 +315,7 @@ export class Trainer {
         adoptParams: true,
         device: config.device,
         stepsPerRun: K,
+        mergeMicroBatches: config.merge_micro_batches,
         dropout: config.dropout,
         bf16: config.bf16,
         weightDecay: config.weight_decay,
