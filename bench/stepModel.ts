@@ -34,6 +34,15 @@ export interface Setup {
   flatState: boolean;
   /** trainGraph GraphOptions.hoistInvariants (absent: the default, on). */
   hoistInvariants?: boolean;
+  /**
+   * Count two rewrites ONNX Runtime makes at optimisation level 'all' (the engine's default), seen in the optimized
+   * 124M train graph that the CUDA provider produced on stubs (bench/cuda-placement.ts): BiasDropoutFusion (Add of a
+   * 1-D bias → Dropout → optional residual Add, each read only by the next, becomes one com.microsoft BiasDropout
+   * reading x, bias and residual and writing the output and mask) and MatMulTransposeFusion (a Transpose swapping
+   * the last two axes read only by a MatMul disappears into a FusedMatMul). Absent: on. false = our graph as emitted
+   * (what 'basic' / 'disabled' levels run, but for the transposes 'basic' merges).
+   */
+  ortFusions?: boolean;
 }
 
 const BYTES: Record<DType, number> = { float: 4, double: 8, float16: 2, bfloat16: 2, int64: 8, int32: 4, bool: 1, uint8: 1 };
@@ -203,6 +212,41 @@ export function modelStep(setup: Setup, rates: Rates = H200_RATES): StepModel {
   };
   const tensorClass = classifier(config, elements);
 
+  /** Cost overrides for the nodes ORT's 'all'-level fusions replace (Setup.ortFusions), per body. */
+  const fused = new Map<Node, Cost>();
+  const modelFusions = (body: Graph) => {
+    const readers = new Map<Tensor, Node[]>();
+    for (const n of body.nodes) if (!n.virtual) for (const t of n.inputs) if (t) readers.set(t, [...(readers.get(t) ?? []), n]);
+    const outs = new Set(body.outputs);
+    const onlyReader = (t: Tensor): Node | undefined => {
+      const r = readers.get(t);
+      return r && r.length === 1 && !outs.has(t) ? r[0] : undefined;
+    };
+    for (const n of body.nodes) {
+      if (n.virtual) continue;
+      if (n.opType === 'Add' && n.inputs.length === 2) {
+        const biasAt = n.inputs.findIndex((t) => t?.shape?.length === 1);
+        const drop = onlyReader(n.outputs[0]!);
+        if (biasAt < 0 || drop?.opType !== 'Dropout' || drop.inputs[0] !== n.outputs[0]) continue;
+        const x = n.inputs[1 - biasAt]!;
+        const res = onlyReader(drop.outputs[0]!);
+        const resAdd = res?.opType === 'Add' ? res : undefined;
+        const residual = resAdd ? resAdd.inputs.find((t) => t !== drop.outputs[0]) : undefined;
+        const out = resAdd ? resAdd.outputs[0]! : drop.outputs[0]!;
+        let bytes = bytesOf(x) + bytesOf(n.inputs[biasAt]!) + bytesOf(out) + (residual ? bytesOf(residual) : 0);
+        if (drop.outputs[1]) bytes += bytesOf(drop.outputs[1]);
+        fused.set(n, zero());
+        fused.set(drop, { nodes: 1, bytes, flopsBf16: 0, flopsF32: 0 });
+        if (resAdd) fused.set(resAdd, zero());
+      } else if (n.opType === 'Transpose') {
+        const perm = n.attrs.perm as number[] | undefined;
+        const r = perm?.length ?? 0;
+        const swapsLastTwo = !!perm && r >= 2 && perm.every((p, i) => (i < r - 2 ? p === i : p === (i === r - 2 ? r - 1 : r - 2)));
+        if (swapsLastTwo && onlyReader(n.outputs[0]!)?.opType === 'MatMul') fused.set(n, zero());
+      }
+    }
+  };
+
   // The step body (the outer Loop's body) and, with accumulation, the micro-batch body inside it.
   const stepBody = subgraphOf(graph.nodes.find((n) => n.opType === 'Loop')!)!;
   const innerLoop = stepBody.nodes.find((n) => n.opType === 'Loop');
@@ -210,6 +254,7 @@ export function modelStep(setup: Setup, rates: Rates = H200_RATES): StepModel {
   // The loss: the micro body's last output (nll_acc + Σ w·NLL), or the step body's loss output without accumulation.
   const lossOutput = microBody === stepBody ? stepBody.outputs[stepBody.outputs.length - 3]! : microBody.outputs[microBody.outputs.length - 1]!;
   const fwdNodes = forwardNodes(microBody, lossOutput);
+  if (setup.ortFusions ?? true) for (const b of new Set([microBody, stepBody])) modelFusions(b);
 
   const byPart = new Map<Part, Cost>();
   const byOp = new Map<string, Tally>();
@@ -223,7 +268,7 @@ export function modelStep(setup: Setup, rates: Rates = H200_RATES): StepModel {
   const nodes = new Map<string, NodeEntry>();
   const account = (n: Node, part: Part, times: number) => {
     if (n.virtual || n.opType === 'Loop') return;
-    const c = nodeCost(n);
+    const c = fused.get(n) ?? nodeCost(n);
     if (c.nodes === 0) return;
     if (!byPart.has(part)) byPart.set(part, zero());
     add(byPart.get(part)!, c, times);

@@ -70,3 +70,22 @@ function sizeOf(t: { shape: (number | string)[] | null; dtype: string }): number
   const dims: Record<string, number> = { B: 2, T: 16, N, M: N, Tq: 16, Tk: 16, K: 1, A: 2 };
   return t.shape!.reduce<number>((a, d) => a * (typeof d === 'number' ? d : dims[d]!), 1) * bytes[t.dtype]!;
 }
+
+test("ORT's 'all'-level fusions: each MLP Add(bias) → Dropout → Add(residual) counts as one BiasDropout, transposes read only by a MatMul count nothing", () => {
+  const fusedM = modelStep(base);
+  const plain = modelStep({ ...base, ortFusions: false });
+  const byName = (m: ReturnType<typeof modelStep>, name: string) => m.nodes.get(name);
+  // The default bf16 graph: the MLP ends in Add(c_proj bias, [C]) → Dropout → residual Add, once per layer.
+  const drops = [...plain.nodes.values()].filter((e) => e.node.opType === 'Dropout' && [...plain.nodes.values()].some((a) => a.node.opType === 'Add' && a.node.outputs[0] === e.node.inputs[0] && a.node.inputs.some((t) => t?.shape?.length === 1)));
+  assert.equal(drops.length, config.n_layer);
+  for (const d of drops) {
+    // x, residual and the output fp32 [N,C], the bias fp32 [C], the mask bool [N,C].
+    assert.equal(byName(fusedM, d.node.name)!.cost.bytes, 3 * 4 * N * C + 4 * C + N * C);
+    assert.equal(byName(fusedM, d.node.name)!.cost.nodes, 1);
+    const biasAdd = [...plain.nodes.values()].find((a) => a.node.outputs[0] === d.node.inputs[0])!;
+    assert.equal(byName(fusedM, biasAdd.node.name), undefined, 'the bias Add is not a kernel once fused');
+  }
+  const transposes = (m: ReturnType<typeof modelStep>) => [...m.nodes.values()].filter((e) => e.node.opType === 'Transpose').length;
+  assert.ok(transposes(fusedM) < transposes(plain), 'no transpose folded into a MatMul');
+  assert.ok(fusedM.total.bytes < plain.total.bytes && fusedM.total.nodes < plain.total.nodes);
+});
