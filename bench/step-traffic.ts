@@ -156,6 +156,10 @@ function printTable(): void {
     const cells = [8, 32].map((B) => modelStep({ B, bf16, variants, fusedLmHead, flatState: false, hoistInvariants }));
     console.log(`${label.padEnd(62)}${cells.map((m) => `${ms(timeOf(m.total)).padStart(9)}${GB(m.total.bytes).padStart(8 + (m.setup.B === 32 ? 1 : 0))}${String(tokS(m)).padStart(9)}`).join('')}`);
   }
+  // merge_micro_batches (engine/mergeMicroBatches.ts): the same step of A micro-batches computed as one of A·B rows.
+  const dflt1 = modelVariantsFromEnv({});
+  const merged = [8, 32].map((B) => modelStepWith({ config, T, A: 1, dropout: rate, ortFusions: !argv['no-ort-fusions'], B: B * A, bf16: true, variants: dflt1, fusedLmHead: true, flatState: false }, RATES));
+  console.log(`${`bf16, merge_micro_batches=${A} (one micro-batch of ${A}·B rows)`.padEnd(62)}${merged.map((m, i) => `${ms(timeOf(m.total)).padStart(9)}${GB(m.total.bytes).padStart(8 + i)}${String(tokS(m)).padStart(9)}`).join('')}`);
 }
 
 if (argv.table) printTable();
