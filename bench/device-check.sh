@@ -15,11 +15,14 @@
 #            the bench phase's run of the same configuration when it ran first. Default, each at gpu-train's K
 #            (~768k tokens per run: K = 48 at B8, 12 at B32; K = 16 gave ±5 % between identical runs): "default";
 #            "bias-dropout" (the opt-in com.microsoft BiasDropout residual ends, SFT_BIAS_DROPOUT=1);
+#            "merge-4" (SFT_MERGE_MICRO_BATCHES=4: the 4 × B8 of a step as one B32 micro-batch, the same steps);
 #            "no-hoist" (SFT_HOIST_INVARIANTS=0: weight casts per micro-batch again); "no-ln-fold" (SFT_LN_FOLD=0);
-#            bias-dropout at ORT's 'basic' and 'disabled' levels (session creation of the 124M bf16 train graph on the
-#            stub CUDA provider: 4.0 s at 'all'; on the H200 session creation and the first run took 8 + 7 s at 'all', 2.7 s 'basic', 1.0 s 'disabled'; 'all' adds ORT's own BiasDropout
-#            fusion of the MLP branch and 12 FusedMatMul, which bias-dropout makes up for; docs/GPU.md: does a lower
-#            level cost run time?); and B32 T512 with the defaults and with bias-dropout — ~25 s each on the H200
+#            bias-dropout at ORT's 'basic' level (session creation of the 124M bf16 train graph on the stub CUDA
+#            provider: 4.0 s at 'all', 2.7 s 'basic', 1.0 s 'disabled'; on the H200 session creation and the first
+#            run took 8 + 7 s at 'all'; 'all' adds ORT's own BiasDropout fusion of the MLP branch and 12 FusedMatMul,
+#            which bias-dropout makes up for; docs/GPU.md: does the lower level cost run time?); B32 T512 with the defaults; and "dolly-best", the 3 Dolly-shaped epochs (20 s measured,
+#            then extrapolated) with merge-4, bias-dropout and 'basic' (an entry whose arguments name --dolly-modes runs
+#            the Dolly epochs; with --no-throughput only them) — ~25 s each on the H200, dolly-best ~40 s
 #            (the 2026-11-28 list — each storage variant off alone, gelu-exp, no-bf16-storage, ort-basic — can be
 #            given in ABLATE_RUNS). bench/step-traffic.ts --table predicts
 #            them on the CPU (the "previous" graph, SFT_AUTODIFF_ATTENTION=1 SFT_FUSED_LM_HEAD=0
@@ -73,7 +76,7 @@ NO_BF16_STORAGE=SFT_BF16_ATTENTION=0,SFT_BF16_MLP=0,SFT_BF16_PROJ=0,SFT_BF16_LOG
 LOSS_VARIANTS=${LOSS_VARIANTS-}
 # Default: the formulation before the 2026-11-28 pass cuts (autodiff attention backward, unfused lm head), and the
 # opt-in bf16 attention matrices and MLP activations, alone and together.
-ABLATE_RUNS=${ABLATE_RUNS:-default: bias-dropout:SFT_BIAS_DROPOUT=1 no-hoist:SFT_HOIST_INVARIANTS=0 no-ln-fold:SFT_LN_FOLD=0 basic+bias-dropout:SFT_ORT_OPT_LEVEL=basic,SFT_BIAS_DROPOUT=1 disabled+bias-dropout:SFT_ORT_OPT_LEVEL=disabled,SFT_BIAS_DROPOUT=1 default-B32::--shapes,32x512 bias-dropout-B32:SFT_BIAS_DROPOUT=1:--shapes,32x512}
+ABLATE_RUNS=${ABLATE_RUNS:-default: bias-dropout:SFT_BIAS_DROPOUT=1 merge-4:SFT_MERGE_MICRO_BATCHES=4 no-hoist:SFT_HOIST_INVARIANTS=0 no-ln-fold:SFT_LN_FOLD=0 basic+bias-dropout:SFT_ORT_OPT_LEVEL=basic,SFT_BIAS_DROPOUT=1 default-B32::--shapes,32x512 dolly-best:SFT_MERGE_MICRO_BATCHES=4,SFT_BIAS_DROPOUT=1,SFT_ORT_OPT_LEVEL=basic:--dolly-modes,packed,--dolly-max-s,20,--no-throughput}
 declare -A SHARE=([doctor]=${DOCTOR_S:-25} [loss]=${LOSS_S:-65} [profile]=${PROFILE_S:-75} [bench]=${BENCH_S:-185} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-220})
 if [ "${DRY_RUN:-0}" = 1 ]; then
   loss_args=(--model tiny --test cpu:fp32)
@@ -115,7 +118,10 @@ short_train() {
   local name=$1 limit=$2
   shift 2
   mkdir -p "$SCRATCH/$name"
-  timeout "$limit" node --import tsx bench/gpu-train.ts "${short_args[@]}" --no-dolly --no-pytorch --no-roundtrip --out "$SCRATCH/$name" "$@" >"$SCRATCH/$name.log" 2>&1
+  # An entry whose arguments name --dolly-modes runs the Dolly-shaped epochs (with --no-throughput: only them).
+  local dolly=--no-dolly
+  [[ " $* " == *" --dolly-modes "* ]] && dolly=--no-pytorch
+  timeout "$limit" node --import tsx bench/gpu-train.ts "${short_args[@]}" "$dolly" --no-pytorch --no-roundtrip --out "$SCRATCH/$name" "$@" >"$SCRATCH/$name.log" 2>&1
   local rc=$?
   grep -v '^RESULT' "$SCRATCH/$name.log" | sed "s/^/  [$name] /"
   return $rc
@@ -248,6 +254,12 @@ for phase in $PHASES; do
         const rows = [["run", "switches", "shape", "K", "tok/s", "s per K-step run", "first run s", "peak mem GB"]];
         const notes = [];
         const add = (label, j) => {
+          // A Dolly-shaped entry (--dolly-modes): its 3-epoch estimate and where the time went.
+          for (const [mode, d] of Object.entries((j && j.dolly) || {})) {
+            const sw = Object.entries((j && j.env) || {}).map(([k, v]) => `${k}=${v}`).join(" ") || "(defaults)";
+            notes.push(`${label} (${sw}): Dolly ${mode} 3 epochs ${d.three_epochs_s} s${d.extrapolated ? " (extrapolated)" : ""}: session ${d.create_s} s, first run ${d.first_run_s} s, ${d.s_per_step} s/step × ${d.optimizer_steps}, eval ${d.eval_s_each} s, save ${d.save_s_each} s, peak ${d.peak_gpu_mem_GB ?? d.peak_rss_GB} GB`);
+          }
+          if (j && j.dolly && Object.keys(j.throughput || {}).length === 0) return;
           // An entry run at other shapes (extra arguments) has its own key: its only throughput result.
           const k = j && j.throughput && (j.throughput[key] ? key : Object.keys(j.throughput)[0]);
           const r = k && j.throughput[k];
