@@ -111,6 +111,7 @@ export function modelVariantsFromEnv(env: NodeJS.ProcessEnv = process.env): Mode
     bf16Projections: envSwitch(env.SFT_BF16_PROJ) ?? true,
     autodiffLayerNorm: envSwitch(env.SFT_AUTODIFF_LAYERNORM) ?? false,
     bf16Logits: envSwitch(env.SFT_BF16_LOGITS) ?? true,
+    lnFold: envSwitch(env.SFT_LN_FOLD) ?? true,
   };
 }
 
