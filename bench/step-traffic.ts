@@ -145,6 +145,7 @@ function printTable(): void {
     ['bf16, SFT_BF16_GELU_GRAD=exp', true, { ...dflt, bf16GeluGrad: 'exp' }, true],
     ['bf16, SFT_BF16_PROJ=0', true, { ...dflt, bf16Projections: false }, true],
     ['bf16, SFT_BF16_LOGITS=0', true, { ...dflt, bf16Logits: false }, true],
+    ['bf16, SFT_LN_FOLD=0', true, { ...dflt, lnFold: false }, true],
     ['bf16, SFT_HOIST_INVARIANTS=0', true, dflt, true, false],
     ['bf16 + SFT_BIAS_DROPOUT=1 (opt-in, CUDA contrib BiasDropout)', true, { ...dflt, residualBiasDropout: true }, true],
     ['bf16, no bf16 storage (the four SFT_BF16_*=0)', true, {}, true],

@@ -25,11 +25,12 @@
 import { expectedParamShapes } from '../model/gpt2Params';
 import { attentionCoreAutodiff, attentionCoreFused, usesBf16Projections } from './attention';
 import { mlpBf16, usesBf16Mlp } from './mlp';
-import { layerNormWithGrad } from './layerNorm';
+import { layerNormFold, layerNormWithGrad } from './layerNorm';
+import { biasRowBackward, biasRowForward } from './biasRow';
 import { residualBiasDropout, usesResidualBiasDropout } from './residual';
 import { atBf16, bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundToBf16 } from './precision';
 import type { GPT2Config } from '../model/types';
-import { Graph, makeData, type Tensor } from './graph/graph';
+import { Graph, makeData, Tensor } from './graph/graph';
 
 export const MASKED_SCORE = -1e9;
 
@@ -85,6 +86,18 @@ export interface ModelVariants {
    * r + Dropout(y + b) region — com.microsoft BiasDropout on CUDA (engine/residual.ts); opt-in, SFT_BIAS_DROPOUT=1.
    */
   residualBiasDropout?: boolean;
+  /**
+   * bf16 modes with bf16Projections (ln_1 → c_attn) / bf16Mlp (ln_2 → c_fc): the LayerNorm's γ, β folded into the
+   * next Gemm's weight and bias, both Gemms with the bias as a weight row (layerNorm.ts layerNormFold); engine
+   * default on, SFT_LN_FOLD=0 off.
+   */
+  lnFold?: boolean;
+}
+
+/** The input of a sublayer that starts with a LayerNorm: the residual stream x [N, C] and the LayerNorm's parameter prefix. */
+export interface NormedInput {
+  residual: Tensor;
+  ln: string;
 }
 
 /** The parameter list (HF names and shapes) in named_parameters order. */
@@ -156,52 +169,26 @@ function linearBf16Out(c: ModelContext, x: Tensor, w: Tensor, b: Tensor, opts: {
 }
 
 /**
- * y = x̂·Ŵ + b̂ [N, M] at bf16 precision with the bias as an extra row of the weight instead of the Gemm's C:
- * [x̂ | 1 0…0]·[Ŵ; b̂; 0…0] (K + 8 deep, aligned), one rounding of the fp32 sum as with C. ORT's CUDA Gemm
- * writes a broadcast C into Y and reads it back (mlp.ts): 2·N·M values, against N·(K + 8) written and read
- * once by the Concat here — for c_attn (M = 3K) 38 MB against 13 MB per layer at B8 T512. Hand-written
- * backward, dy [N,M] at bf16 precision: dx̂ = dy·Ŵᵀ [N,K] (no [N,K+8] product to slice), [dŴ; db̂; ·] =
- * [x̂ | 1 0…]ᵀ·dy — the bias gradient is that Gemm's row K (fp32 accumulation, one rounding), no ReduceSum
- * over [N,M]. Under 'emulate' dy is rounded where it enters (the autodiff core's dq/dk/dv arrive unrounded).
+ * y = x̂·Ŵ + b̂ [N, M] at bf16 precision with the bias as an extra row of the weight instead of the Gemm's C
+ * (engine/biasRow.ts: why, and the hand-written backward). Under 'emulate' dy is rounded where it enters (the
+ * autodiff core's dq/dk/dv arrive unrounded).
  */
-/** [1 0…0] per row of x [N, ·], [N, 8] in x's dtype: made once per graph and row count, shared by the layers. */
-function onesColumn(g: Graph, x: Tensor): Tensor {
-  const N = x.shape?.[0] ?? 'N';
-  return g.memo(`gemmBiasRow.onesColumn:${x.dtype}:${N}`, () => {
-    const rows = g.op('Shape', [x], { start: 0, end: 1 }, { dtype: 'int64', shape: [1] });
-    return g.expand(g.tensorConst(x.dtype, [1, 8], [1, 0, 0, 0, 0, 0, 0, 0]), g.concat([rows, g.ints([8])], 0), [N, 8]);
-  });
-}
-
 function gemmBiasRow(c: ModelContext, xo: Tensor, wo: Tensor, bo: Tensor): Tensor {
   const g = c.g;
   const mode = c.bf16;
-  const K = wo.shape?.[0];
-  const M = wo.shape?.[1];
-  if (typeof K !== 'number' || typeof M !== 'number') throw new Error('gemmBiasRow: the weight needs a static shape');
-  const dt = xo.dtype;
   let xAug!: Tensor;
   const [y] = g.customGradient(
     [xo, wo, bo],
     () => {
-      xAug = g.concat([xo, onesColumn(g, xo)], 1); // [N, K+8]
-      const wAug = g.concat([wo, g.reshape(bo, [1, M], [1, M]), g.tensorConst(dt, [7, M], new Array(7 * M).fill(0))], 0); // [K+8, M]
-      return [bf16Result(g, g.gemm(xAug, wAug, null), mode)];
+      const f = biasRowForward(g, mode, xo, wo, bo);
+      xAug = f.xAug;
+      return [f.y];
     },
     (gg, gy, needs) => {
       const dy = gy[0];
       if (!dy) return [null, null, null];
       const dyo = mode === 'emulate' ? roundToBf16(gg, dy) : gg.cast(dy, 'bfloat16');
-      const dx = needs[0] ? bf16Result(gg, gg.gemm(dyo, wo, null, { transB: true }), mode) : null; // [N,K]
-      let dw: Tensor | null = null;
-      let db: Tensor | null = null;
-      if (needs[1] || needs[2]) {
-        const dAug = bf16Result(gg, gg.gemm(xAug, dyo, null, { transA: true }), mode); // [K+8, M]
-        const rowsOf = (from: number, to: number) => gg.op('Slice', [dAug, gg.ints([from]), gg.ints([to]), gg.ints([0])], {}, { dtype: dAug.dtype, shape: [to - from, M] });
-        if (needs[1]) dw = rowsOf(0, K);
-        if (needs[2]) db = gg.reshape(rowsOf(K, K + 1), [M], [M]);
-      }
-      return [dx, dw, db];
+      return biasRowBackward(gg, mode, xAug, wo, dyo, needs);
     },
   );
   return y!;
@@ -254,8 +241,11 @@ export function attentionBias(g: Graph, querySegments: Tensor, keySegments: Tens
  * D = 4^k (GPT-2: D = 64, 1/8), so bf16 Muls on [C,3C] and [3C] that are exact and give the values of the
  * Gemm's output scaled, without a pass over q [B,H,T,D] in the forward or dq in the backward. The bias enters
  * as a row of the weight (gemmBiasRow), not as the Gemm's C.
+ * `input` is the ln_1 output, or { residual x, ln prefix } to apply the LayerNorm here: with lnFold (and
+ * bf16Projections) its γ, β are folded into the c_attn weight and bias (layerNorm.ts layerNormFold; the q columns'
+ * 1/√D goes onto the fp32 W⊙γ before its one rounding, exact for a power of two), else layerNorm() first.
  */
-export function attentionQKV(c: ModelContext, layer: number, a: Tensor): { q: Tensor; k: Tensor; v: Tensor } {
+export function attentionQKV(c: ModelContext, layer: number, input: Tensor | NormedInput): { q: Tensor; k: Tensor; v: Tensor } {
   const g = c.g;
   const C = c.config.n_embd;
   const H = c.config.n_head;
@@ -263,9 +253,15 @@ export function attentionQKV(c: ModelContext, layer: number, a: Tensor): { q: Te
   const p = `transformer.h.${layer}.attn.`;
   const low = usesBf16Projections(c);
   const scale = 1 / Math.sqrt(D);
-  const qkv = low
-    ? linearBf16Out(c, a, weight(c, p + 'c_attn.weight'), weight(c, p + 'c_attn.bias'), { colScale: Array.from({ length: 3 * C }, (_, i) => (i < C ? scale : 1)), biasRow: true })
-    : linear(c, a, weight(c, p + 'c_attn.weight'), weight(c, p + 'c_attn.bias')); // [N,3C]
+  const colScale = Array.from({ length: 3 * C }, (_, i) => (i < C ? scale : 1));
+  let qkv: Tensor; // [N,3C]
+  if (!(input instanceof Tensor) && low && c.variants.lnFold) {
+    const f = layerNormFold(g, c.bf16, input.residual, weight(c, input.ln + '.weight'), weight(c, input.ln + '.bias'), weight(c, p + 'c_attn.weight'), weight(c, p + 'c_attn.bias'), c.config.layer_norm_epsilon, colScale);
+    qkv = gemmBiasRow(c, f.xo, f.wo, f.bo);
+  } else {
+    const a = input instanceof Tensor ? input : layerNorm(c, input.residual, input.ln);
+    qkv = low ? linearBf16Out(c, a, weight(c, p + 'c_attn.weight'), weight(c, p + 'c_attn.bias'), { colScale, biasRow: true }) : linear(c, a, weight(c, p + 'c_attn.weight'), weight(c, p + 'c_attn.bias'));
+  }
   const [q0, k0, v0] = g.split(qkv, 1, [C, C, C]);
   const shape4 = g.concat([c.bt, g.ints([H, D])], 0);
   const heads = (t: Tensor) => g.transpose(g.reshape(t, shape4, ['B', 'T', H, D]), [0, 2, 1, 3]); // [B,H,T,D]
@@ -309,13 +305,20 @@ export function layerNorm(c: ModelContext, x: Tensor, prefix: string): Tensor {
 }
 
 /**
- * MLP: c_fc → gelu_new (tanh form) → c_proj; with the bf16Mlp variant in a bf16 mode, engine/mlp.ts.
+ * MLP: c_fc → gelu_new (tanh form) → c_proj; with the bf16Mlp variant in a bf16 mode, engine/mlp.ts. `input` is the
+ * ln_2 output, or { residual x, ln prefix }: with lnFold and bf16Mlp, ln_2's γ, β folded into c_fc (layerNormFold).
  * `withoutProjBias` (bf16Mlp only): c_proj's bias is left out (residualBiasDropout adds it).
  */
-export function mlp(c: ModelContext, layer: number, x: Tensor, opts: { withoutProjBias?: boolean } = {}): Tensor {
+export function mlp(c: ModelContext, layer: number, input: Tensor | NormedInput, opts: { withoutProjBias?: boolean } = {}): Tensor {
   const p = `transformer.h.${layer}.mlp.`;
   if (opts.withoutProjBias && !usesBf16Mlp(c)) throw new Error('mlp: withoutProjBias needs the bf16Mlp path');
-  if (usesBf16Mlp(c)) return mlpBf16(c, x, weight(c, p + 'c_fc.weight'), weight(c, p + 'c_fc.bias'), weight(c, p + 'c_proj.weight'), opts.withoutProjBias ? null : weight(c, p + 'c_proj.bias'));
+  const bProj = opts.withoutProjBias ? null : weight(c, p + 'c_proj.bias');
+  if (!(input instanceof Tensor) && usesBf16Mlp(c) && c.variants.lnFold) {
+    const f = layerNormFold(c.g, c.bf16, input.residual, weight(c, input.ln + '.weight'), weight(c, input.ln + '.bias'), weight(c, p + 'c_fc.weight'), weight(c, p + 'c_fc.bias'), c.config.layer_norm_epsilon);
+    return mlpBf16(c, f.xo, f.wo, f.bo, weight(c, p + 'c_proj.weight'), bProj, undefined, { fcFolded: true });
+  }
+  const x = input instanceof Tensor ? input : layerNorm(c, input.residual, input.ln);
+  if (usesBf16Mlp(c)) return mlpBf16(c, x, weight(c, p + 'c_fc.weight'), weight(c, p + 'c_fc.bias'), weight(c, p + 'c_proj.weight'), bProj);
   const h = linear(c, x, weight(c, p + 'c_fc.weight'), weight(c, p + 'c_fc.bias'));
   const act = c.g.op('Gelu', [h], { approximate: 'tanh' });
   return linear(c, act, weight(c, p + 'c_proj.weight'), weight(c, p + 'c_proj.bias'));
@@ -325,14 +328,14 @@ export function mlp(c: ModelContext, layer: number, x: Tensor, opts: { withoutPr
 export function block(c: ModelContext, layer: number, x: Tensor, bias: Tensor): Tensor {
   const g = c.g;
   const p = `transformer.h.${layer}.`;
-  const { q, k, v } = attentionQKV(c, layer, layerNorm(c, x, p + 'ln_1'));
+  const { q, k, v } = attentionQKV(c, layer, { residual: x, ln: p + 'ln_1' });
   if (usesResidualBiasDropout(c)) {
     const x1 = residualBiasDropout(c, x, attentionOutput(c, layer, attentionCore(c, q, k, v, bias), { withoutBias: true }), weight(c, p + 'attn.c_proj.bias'));
-    return residualBiasDropout(c, x1, mlp(c, layer, layerNorm(c, x1, p + 'ln_2'), { withoutProjBias: true }), weight(c, p + 'mlp.c_proj.bias'));
+    return residualBiasDropout(c, x1, mlp(c, layer, { residual: x1, ln: p + 'ln_2' }, { withoutProjBias: true }), weight(c, p + 'mlp.c_proj.bias'));
   }
   const att = attentionOutput(c, layer, attentionCore(c, q, k, v, bias));
   const x1 = g.add(x, dropout(c, att, c.dropout.resid));
-  const m = mlp(c, layer, layerNorm(c, x1, p + 'ln_2'));
+  const m = mlp(c, layer, { residual: x1, ln: p + 'ln_2' });
   return g.add(x1, dropout(c, m, c.dropout.resid));
 }
 

@@ -45,10 +45,45 @@
  * bf16 and fp32 alike.
  * (InstanceNormalization on the [1, M, C] view would form xhat ⊙ k + c from x in one pass, 8 B less; not
  * used: cuDNN-backed, unchecked on a GPU.)
- * Legend: M rows (N = B·T in the model), C the normalized width.
+ *
+ * Folding (ModelVariants.lnFold, SFT_LN_FOLD, engine default on; bf16 modes with bf16Projections for ln_1 → c_attn
+ * and bf16Mlp for ln_2 → c_fc; ln_f → lm head is not folded; other graphs are emitted as before):
+ *   layerNormFold(g, mode, x [N,C], γ [C], β [C], W [C,M], b [M], epsilon, s? [M]) → { x̂o [N,C], W'o [C,M], b'o [M] }
+ *   z = (LN(x)·W + b) ⊙ s = x̂·W' + b'   with x̂ = LayerNormalization(x; 1, 0) (fp32, kept with InvStdDev inv),
+ *       W'[c,j] = γ_c·W[c,j]·s_j,  b'_j = (b_j + Σ_c β_c·W[c,j])·s_j   (fp32, each rounded ONCE to bf16)
+ *   (s: attention's 1/√D on the q columns; the β·W sum is a Mul + ReduceSum, exact fp32, not a TF32 GEMV.)
+ *   W', b' read parameters only, so Graph.hoistInvariantsFrom runs them once per optimizer step. The caller's
+ *   Gemm takes b' as a weight row (biasRow.ts) and returns dx̂, dW', db' at bf16 precision. Backward:
+ *     dx  = inv·(dx̂ − mean_c(dx̂) − x̂·mean_c(dx̂ ⊙ x̂)), as the terms dx̂⊙inv and x̂⊙k + c of the residual Sum
+ *           (k = −inv·Σ_c(dx̂⊙x̂)/C, c = −inv·Σ_c dx̂/C [N,1]), from the forward's x̂ and inv: no recompute, no ⊙γ;
+ *     dW  = s_j·(γ_c·dW'[c,j] + β_c·db'_j)   (b' depends on W too: the rank-1 β term),   db = s ⊙ db',
+ *     dγ_c = Σ_j dW'[c,j]·W[c,j]·s_j,   dβ_c = Σ_j W[c,j]·s_j·db'_j
+ *   dγ is a bf16 Mul of dW' with bf16(W⊙s) summed in fp32 (one rounding), dβ a bf16 GEMV bf16(W⊙s)·db'; dW, db
+ *   and dx are fp32 ops on the bf16 Gemm results. Checked in fp32 (mode false: no rounding) against the unfolded
+ *   graph (≤ 1.7e-7 relative L2) and float64 central differences (test/engine/lnFold.test.ts).
+ *   Numerics: the unfolded bf16 graph rounds y = x̂⊙γ + β and W, and b; the fold rounds x̂, W⊙γ (⊙s) and b + β·W.
+ *   Either way each product term of the Gemm carries two bf16 roundings (≤ 2u relative, u = 2^-8 … per operand
+ *   2^-9) with fp32 accumulation; the fold's β·W part is summed exactly and rounded once in b' instead of once per
+ *   element of y, so the forward error bound is the same (bias part: no worse). The gradients add one rounding in
+ *   dγ and dβ (bf16 sum results, like the other bf16 weight gradients). Measured ('emulate', relative L2 against
+ *   fp32): one LN → c_attn sublayer, C 12, D 6: q/k/v 2.73e-3 (unfolded 2.90e-3), dx 2.47e-3 (2.75e-3), dγ 3.78e-3
+ *   (2.31e-3), dβ 3.02e-3 (3.10e-3), dW 2.68e-3, db 2.56e-3; tiny model golden batch with random γ, β: gradients
+ *   2.33e-3 (unfolded 2.42e-3), loss 9.2e-6 (2.5e-5); fixture (γ = 1, β = 0) dropout 0 / 0.1: 2.27e-3 / 2.41e-3,
+ *   worst tensor 6.79e-3 / 6.21e-3; 20 AdamW steps: worst |Δloss|/(|loss| + 1) 5.1e-5 (unfolded 3.6e-5; bound u/8).
+ *   Bytes, per element of [N,C] in the backward per LayerNorm: 92 (above) → 52 (s1 4 · Q 12 · s2 4 · dx̂⊙inv 8 ·
+ *   x̂⊙k 8 · +c 8 · two Sum terms 8); c_fc loses its broadcast C (2·N·4C bf16) and the [N,4C] bias ReduceSum for one
+ *   [N,C+8] Concat. Paid for with per-micro-batch [C,M] work (dW's γ/β terms, dγ, dβ: ~38 B per weight element, ~175
+ *   MB per GPT-2 layer) and one kept fp32 x̂ [N,C] per folded LayerNorm (+0.3 GB activations at B8 T512). So it
+ *   pays only with enough rows per micro-batch: bench/step-traffic.ts, GPT-2 124M, 4 micro-batches of T512:
+ *     B32 371.9 → 356.3 ms (722 → 680 GB); B8 107.3 → 106.2 ms (204.9 → 201.1 GB); B4 63.2 → 64.5; B1 30.1 → 33.2
+ *   (break-even near N ≈ 3000 rows ≈ 4·C). The [C,M] part is linear in (dW', db'): accumulated over the
+ *   micro-batches it could run once per step (not done: the accumulation is trainGraph's).
+ * Legend: M rows (N = B·T in the model), C the normalized width; in the fold M is the Gemm's output width.
  */
 import type { DType, Graph, Tensor } from './graph/graph';
 import { gradientSum } from './graph/autodiff';
+import type { Bf16Mode } from './gpt2Graph';
+import { bf16Operand, bf16Product, bf16Result, bf16ToFloat } from './precision';
 
 /** The [C] ones and zeros of the xhat recomputation, one pair per graph, dtype and width (shared by the layers). */
 function unitScaleBias(g: Graph, dtype: DType, C: number): { ones: Tensor; zeros: Tensor } {
@@ -109,4 +144,84 @@ export function layerNormWithGrad(g: Graph, x: Tensor, scale: Tensor, bias: Tens
     },
   );
   return y!;
+}
+
+// --- the LayerNorm affine folded into the next Gemm (ModelVariants.lnFold) ---------------------------------------
+
+/** The bf16 operands of the Gemm that follows a folded LayerNorm: x̂ [N,C], W' [C,M], b' [M] (layerNormFold). */
+export interface FoldedGemmOperands {
+  xo: Tensor;
+  wo: Tensor;
+  bo: Tensor;
+}
+
+/**
+ * LayerNorm(x; γ, β) followed by a Conv1D (W [C,M], b [M], output columns scaled by `colScale` [M]) as the
+ * operands of ONE bf16 Gemm, x̂·W' + b' (see "Folding" in the header). `mode` true or 'emulate' in the model;
+ * false gives the same formulas in fp32 without any rounding (tests). The caller runs the Gemm (bias as a
+ * weight row, biasRow.ts) and hands back dx̂, dW', db' at the mode's precision.
+ */
+export function layerNormFold(g: Graph, mode: Bf16Mode, x: Tensor, scale: Tensor, bias: Tensor, w: Tensor, b: Tensor, epsilon: number, colScale?: number[]): FoldedGemmOperands {
+  const C = scale.shape?.length === 1 ? scale.shape[0] : undefined;
+  const M = w.shape?.[1];
+  if (typeof C !== 'number' || typeof M !== 'number' || x.shape?.length !== 2 || x.shape[1] !== C || w.shape?.[0] !== C) {
+    throw new Error(`layerNormFold: x [N,C], scale [C] and w [C,M] need static C and M (x [${x.shape}], scale [${scale.shape}], w [${w.shape}])`);
+  }
+  if (colScale && colScale.length !== M) throw new Error(`layerNormFold: colScale has ${colScale.length} entries for ${M} columns`);
+  let xhat!: Tensor;
+  let inv!: Tensor;
+  let wScaledLow!: Tensor; // bf16(W ⊙ s) [C,M]
+  let rowCol!: Tensor; // γ ⊗ s [C,M] (γ as [C,1] without a column scale)
+  let betaCol!: Tensor; // β [C,1]
+  let sRow: Tensor | null = null; // s [M]
+  const outs = g.customGradient(
+    [x, scale, bias, w, b],
+    () => {
+      const { ones, zeros } = unitScaleBias(g, x.dtype, C);
+      const [xh, , s] = g.node('LayerNormalization', [x, ones, zeros], { axis: -1, epsilon: { f: epsilon } }, [
+        { dtype: x.dtype, shape: x.shape },
+        { dtype: 'float', shape: [x.shape![0]!, 1] },
+        { dtype: 'float', shape: [x.shape![0]!, 1] },
+      ]);
+      xhat = xh!;
+      inv = s!;
+      // Parameter side (reads parameters only: hoisted to once per optimizer step by Graph.hoistInvariantsFrom).
+      const gammaCol = g.reshape(scale, [C, 1], [C, 1]);
+      betaCol = g.reshape(bias, [C, 1], [C, 1]);
+      sRow = colScale ? g.tensorConst('float', [M], colScale) : null;
+      wScaledLow = bf16Operand(g, sRow ? g.mul(w, sRow) : w, mode);
+      rowCol = sRow ? g.mul(gammaCol, sRow) : gammaCol;
+      const wFold = g.mul(w, rowCol); // W'[c,j] = γ_c·W[c,j]·s_j
+      const bw = g.reduceSum(g.mul(w, betaCol), [0], false); // (β·W)_j, an exact fp32 sum (no TF32 GEMV)
+      const bFold = sRow ? g.mul(g.add(b, bw), sRow) : g.add(b, bw); // b'_j = (b_j + (β·W)_j)·s_j
+      return [bf16Operand(g, xhat, mode), bf16Operand(g, wFold, mode), bf16Operand(g, bFold, mode)];
+    },
+    (gg, gy, needs) => {
+      const [dxo, dwo, dbo] = gy;
+      const grads: (Tensor | null)[] = [null, null, null, null, null];
+      if (needs[0] && dxo) {
+        const dxh = bf16ToFloat(gg, dxo, mode); // [N,C] dL/dx̂
+        const s1 = gg.reduceSum(dxh, [1], true); // [N,1] Σ_c dx̂
+        const s2 = gg.reduceSum(gg.mul(dxh, xhat), [1], true); // [N,1] Σ_c dx̂ ⊙ x̂
+        const negInvOverC = gg.mul(inv, gg.scalarLike(-1 / C, inv));
+        grads[0] = gradientSum(gg, [gg.mul(dxh, inv), gg.add(gg.mul(xhat, gg.mul(s2, negInvOverC)), gg.mul(s1, negInvOverC))]);
+      }
+      const dw = dwo ? bf16ToFloat(gg, dwo, mode) : null; // [C,M] dL/dW'
+      const db = dbo ? bf16ToFloat(gg, dbo, mode) : null; // [M] dL/db'
+      const dbScaled = db && sRow ? gg.mul(db, sRow) : db; // s ⊙ db' = dL/db
+      // dγ_c = Σ_j dW'_cj·W_cj·s_j: a bf16 Mul of the bf16 dW' and bf16(W⊙s), summed in fp32, rounded once.
+      if (needs[1] && dwo) grads[1] = bf16Product(gg, gg.reduceSum(bf16Result(gg, gg.mul(dwo, wScaledLow), mode), [1], false), mode);
+      // dβ_c = Σ_j W_cj·s_j·db'_j: a bf16 GEMV bf16(W⊙s)·db' (fp32 accumulation, one rounding).
+      if (needs[2] && dbo) grads[2] = gg.reshape(bf16Product(gg, gg.matmul(wScaledLow, gg.reshape(dbo, [M, 1], [M, 1])), mode), [C], [C]);
+      if (needs[3] && (dw || db)) {
+        const terms: Tensor[] = [];
+        if (dw) terms.push(gg.mul(dw, rowCol)); // γ_c·s_j·dW'_cj
+        if (dbScaled) terms.push(gg.mul(betaCol, gg.reshape(dbScaled, [1, M], [1, M]))); // β_c·s_j·db'_j
+        grads[3] = terms.length === 1 ? terms[0]! : gg.add(terms[0]!, terms[1]!);
+      }
+      if (needs[4]) grads[4] = dbScaled;
+      return grads;
+    },
+  );
+  return { xo: outs[0]!, wo: outs[1]!, bo: outs[2]! };
 }

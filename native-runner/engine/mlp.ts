@@ -21,6 +21,10 @@
  *     geluGrad = 'fp32' (bench/tests only): dh = bf16(float(g) ⊙ gelu'(float(h))) with the default's fp32
  *     chain and an fp32 bias sum — one rounding instead of ~10, and 906 MB more traffic per layer (below).
  *
+ * With lnFold (gpt2Graph.ts mlp, opts.fcFolded): x, wFc, bFc are the folded bf16 operands x̂, W', b' of
+ * layerNorm.ts layerNormFold; the c_fc Gemm takes the bias as a weight row (biasRow.ts) and the backward returns
+ * dx̂, dW', db' at bf16 precision (db' from the weight-gradient Gemm's row C, no ReduceSum over [N,4C]).
+ *
  * Bias: Gemm's C input (bf16) rather than a bf16 Add after the Gemm. Both cost the same traffic (ORT's CUDA
  * Gemm first broadcasts a 1-D C into Y with a rank-1 GEMM, then runs the GEMM with beta = 1, reading Y: one
  * extra write + read of [N,4C] bf16, as an Add's read + write), but C rounds once: cuBLAS forms
@@ -108,6 +112,7 @@
 import type { Graph, Tensor } from './graph/graph';
 import type { ModelContext } from './gpt2Graph';
 import { geluTanhGrad } from './graph/autodiff';
+import { biasRowBackward, biasRowForward } from './biasRow';
 import { bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundBf16, roundToBf16 } from './precision';
 import { makeData } from './graph/graph';
 
@@ -280,20 +285,26 @@ export function geluTanhGradTable(c: ModelContext, g: Graph, x: Tensor, gy: Tens
 export type GeluGradPrecision = 'exp' | 'table' | 'fp32';
 
 /** The MLP with bf16 [N,4C] activations and its hand-written backward (see the header). */
-export function mlpBf16(c: ModelContext, x: Tensor, wFc: Tensor, bFc: Tensor, wProj: Tensor, bProj: Tensor | null, geluGrad: GeluGradPrecision = c.variants.bf16GeluGrad ?? 'table'): Tensor {
+export function mlpBf16(c: ModelContext, x: Tensor, wFc: Tensor, bFc: Tensor, wProj: Tensor, bProj: Tensor | null, geluGrad: GeluGradPrecision = c.variants.bf16GeluGrad ?? 'table', opts: { fcFolded?: boolean } = {}): Tensor {
   const g = c.g;
+  const folded = !!opts.fcFolded;
   let xo!: Tensor;
   let wFco!: Tensor;
   let wProjo!: Tensor;
   let h!: Tensor;
   let act!: Tensor;
+  let xAug: Tensor | null = null;
   const [out] = g.customGradient(
     bProj ? [x, wFc, bFc, wProj, bProj] : [x, wFc, bFc, wProj],
     () => {
-      xo = bf16Operand(g, x, c.bf16);
-      wFco = bf16Operand(g, wFc, c.bf16);
+      xo = folded ? x : bf16Operand(g, x, c.bf16);
+      wFco = folded ? wFc : bf16Operand(g, wFc, c.bf16);
       wProjo = bf16Operand(g, wProj, c.bf16);
-      h = bf16Result(g, g.gemm(xo, wFco, bf16Operand(g, bFc, c.bf16)), c.bf16); // [N,4C], bias as Gemm's C
+      if (folded) {
+        const f = biasRowForward(g, c.bf16, xo, wFco, bFc); // [N,4C], bias as a weight row
+        h = f.y;
+        xAug = f.xAug;
+      } else h = bf16Result(g, g.gemm(xo, wFco, bf16Operand(g, bFc, c.bf16)), c.bf16); // [N,4C], bias as Gemm's C
       act = geluBf16(c, g, h); // [N,4C]
       const y = bf16Product(g, g.gemm(act, wProjo, null), c.bf16); // [N,C]
       return [bProj ? g.add(y, bProj) : y];
@@ -311,13 +322,19 @@ export function mlpBf16(c: ModelContext, x: Tensor, wFc: Tensor, bFc: Tensor, wP
         let dho: Tensor; // [N,4C] bf16: both GEMMs read it
         if (geluGrad === 'fp32') {
           const dh = geluTanhGrad(gg, bf16ToFloat(gg, h, c.bf16), bf16ToFloat(gg, gAct, c.bf16)); // [N,4C] fp32
-          if (nbFc) grads[2] = gg.reduceSum(dh, [0], false);
+          if (nbFc && !folded) grads[2] = gg.reduceSum(dh, [0], false);
           dho = bf16Operand(gg, dh, c.bf16);
         } else {
           dho = geluGrad === 'table' ? geluTanhGradTable(c, gg, h, gAct) : geluTanhGradBf16(c, gg, h, gAct);
-          if (nbFc) grads[2] = bf16Product(gg, gg.reduceSum(dho, [0], false), c.bf16); // [4C], rounded to bf16 once
+          if (nbFc && !folded) grads[2] = bf16Product(gg, gg.reduceSum(dho, [0], false), c.bf16); // [4C], rounded to bf16 once
         }
-        if (nx || nwFc) {
+        if (folded) {
+          // dx̂, dW', db' at bf16 precision for layerNormFold (db' is row C of the [C+8,4C] weight-gradient Gemm).
+          const [dxo, dwo, dbo] = biasRowBackward(gg, c.bf16, xAug!, wFco, dho, [!!nx, !!nwFc, !!nbFc]);
+          grads[0] = dxo;
+          grads[1] = dwo;
+          grads[2] = dbo;
+        } else if (nx || nwFc) {
           if (nx) grads[0] = bf16Product(gg, gg.gemm(dho, wFco, null, { transB: true }), c.bf16);
           if (nwFc) grads[1] = bf16Product(gg, gg.gemm(xo, dho, null, { transA: true }), c.bf16);
         }

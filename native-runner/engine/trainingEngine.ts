@@ -133,6 +133,7 @@ export function modelVariantsFromEnv(env: NodeJS.ProcessEnv = process.env): Mode
     autodiffLayerNorm: envSwitch(env.SFT_AUTODIFF_LAYERNORM) ?? false,
     bf16Logits: envSwitch(env.SFT_BF16_LOGITS) ?? true,
     residualBiasDropout: envSwitch(env.SFT_BIAS_DROPOUT) ?? false,
+    lnFold: envSwitch(env.SFT_LN_FOLD) ?? true,
   };
 }
 

@@ -256,7 +256,7 @@ test('flat optimizer state: AdamW and the norm cost a fixed handful of nodes, no
 
 test('ablation switches reach the graphs: SFT_AUTODIFF_ATTENTION, SFT_BF16_ATTENTION, SFT_FUSED_LM_HEAD', async () => {
   // The engine's defaults: the four bf16 storage variants on, the earlier formulations off.
-  const dflt = { autodiffAttention: false, bf16Attention: true, bf16Mlp: true, bf16Projections: true, autodiffLayerNorm: false, bf16Logits: true, residualBiasDropout: false };
+  const dflt = { autodiffAttention: false, bf16Attention: true, bf16Mlp: true, bf16Projections: true, autodiffLayerNorm: false, bf16Logits: true, residualBiasDropout: false, lnFold: true };
   assert.deepEqual(modelVariantsFromEnv({}), dflt);
   assert.deepEqual(modelVariantsFromEnv({ SFT_AUTODIFF_ATTENTION: '1', SFT_BF16_ATTENTION: '0' }), { ...dflt, autodiffAttention: true, bf16Attention: false });
   assert.deepEqual(modelVariantsFromEnv({ SFT_BF16_MLP: 'false', SFT_BF16_GELU_GRAD: 'exp' }), { ...dflt, bf16Mlp: false, bf16GeluGrad: 'exp' });
