@@ -58,8 +58,11 @@
  *           (k = −inv·Σ_c(dx̂⊙x̂)/C, c = −inv·Σ_c dx̂/C [N,1]), from the forward's x̂ and inv: no recompute, no ⊙γ;
  *     dW  = s_j·(γ_c·dW'[c,j] + β_c·db'_j)   (b' depends on W too: the rank-1 β term),   db = s ⊙ db',
  *     dγ_c = Σ_j dW'[c,j]·W[c,j]·s_j,   dβ_c = Σ_j W[c,j]·s_j·db'_j
- *   dγ is a bf16 Mul of dW' with bf16(W⊙s) summed in fp32 (one rounding), dβ a bf16 GEMV bf16(W⊙s)·db'; dW, db
- *   and dx are fp32 ops on the bf16 Gemm results. Checked in fp32 (mode false: no rounding) against the unfolded
+ *   The four parameter gradients are linear in (dW', db') with coefficients made of parameters only: they are
+ *   returned as DeferredGrad (graph.ts), so the train graph's gradient-accumulation Loop sums dW', db' (fp32) over
+ *   the micro-batches and forms them ONCE per step after it (trainGraph.ts); without accumulation (and in the
+ *   grads graph) they are formed at once. All four in fp32 from the bf16 Gemm results (dβ as a Mul and an fp32 sum,
+ *   not a TF32 GEMV); dx too. Checked in fp32 (mode false: no rounding) against the unfolded
  *   graph (≤ 1.7e-7 relative L2) and float64 central differences (test/engine/lnFold.test.ts).
  *   Numerics: the unfolded bf16 graph rounds y = x̂⊙γ + β and W, and b; the fold rounds x̂, W⊙γ (⊙s) and b + β·W.
  *   Either way each product term of the Gemm carries two bf16 roundings (≤ 2u relative, u = 2^-8 … per operand
@@ -72,18 +75,18 @@
  *   worst tensor 6.79e-3 / 6.21e-3; 20 AdamW steps: worst |Δloss|/(|loss| + 1) 5.1e-5 (unfolded 3.6e-5; bound u/8).
  *   Bytes, per element of [N,C] in the backward per LayerNorm: 92 (above) → 52 (s1 4 · Q 12 · s2 4 · dx̂⊙inv 8 ·
  *   x̂⊙k 8 · +c 8 · two Sum terms 8); c_fc loses its broadcast C (2·N·4C bf16) and the [N,4C] bias ReduceSum for one
- *   [N,C+8] Concat. Paid for with per-micro-batch [C,M] work (dW's γ/β terms, dγ, dβ: ~38 B per weight element, ~175
- *   MB per GPT-2 layer) and one kept fp32 x̂ [N,C] per folded LayerNorm (+0.3 GB activations at B8 T512). So it
- *   pays only with enough rows per micro-batch: bench/step-traffic.ts, GPT-2 124M, 4 micro-batches of T512:
- *     B32 371.9 → 356.3 ms (722 → 680 GB); B8 107.3 → 106.2 ms (204.9 → 201.1 GB); B4 63.2 → 64.5; B1 30.1 → 33.2
- *   (break-even near N ≈ 3000 rows ≈ 4·C). The [C,M] part is linear in (dW', db'): accumulated over the
- *   micro-batches it could run once per step (not done: the accumulation is trainGraph's).
+ *   [N,C+8] Concat. Paid for with [C,M] work once per step (dW's γ/β terms, dγ, dβ: ~40 B per weight element,
+ *   ~185 MB per GPT-2 layer; per micro-batch only the fp32 accumulation of dW', db', as for any weight) and one kept
+ *   fp32 x̂ [N,C] per folded LayerNorm (+0.3 GB activations at B8 T512). bench/step-traffic.ts (with ORT's fusions),
+ *   GPT-2 124M, 4 micro-batches of T512, SFT_LN_FOLD=0 → on: B8 105.2 → 101.7 ms (200 → 192 GB), B32 364.1 → 346.1,
+ *   B4 62.0 → 60.9, B2 40.4 → 40.6, B1 29.6 → 30.4 (with the [C,M] work per micro-batch, before the deferral: B8
+ *   104.1, B1 33.2).
  * Legend: M rows (N = B·T in the model), C the normalized width; in the fold M is the Gemm's output width.
  */
-import type { DType, Graph, Tensor } from './graph/graph';
+import type { DeferredGrad, DType, Graph, Tensor } from './graph/graph';
 import { gradientSum } from './graph/autodiff';
 import type { Bf16Mode } from './gpt2Graph';
-import { bf16Operand, bf16Product, bf16Result, bf16ToFloat } from './precision';
+import { bf16Operand, bf16ToFloat } from './precision';
 
 /** The [C] ones and zeros of the xhat recomputation, one pair per graph, dtype and width (shared by the layers). */
 function unitScaleBias(g: Graph, dtype: DType, C: number): { ones: Tensor; zeros: Tensor } {
@@ -170,10 +173,6 @@ export function layerNormFold(g: Graph, mode: Bf16Mode, x: Tensor, scale: Tensor
   if (colScale && colScale.length !== M) throw new Error(`layerNormFold: colScale has ${colScale.length} entries for ${M} columns`);
   let xhat!: Tensor;
   let inv!: Tensor;
-  let wScaledLow!: Tensor; // bf16(W ⊙ s) [C,M]
-  let rowCol!: Tensor; // γ ⊗ s [C,M] (γ as [C,1] without a column scale)
-  let betaCol!: Tensor; // β [C,1]
-  let sRow: Tensor | null = null; // s [M]
   const outs = g.customGradient(
     [x, scale, bias, w, b],
     () => {
@@ -187,10 +186,9 @@ export function layerNormFold(g: Graph, mode: Bf16Mode, x: Tensor, scale: Tensor
       inv = s!;
       // Parameter side (reads parameters only: hoisted to once per optimizer step by Graph.hoistInvariantsFrom).
       const gammaCol = g.reshape(scale, [C, 1], [C, 1]);
-      betaCol = g.reshape(bias, [C, 1], [C, 1]);
-      sRow = colScale ? g.tensorConst('float', [M], colScale) : null;
-      wScaledLow = bf16Operand(g, sRow ? g.mul(w, sRow) : w, mode);
-      rowCol = sRow ? g.mul(gammaCol, sRow) : gammaCol;
+      const betaCol = g.reshape(bias, [C, 1], [C, 1]);
+      const sRow = colScale ? g.tensorConst('float', [M], colScale) : null; // s [M]
+      const rowCol = sRow ? g.mul(gammaCol, sRow) : gammaCol; // γ ⊗ s [C,M] (γ as [C,1] without a column scale)
       const wFold = g.mul(w, rowCol); // W'[c,j] = γ_c·W[c,j]·s_j
       const bw = g.reduceSum(g.mul(w, betaCol), [0], false); // (β·W)_j, an exact fp32 sum (no TF32 GEMV)
       const bFold = sRow ? g.mul(g.add(b, bw), sRow) : g.add(b, bw); // b'_j = (b_j + (β·W)_j)·s_j
@@ -198,7 +196,7 @@ export function layerNormFold(g: Graph, mode: Bf16Mode, x: Tensor, scale: Tensor
     },
     (gg, gy, needs) => {
       const [dxo, dwo, dbo] = gy;
-      const grads: (Tensor | null)[] = [null, null, null, null, null];
+      const grads: (Tensor | DeferredGrad | null)[] = [null, null, null, null, null];
       if (needs[0] && dxo) {
         const dxh = bf16ToFloat(gg, dxo, mode); // [N,C] dL/dx̂
         const s1 = gg.reduceSum(dxh, [1], true); // [N,1] Σ_c dx̂
@@ -206,20 +204,31 @@ export function layerNormFold(g: Graph, mode: Bf16Mode, x: Tensor, scale: Tensor
         const negInvOverC = gg.mul(inv, gg.scalarLike(-1 / C, inv));
         grads[0] = gradientSum(gg, [gg.mul(dxh, inv), gg.add(gg.mul(xhat, gg.mul(s2, negInvOverC)), gg.mul(s1, negInvOverC))]);
       }
-      const dw = dwo ? bf16ToFloat(gg, dwo, mode) : null; // [C,M] dL/dW'
-      const db = dbo ? bf16ToFloat(gg, dbo, mode) : null; // [M] dL/db'
-      const dbScaled = db && sRow ? gg.mul(db, sRow) : db; // s ⊙ db' = dL/db
-      // dγ_c = Σ_j dW'_cj·W_cj·s_j: a bf16 Mul of the bf16 dW' and bf16(W⊙s), summed in fp32, rounded once.
-      if (needs[1] && dwo) grads[1] = bf16Product(gg, gg.reduceSum(bf16Result(gg, gg.mul(dwo, wScaledLow), mode), [1], false), mode);
-      // dβ_c = Σ_j W_cj·s_j·db'_j: a bf16 GEMV bf16(W⊙s)·db' (fp32 accumulation, one rounding).
-      if (needs[2] && dbo) grads[2] = gg.reshape(bf16Product(gg, gg.matmul(wScaledLow, gg.reshape(dbo, [M, 1], [M, 1])), mode), [C], [C]);
-      if (needs[3] && (dw || db)) {
-        const terms: Tensor[] = [];
-        if (dw) terms.push(gg.mul(dw, rowCol)); // γ_c·s_j·dW'_cj
-        if (dbScaled) terms.push(gg.mul(betaCol, gg.reshape(dbScaled, [1, M], [1, M]))); // β_c·s_j·db'_j
-        grads[3] = terms.length === 1 ? terms[0]! : gg.add(terms[0]!, terms[1]!);
-      }
-      if (needs[4]) grads[4] = dbScaled;
+      // The parameter gradients are linear in (dW', db') with coefficients made of parameters only: returned
+      // deferred (DeferredGrad), so a gradient-accumulation Loop sums dW', db' over its micro-batches and forms
+      // them once per step after it (trainGraph.ts; without accumulation they are formed here). All in fp32.
+      if ((needs[1] || needs[2] || needs[3] || needs[4]) && (!dwo || !dbo)) throw new Error('layerNormFold: the Gemm must hand back both dW\' and db\'');
+      const raw = [dwo!, dbo!];
+      const coef = (g2: Graph) =>
+        g2.memo(`layerNormFold:${w.name}:${scale.name}`, () => {
+          const s2 = colScale ? g2.tensorConst('float', [M], colScale) : null;
+          const gammaCol2 = g2.reshape(scale, [C, 1], [C, 1]);
+          return { s: s2, wS: s2 ? g2.mul(w, s2) : w, rowCol: s2 ? g2.mul(gammaCol2, s2) : gammaCol2, betaCol: g2.reshape(bias, [C, 1], [C, 1]) };
+        });
+      const f32 = (g2: Graph, t: Tensor) => (t.dtype === 'float' ? t : g2.cast(t, 'float'));
+      const deferred = (fin: (g2: Graph, dw: Tensor, db: Tensor, k: ReturnType<typeof coef>) => Tensor): DeferredGrad => ({
+        kind: 'deferred',
+        raw,
+        finish: (g2, r) => fin(g2, f32(g2, r[0]!), f32(g2, r[1]!), coef(g2)),
+      });
+      const dbOf = (g2: Graph, db: Tensor, k: ReturnType<typeof coef>) => (k.s ? g2.mul(db, k.s) : db); // s ⊙ db' = dL/db
+      // dγ_c = Σ_j dW'_cj·W_cj·s_j
+      if (needs[1]) grads[1] = deferred((g2, dw, _db, k) => g2.reduceSum(g2.mul(dw, k.wS), [1], false));
+      // dβ_c = Σ_j W_cj·s_j·db'_j (a Mul and an fp32 sum, not a TF32 GEMV)
+      if (needs[2]) grads[2] = deferred((g2, _dw, db, k) => g2.reduceSum(g2.mul(k.wS, g2.reshape(db, [1, M], [1, M])), [1], false));
+      // dW_cj = γ_c·s_j·dW'_cj + β_c·s_j·db'_j
+      if (needs[3]) grads[3] = deferred((g2, dw, db, k) => g2.add(g2.mul(dw, k.rowCol), g2.mul(k.betaCol, g2.reshape(dbOf(g2, db, k), [1, M], [1, M]))));
+      if (needs[4]) grads[4] = deferred((g2, _dw, db, k) => dbOf(g2, db, k));
       return grads;
     },
   );

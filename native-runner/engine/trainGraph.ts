@@ -19,8 +19,8 @@
  * - forward: ids/positions/segments → logits [B,T,V] or log-probabilities [B,T,V].
  */
 import type { GPT2Config } from '../model/types';
-import { Graph, type Tensor } from './graph/graph';
-import { gradients } from './graph/autodiff';
+import { Graph, makeData, type DeferredGrad, type Tensor } from './graph/graph';
+import { gradients, gradientsDeferred } from './graph/autodiff';
 import { lmHeadNll } from './crossEntropy';
 import { hiddenStates, lmHeadLogits, modelContext, paramSpecs, tokenNll, trueConst, usesWeightDecay, type Bf16Mode, type DropoutRates, type ModelContext, type ModelVariants, type WeightMap } from './gpt2Graph';
 
@@ -242,26 +242,49 @@ export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts:
     const inner = body.subgraph('micro');
     const j = inner.freshInput('j', 'int64', []);
     inner.freshInput('cond_j', 'bool', []);
-    const accShapes: number[][] = flat ? groups.map((grp) => [grp.total]) : specs.map((s) => s.shape);
-    const acc = accShapes.map((shape, i) => inner.freshInput(flat ? `acc:group${i}` : 'acc:' + names[i]!, 'float', shape));
-    const nllAcc = inner.freshInput('nll_acc', 'float', []);
     const mb = pickMicroBatch(inner, stepMb, j, inner.gather(stepDims, j));
     const c = ctxFor(inner, mb);
     const out = microBatchLoss(c, mb, fusedHead);
-    const gj = lossGrads(inner, out.nllSum);
+    // Per micro-batch: a dense gradient per tensor (or group), or — for gradients a custom rule returns deferred
+    // (DeferredGrad: linear in raw tensors, coefficients from parameters only, e.g. layerNormFold's) — the raw
+    // tensors, summed over the micro-batches and finished once per step after the Loop.
+    const parts: (Tensor | DeferredGrad[])[] = flat
+      ? lossGrads(inner, out.nllSum)
+      : gradientsDeferred(inner, [out.nllSum], [invN], names.map((n) => p.get(n)!)).map((v, i) => v ?? inner.zerosLike(p.get(names[i]!)!));
+    const raws: Tensor[] = [];
+    for (const v of parts) if (Array.isArray(v)) for (const d of v) for (const r of d.raw) if (!raws.includes(r)) raws.push(r);
+    const staticShape = (t: Tensor): number[] => {
+      if (!t.shape || !t.shape.every((d): d is number => typeof d === 'number')) throw new Error(`trainGraph: deferred gradient input ${t.name} needs a static shape`);
+      return t.shape;
+    };
+    const dense = parts.map((v, i) => (Array.isArray(v) ? null : { i, t: v, shape: flat ? [groups[i]!.total] : specs[i]!.shape }));
+    const denseParts = dense.filter((d): d is { i: number; t: Tensor; shape: number[] } => d !== null);
+    // Loop-carried: the dense accumulators, the raw accumulators (fp32), the NLL sum.
+    const acc = denseParts.map((d) => inner.freshInput(flat ? `acc:group${d.i}` : 'acc:' + names[d.i]!, 'float', d.shape));
+    const rawAcc = raws.map((r, k) => inner.freshInput(`acc_raw:${k}`, 'float', staticShape(r)));
+    const nllAcc = inner.freshInput('nll_acc', 'float', []);
     inner.output(trueConst(inner));
-    acc.forEach((a, i) => inner.output(inner.add(a, gj[i]!)));
+    acc.forEach((a, k) => inner.output(inner.add(a, denseParts[k]!.t)));
+    rawAcc.forEach((a, k) => inner.output(inner.add(a, raws[k]!.dtype === 'float' ? raws[k]! : inner.cast(raws[k]!, 'float'))));
     inner.output(inner.add(nllAcc, out.nllSum));
     if (opts.hoistInvariants ?? true) body.hoistInvariantsFrom(inner);
-    const zeros = flat ? flatIn.p.map((t) => body.zerosLike(t)) : specs.map((s) => body.zerosLike(p.get(s.name)!));
+    const zeros = [
+      ...denseParts.map((d) => (flat ? body.zerosLike(flatIn.p[d.i]!) : body.zerosLike(p.get(names[d.i]!)!))),
+      ...raws.map((r) => body.op('ConstantOfShape', [body.ints(staticShape(r))], { value: { tensor: makeData('float', [1], [0]) } }, { dtype: 'float', shape: staticShape(r) })),
+    ];
     const outs = body.node(
       'Loop',
       [body.gather(nMicro!, iter), trueConst(body), ...zeros, body.scalar(0)],
       { body: inner },
-      [...accShapes.map((shape) => ({ dtype: 'float' as const, shape })), { dtype: 'float' as const, shape: [] }],
+      [...denseParts.map((d) => ({ dtype: 'float' as const, shape: d.shape })), ...raws.map((r) => ({ dtype: 'float' as const, shape: staticShape(r) })), { dtype: 'float' as const, shape: [] }],
     );
-    grads = outs.slice(0, accShapes.length);
-    nllSum = outs[accShapes.length]!;
+    const rawSum = new Map(raws.map((r, k) => [r, outs[denseParts.length + k]!]));
+    grads = parts.map((v, i) => {
+      if (!Array.isArray(v)) return outs[denseParts.findIndex((d) => d.i === i)]!;
+      const finished = v.map((d) => d.finish(body, d.raw.map((r) => rawSum.get(r)!)));
+      return finished.length === 1 ? finished[0]! : body.op('Sum', finished);
+    });
+    nllSum = outs[outs.length - 1]!;
   }
 
   const loss = body.mul(nllSum, invN);

@@ -25,7 +25,7 @@
  *     one Gemm) costs one Where over [N, C] in the backward. The bf16 linear (Cast, then the bias Add) gets
  *     Where and one Mul, the same ops and rounding points as without the deferral.
  */
-import { Graph, isFloatDType, makeData, Tensor, type Node, type Shape } from './graph';
+import { Graph, isFloatDType, makeData, Tensor, type DeferredGrad, type Node, type Shape } from './graph';
 
 export interface RuleContext {
   g: Graph;
@@ -60,8 +60,9 @@ export interface ScaledGrad {
   t: Tensor;
   scale: number;
 }
-/** A gradient contribution: a tensor, a scatter-add or a scaling applied when the contributions are summed. */
-export type GradValue = Tensor | ScatterAddGrad | ScaledGrad;
+/** A gradient contribution: a tensor, a scatter-add or a scaling applied when the contributions are summed, or a deferred linear gradient. */
+export type GradValue = Tensor | ScatterAddGrad | ScaledGrad | DeferredGrad;
+export type { DeferredGrad };
 
 /**
  * Rules that accept gy without its pending constant factor (RuleContext.gyScale) and fold it where it costs no
@@ -89,6 +90,9 @@ function isScatterAdd(v: GradValue): v is ScatterAddGrad {
 }
 function isScaled(v: GradValue): v is ScaledGrad {
   return !(v instanceof Tensor) && v.kind === 'scaled';
+}
+function isDeferred(v: GradValue): v is DeferredGrad {
+  return !(v instanceof Tensor) && v.kind === 'deferred';
 }
 
 /** Sum node outputs made by gradientSum → their terms (spliced into the consumer's accumulation). */
@@ -448,6 +452,7 @@ function sumAll(g: Graph, parts: GradValue[]): Tensor {
   for (const p of parts) {
     if (isScatterAdd(p)) scatters.push(p);
     else if (isScaled(p)) dense.push(scaleNow(g, p.t, p.scale));
+    else if (isDeferred(p)) dense.push(p.finish(g, p.raw));
     else dense.push(p);
   }
   dense = spliceSums(g, dense);
@@ -461,6 +466,14 @@ function sumAll(g: Graph, parts: GradValue[]): Tensor {
  * (same shape), `wrt` the tensors whose gradients are returned (null where ys do not depend on them).
  */
 export function gradients(g: Graph, ys: Tensor[], seeds: Tensor[], wrt: Tensor[]): (Tensor | null)[] {
+  return gradientsDeferred(g, ys, seeds, wrt, false) as (Tensor | null)[];
+}
+
+/**
+ * gradients(), except that a wrt tensor whose every partial is a DeferredGrad comes back as that list (when
+ * `allowDeferred`), for the caller to accumulate the raw tensors and finish them elsewhere (trainGraph.ts).
+ */
+export function gradientsDeferred(g: Graph, ys: Tensor[], seeds: Tensor[], wrt: Tensor[], allowDeferred = true): (Tensor | DeferredGrad[] | null)[] {
   const requires = new Set<Tensor>(wrt);
   const forwardNodes = g.nodes.slice();
   for (const n of forwardNodes) {
@@ -521,7 +534,11 @@ export function gradients(g: Graph, ys: Tensor[], seeds: Tensor[], wrt: Tensor[]
       if (t && needs[j] && gt) push(t, gt);
     });
   }
-  return wrt.map(total);
+  return wrt.map((t) => {
+    const p = partials.get(t);
+    if (allowDeferred && p && p.length > 0 && p.every(isDeferred)) return p as DeferredGrad[];
+    return total(t);
+  });
 }
 
 /** A float tensor of ones shaped like `like` (a seed for a non-scalar output). */

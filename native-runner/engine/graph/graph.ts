@@ -46,7 +46,21 @@ export interface ConstantData {
 }
 
 /** Custom backward of a region: returns one gradient (or null) per region input. */
-export type CustomGradFn = (g: Graph, gradOutputs: (Tensor | null)[], needs: boolean[]) => (Tensor | null)[];
+export type CustomGradFn = (g: Graph, gradOutputs: (Tensor | null)[], needs: boolean[]) => (Tensor | DeferredGrad | null)[];
+
+/**
+ * A gradient that is a LINEAR function of `raw` with coefficients that read only values fixed outside the
+ * current Loop iteration (parameters): a custom gradient may return it for an input so that a gradient-accumulation
+ * Loop sums the raw tensors over its iterations and builds the gradient once, after the Loop, as
+ * finish(Σ raw) = Σ finish(raw) (autodiff.gradientsDeferred; trainGraph.ts). `finish(g, raw)` builds it in `g`
+ * (the Loop's graph or, when not deferred, the current one) from tensors of that shape; it must read nothing but
+ * `raw` and values visible in `g` (parameters, constants it makes). Several inputs may share the same raw tensors.
+ */
+export interface DeferredGrad {
+  kind: 'deferred';
+  raw: Tensor[];
+  finish: (g: Graph, raw: Tensor[]) => Tensor;
+}
 
 export interface Node {
   opType: string;
