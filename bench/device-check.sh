@@ -17,19 +17,19 @@
 #            "bias-dropout" (the opt-in com.microsoft BiasDropout residual ends, SFT_BIAS_DROPOUT=1);
 #            "merge-4" (SFT_MERGE_MICRO_BATCHES=4: the 4 × B8 of a step as one B32 micro-batch, the same steps);
 #            "no-hoist" (SFT_HOIST_INVARIANTS=0: weight casts per micro-batch again); "no-ln-fold" (SFT_LN_FOLD=0);
-#            bias-dropout at ORT's 'basic' level (session creation of the 124M bf16 train graph on the stub CUDA
-#            provider: 4.0 s at 'all', 2.7 s 'basic', 1.0 s 'disabled'; on the H200 session creation and the first
-#            run took 8 + 7 s at 'all'; 'all' adds ORT's own BiasDropout fusion of the MLP branch and 12 FusedMatMul,
-#            which bias-dropout makes up for; docs/GPU.md: does the lower level cost run time?); B32 T512 with the defaults; and "dolly-best", the 3 Dolly-shaped epochs (20 s measured,
-#            then extrapolated) with merge-4, bias-dropout and 'basic' (an entry whose arguments name --dolly-modes runs
-#            the Dolly epochs; with --no-throughput only them) — ~25 s each on the H200, dolly-best ~40 s
-#            (the 2026-11-28 list — each storage variant off alone, gelu-exp, no-bf16-storage, ort-basic — can be
-#            given in ABLATE_RUNS). bench/step-traffic.ts --table predicts
-#            them on the CPU (the "previous" graph, SFT_AUTODIFF_ATTENTION=1 SFT_FUSED_LM_HEAD=0
-#            SFT_AUTODIFF_LAYERNORM=1 SFT_BF16_*=0, was measured on 2026-11-28: bench/results/…-h200-b).
+#            bias-dropout at ORT's 'basic' and 'disabled' levels (session creation of the 124M bf16 train graph on
+#            the stub CUDA provider: 4.0 s at 'all', 2.7 s 'basic', 1.0 s 'disabled'; on the H200 session creation
+#            and the first run took 8 + 7 s at 'all'; 'all' adds ORT's own BiasDropout fusion of the MLP branch and
+#            12 FusedMatMul, which bias-dropout makes up for: does the lower level cost run time?); B32 T512 with
+#            the defaults; and "dolly-best", the 3 Dolly-shaped epochs (20 s measured, then extrapolated) with
+#            merge-4, bias-dropout and 'basic' (an entry whose arguments name --dolly-modes runs the Dolly epochs;
+#            with --no-throughput only them) — ~25 s each on the H200, dolly-best ~40 s. The 2026-11-28 list (each
+#            storage variant off alone, gelu-exp, no-bf16-storage, ort-basic) can be given in ABLATE_RUNS.
+#            bench/step-traffic.ts --table predicts them on the CPU (the "previous" graph, SFT_AUTODIFF_ATTENTION=1
+#            SFT_FUSED_LM_HEAD=0 SFT_AUTODIFF_LAYERNORM=1 SFT_BF16_*=0, was measured on 2026-11-28: …-h200-b).
 #                                                                          → $OUT/ablate.txt
 #   bench    bench/gpu-train.ts (default switches): throughput fp32 and bf16 at B8/B32 T512, host↔device share,
-#            memory, Dolly-shaped epochs (--dolly-max-s 30 here: measured, then extrapolated); the PyTorch ratios
+#            memory, Dolly-shaped epochs (--dolly-max-s 25 here: measured, then extrapolated); the PyTorch ratios
 #            from the 2026-11-28 run on the same card type (--pytorch-from bench/results/2026-11-28-h200-a/
 #            pytorch.json; BENCH_ARGS="--dolly-max-s 30" runs PyTorch again, bench/pytorch_baseline.py, ~1 min)
 #                                                                          → $OUT/gpu-train.{json,log}, pytorch.json
@@ -48,7 +48,7 @@
 #                                                                          → $OUT/extras.txt
 #   decode   bench/decode-chunks.ts --device cuda: chunked decoding vs per-token on GPT-2 124M (same ids?
 #            tok/s at a short and a long prompt)                               → appended to $OUT/extras.txt
-# Time: each phase has a share (DOCTOR_S 25, LOSS_S 65, ABLATE_S 220, BENCH_S 185, PROFILE_S 75 = 570 s; CLI_S
+# Time: each phase has a share (DOCTOR_S 25, LOSS_S 65, ABLATE_S 250, BENCH_S 170, PROFILE_S 60 = 570 s; CLI_S
 # 30, DECODE_S 35) and its limit is its share plus what the phases before it left unused, so the default sequence
 # ends within ~570 s (a device call may run 600 s; machine start and transfers are outside it, and the session's
 # device time is 15 minutes in all: see docs/GPU.md for what the 2026-11-28 calls cost). A phase with < 10 s left
@@ -76,8 +76,8 @@ NO_BF16_STORAGE=SFT_BF16_ATTENTION=0,SFT_BF16_MLP=0,SFT_BF16_PROJ=0,SFT_BF16_LOG
 LOSS_VARIANTS=${LOSS_VARIANTS-}
 # Default: the formulation before the 2026-11-28 pass cuts (autodiff attention backward, unfused lm head), and the
 # opt-in bf16 attention matrices and MLP activations, alone and together.
-ABLATE_RUNS=${ABLATE_RUNS:-default: bias-dropout:SFT_BIAS_DROPOUT=1 merge-4:SFT_MERGE_MICRO_BATCHES=4 no-hoist:SFT_HOIST_INVARIANTS=0 no-ln-fold:SFT_LN_FOLD=0 basic+bias-dropout:SFT_ORT_OPT_LEVEL=basic,SFT_BIAS_DROPOUT=1 default-B32::--shapes,32x512 dolly-best:SFT_MERGE_MICRO_BATCHES=4,SFT_BIAS_DROPOUT=1,SFT_ORT_OPT_LEVEL=basic:--dolly-modes,packed,--dolly-max-s,20,--no-throughput}
-declare -A SHARE=([doctor]=${DOCTOR_S:-25} [loss]=${LOSS_S:-65} [profile]=${PROFILE_S:-75} [bench]=${BENCH_S:-185} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-220})
+ABLATE_RUNS=${ABLATE_RUNS:-default: bias-dropout:SFT_BIAS_DROPOUT=1 merge-4:SFT_MERGE_MICRO_BATCHES=4 no-hoist:SFT_HOIST_INVARIANTS=0 no-ln-fold:SFT_LN_FOLD=0 basic+bias-dropout:SFT_ORT_OPT_LEVEL=basic,SFT_BIAS_DROPOUT=1 disabled+bias-dropout:SFT_ORT_OPT_LEVEL=disabled,SFT_BIAS_DROPOUT=1 default-B32::--shapes,32x512 dolly-best:SFT_MERGE_MICRO_BATCHES=4,SFT_BIAS_DROPOUT=1,SFT_ORT_OPT_LEVEL=basic:--dolly-modes,packed,--dolly-max-s,20,--no-throughput}
+declare -A SHARE=([doctor]=${DOCTOR_S:-25} [loss]=${LOSS_S:-65} [profile]=${PROFILE_S:-60} [bench]=${BENCH_S:-170} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-250})
 if [ "${DRY_RUN:-0}" = 1 ]; then
   loss_args=(--model tiny --test cpu:fp32)
   bench_args=(--device cpu --smoke)
@@ -95,7 +95,7 @@ else
   loss_args=(${LOSS_ARGS---reference bench/results/2026-11-28-h200-a/cuda-vs-cpu.json})
   bench_args=(--device cuda)
   # The Dolly-shaped runs stop after ~30 s each and are extrapolated (measured s/step, eval and save).
-  bench_default="--dolly-max-s 30 --pytorch-from bench/results/2026-11-28-h200-a/pytorch.json"
+  bench_default="--dolly-max-s 25 --pytorch-from bench/results/2026-11-28-h200-a/pytorch.json"
   short_args=(--device cuda --shapes 8x512 --precisions bf16)
   model_args=(--model gpt2 --batch 8 --seq 512 --precision bf16)
   short_key=bf16_B8_T512
