@@ -25,7 +25,7 @@
  * moved, kernel count matters little, so fewer bytes per step is what makes it faster.
  * ORT's rewrites at level 'all' that the optimized 124M graph shows (BiasDropoutFusion, MatMulTransposeFusion; stepModel.ts
  * Setup.ortFusions) are counted as fused; --no-ort-fusions counts the graph as we emit it. (The two calibration
- * values were fitted without them; with them the fp32 B8 prediction is 175 ms against 178 measured.)
+ * values were fitted without them; with them the fp32 B8 prediction is 176 ms against 178 measured.)
  * Not modelled: ORT's other graph rewrites, caches, kernels slower than the bandwidth (strided transposes,
  * broadcasting), host-side dispatch.
  */

@@ -78,9 +78,9 @@
  *   [N,C+8] Concat. Paid for with [C,M] work once per step (dW's γ/β terms, dγ, dβ: ~40 B per weight element,
  *   ~185 MB per GPT-2 layer; per micro-batch only the fp32 accumulation of dW', db', as for any weight) and one kept
  *   fp32 x̂ [N,C] per folded LayerNorm (+0.3 GB activations at B8 T512). bench/step-traffic.ts (with ORT's fusions),
- *   GPT-2 124M, 4 micro-batches of T512, SFT_LN_FOLD=0 → on: B8 105.2 → 101.7 ms (200 → 192 GB), B32 364.1 → 346.1,
- *   B4 62.0 → 60.9, B2 40.4 → 40.6, B1 29.6 → 30.4 (with the [C,M] work per micro-batch, before the deferral: B8
- *   104.1, B1 33.2).
+ *   GPT-2 124M, 4 micro-batches of T512, SFT_LN_FOLD=0 → on: B8 105.9 → 102.4 ms (202 → 193 GB), B32 367.0 → 349.0,
+ *   B4 62.4 → 61.4, B1 29.8 → 30.5 (with the [C,M] work per micro-batch, before the deferral and with the cost
+ *   model's earlier count of ORT's fusions: B8 104.1 against 105.2, B1 33.2 against 29.6).
  * Legend: M rows (N = B·T in the model), C the normalized width; in the fold M is the Gemm's output width.
  */
 import type { DeferredGrad, DType, Graph, Tensor } from './graph/graph';

@@ -74,7 +74,7 @@ function sizeOf(t: { shape: (number | string)[] | null; dtype: string }): number
   return t.shape!.reduce<number>((a, d) => a * (typeof d === 'number' ? d : dims[d]!), 1) * bytes[t.dtype]!;
 }
 
-test("ORT's 'all'-level fusions: each MLP Add(bias) → Dropout → Add(residual) counts as one BiasDropout, transposes read only by a MatMul count nothing", () => {
+test("ORT's fusions as in its optimized 124M graph: each MLP Add(bias) → Dropout counts as one BiasDropout (the residual Add stays), fewer Transposes", () => {
   const fusedM = modelStep(base);
   const plain = modelStep({ ...base, ortFusions: false });
   const byName = (m: ReturnType<typeof modelStep>, name: string) => m.nodes.get(name);
@@ -82,13 +82,17 @@ test("ORT's 'all'-level fusions: each MLP Add(bias) → Dropout → Add(residual
   const drops = [...plain.nodes.values()].filter((e) => e.node.opType === 'Dropout' && [...plain.nodes.values()].some((a) => a.node.opType === 'Add' && a.node.outputs[0] === e.node.inputs[0] && a.node.inputs.some((t) => t?.shape?.length === 1)));
   assert.equal(drops.length, config.n_layer);
   for (const d of drops) {
-    // x, residual and the output fp32 [N,C], the bias fp32 [C], the mask bool [N,C].
-    assert.equal(byName(fusedM, d.node.name)!.cost.bytes, 3 * 4 * N * C + 4 * C + N * C);
+    // x and the output fp32 [N,C], the bias fp32 [C], the mask bool [N,C].
+    assert.equal(byName(fusedM, d.node.name)!.cost.bytes, 2 * 4 * N * C + 4 * C + N * C);
+    // The residual Add after it is still a kernel.
+    const resAdd = [...plain.nodes.values()].find((a) => a.node.opType === 'Add' && a.node.inputs.includes(d.node.outputs[0]!))!;
+    assert.ok(byName(fusedM, resAdd.node.name), 'the residual Add is counted');
     assert.equal(byName(fusedM, d.node.name)!.cost.nodes, 1);
     const biasAdd = [...plain.nodes.values()].find((a) => a.node.outputs[0] === d.node.inputs[0])!;
     assert.equal(byName(fusedM, biasAdd.node.name), undefined, 'the bias Add is not a kernel once fused');
   }
   const transposes = (m: ReturnType<typeof modelStep>) => [...m.nodes.values()].filter((e) => e.node.opType === 'Transpose').length;
-  assert.ok(transposes(fusedM) < transposes(plain), 'no transpose folded into a MatMul');
+  // 3 of each layer's Transposes go (the optimized GPT-2 124M graph: 168 → 132 per micro-batch, 12 layers).
+  assert.equal(transposes(plain) - transposes(fusedM), 3 * config.n_layer);
   assert.ok(fusedM.total.bytes < plain.total.bytes && fusedM.total.nodes < plain.total.nodes);
 });
