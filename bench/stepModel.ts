@@ -191,9 +191,9 @@ export function modelStep(setup: Setup, rates: Rates = H200_RATES): StepModel {
   const bytesOf = (t: Tensor) => elements(t) * BYTES[t.dtype];
   /** FLOPs of a MatMul/Gemm: 2 · (output elements) · (inner dimension). */
   const flopsOf = (n: Node): number => {
-    if (n.opType !== 'MatMul' && n.opType !== 'Gemm') return 0;
+    if (n.opType !== 'MatMul' && n.opType !== 'Gemm' && n.opType !== 'FusedMatMul') return 0;
     const aShape = n.inputs[0]!.shape!;
-    const transA = n.opType === 'Gemm' && n.attrs.transA === 1;
+    const transA = n.opType !== 'MatMul' && n.attrs.transA === 1;
     const k = aShape[transA ? aShape.length - 2 : aShape.length - 1]!;
     const kv = typeof k === 'number' ? k : symbolValue(k);
     if (kv === undefined) throw new Error(`node ${n.name}: unknown symbolic inner dim ${k}`);

@@ -176,6 +176,15 @@ function swapLast4(g: Graph, t: Tensor): Tensor {
   return g.transpose(t, [0, 1, 3, 2]);
 }
 
+/**
+ * aᵀ·b over the last two axes of [B,H,·,·] tensors as one com.microsoft FusedMatMul (transA = 1): cuBLAS reads a
+ * transposed, so neither operand nor the product needs a Transpose. CUDA kernels for float and bfloat16 (ORT 1.29
+ * makes this op of our bf16 MatMuls itself at level 'all'); a float kernel on the CPU, for 'emulate'.
+ */
+function matmulTransA(g: Graph, a: Tensor, b: Tensor, shape: Tensor['shape']): Tensor {
+  return g.node('FusedMatMul', [a, b], { transA: 1 }, [{ dtype: a.dtype, shape }], 'com.microsoft')[0]!;
+}
+
 /** softmax(q·kᵀ + bias) → dropout → ·v with the backward described in the header. */
 export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Tensor, bias: Tensor): Tensor {
   const g = c.g;
@@ -299,7 +308,7 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
     let dk: Tensor | null = null;
     let dv: Tensor | null = null;
     // dv first: Pd's last use, so it is freed before the [B,H,Tq,Tk] temporaries below exist.
-    if (needs[2]) dv = swapLast4(gg, bf16Result(gg, gg.matmul(swapLast4(gg, dyo), po), mode));
+    if (needs[2]) dv = bf16Result(gg, matmulTransA(gg, po, dyo, vo.shape), mode); // Pdᵀ·dy [B,H,Tk,D]
     if (needs[0] || needs[1]) {
       const negR0 = gg.mul(gg.reduceSum(gg.mul(bf16ToFloat(gg, dyo, mode), bf16ToFloat(gg, y, mode)), [-1], true), gg.scalar(-1)); // [B,H,Tq,1] fp32
       const { hi, lo } = bf16Split(gg, negR0);
@@ -332,7 +341,7 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
         dSo = bf16Operand(gg, gg.mul(probs, w), mode); // dS [B,H,Tq,Tk]
       }
       if (needs[0]) dq = bf16Result(gg, gg.matmul(dSo, ko), mode);
-      if (needs[1]) dk = swapLast4(gg, bf16Result(gg, gg.matmul(swapLast4(gg, qo), dSo), mode));
+      if (needs[1]) dk = bf16Result(gg, matmulTransA(gg, dSo, qo, ko.shape), mode); // dSᵀ·q [B,H,Tk,D]
     }
     return [dq, dk, dv];
   }

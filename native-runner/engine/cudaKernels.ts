@@ -200,6 +200,10 @@ export interface CudaCheckOptions {
  * (optional), ratio T1 (optional), training_mode T2 (optional) → output T, mask T2 (optional). It has no CPU kernel.
  */
 export const CUDA_CONTRIB_KERNELS: Readonly<Record<string, CudaKernelFacts>> = {
+  // FusedMatMul: onnxruntime/contrib_ops/cuda/math/fused_matmul.cc (the CUDA MatMul kernel with transA/transB); ORT
+  // 1.29 itself rewrites our bf16 Transpose → MatMul into it at level 'all' (bench/cuda-placement.ts set-up), so the
+  // bfloat16 kernel exists in that build; float since its first version.
+  'com.microsoft.FusedMatMul': { onnxVersion: 1, cuda: open(1), types: { T: ['bfloat16', 'float'] }, inputs: ['T', 'T'], outputs: ['T'] },
   'com.microsoft.BiasDropout': { onnxVersion: 1, cuda: open(1), types: { T: FLOAT4, T1: FLOAT4, T2: BOOL }, inputs: ['T', 'T', 'T', 'T1', 'T2'], outputs: ['T', 'T2'], cpuInputs: [3, 4] },
 };
 
