@@ -9,7 +9,10 @@
  *     Forward:  h   = Gemm(bf16(x), bf16(wFc), C = bf16(bFc))  [N,4C] bf16 (the bias is Gemm's C input)
  *               a   = Gelu_tanh(h)                             [N,4C] bf16
  *               y   = float(Gemm(a, bf16(wProj))) + bProj      [N,C]  fp32
- *     Backward (Graph.customGradient), dy [N,C] fp32:
+ *     Backward (Graph.customGradient), dy [N,C] fp32 — with the 'table' derivative the region accepts dy without the
+ *     residual dropout's pending 1/(1−p) = s (autodiff ScaledGrad; Graph.customGradient acceptsScale): s goes into
+ *     dbProj ([C]), into dWProj (a deferred gradient: once per step after accumulation) and into the table (entries
+ *     s·gelu'(x) rounded once), instead of a pass over dy [N,C] fp32:
  *               dyb = bf16(dy); dbProj = Σ_N dy (fp32); dWProj = float(Gemm(aᵀ, dyb))
  *               g   = Gemm(dyb, bf16(wProj)ᵀ)                  [N,4C] bf16
  *               dh  = g ⊙ gelu'(h)                             [N,4C] bf16: 'table' (the default) 6 nodes, a lookup
@@ -109,7 +112,7 @@
  * 'table'; with SFT_BF16_ATTENTION=1 too: 141.5 ms / 292.3 GB → 131.0 ms / 265.7 GB.
  * Legend: N = B·T rows, C n_embd, 4C the MLP width.
  */
-import type { Graph, Tensor } from './graph/graph';
+import type { DeferredGrad, Graph, Tensor } from './graph/graph';
 import type { ModelContext } from './gpt2Graph';
 import { geluTanhGrad } from './graph/autodiff';
 import { biasRowBackward, biasRowForward } from './biasRow';
@@ -211,16 +214,18 @@ export function geluTableBucket(x: number): number | null {
   return Math.trunc(Math.min(Math.max(x, -GELU_TABLE_RANGE), GELU_TABLE_RANGE) * 2 ** GELU_TABLE_SCALE_LOG2);
 }
 
-let tableCache: Float32Array | null = null;
+const tableCache = new Map<number, Float32Array>();
 /**
  * The table, in Gather order: entry p (0 ≤ p ≤ M) is bucket p, entry 2M + 1 + j is bucket j < 0 (Gather's
  * negative indices count from the end). Each entry is the midpoint of the smallest and largest gelu_new' (float64)
  * over the bf16 values (±inf included) that fall into the bucket, rounded once to bf16: for |x| ≥ 2^(7−k) a bucket
  * holds at most one bf16 value, so there the entry is gelu_new'(x) correctly rounded (buckets no bf16 value falls
- * into hold gelu_new' at their centre; they are never gathered). Values are bf16-exact floats.
+ * into hold gelu_new' at their centre; they are never gathered). Values are bf16-exact floats. `scale` ≠ 1: every
+ * entry is scale × that float64 value, rounded once (the residual dropout's 1/(1−p) taken into the table: mlpBf16).
  */
-export function geluGradTable(): Float32Array {
-  if (tableCache) return tableCache;
+export function geluGradTable(scale = 1): Float32Array {
+  const cached = tableCache.get(scale);
+  if (cached) return cached;
   const M = GELU_TABLE_RANGE * 2 ** GELU_TABLE_SCALE_LOG2;
   const lo = new Float64Array(2 * M + 1).fill(Infinity);
   const hi = new Float64Array(2 * M + 1).fill(-Infinity);
@@ -242,17 +247,17 @@ export function geluGradTable(): Float32Array {
       // No bf16 value falls here (bf16 is sparser than the buckets for |x| > 2^(7−k)): never gathered; the
       // bucket's centre keeps the table smooth.
       const j = p <= M ? p : p - (2 * M + 1);
-      table[p] = bf16Nearest(geluNewGrad((j + (j >= 0 ? 0.5 : -0.5)) * 2 ** -GELU_TABLE_SCALE_LOG2));
-    } else table[p] = bf16Nearest(0.5 * (lo[p]! + hi[p]!));
+      table[p] = bf16Nearest(scale * geluNewGrad((j + (j >= 0 ? 0.5 : -0.5)) * 2 ** -GELU_TABLE_SCALE_LOG2));
+    } else table[p] = bf16Nearest(scale * (0.5 * (lo[p]! + hi[p]!)));
   }
-  tableCache = table;
+  tableCache.set(scale, table);
   return table;
 }
 
 /** One table constant per graph and mode (every layer's backward gathers from the same initializer). */
-function geluTableTensor(g: Graph, dtype: 'bfloat16' | 'float'): Tensor {
-  return g.memo(`mlp.geluGradTable:${dtype}`, () => {
-    const values = geluGradTable();
+function geluTableTensor(g: Graph, dtype: 'bfloat16' | 'float', scale = 1): Tensor {
+  return g.memo(`mlp.geluGradTable:${dtype}${scale === 1 ? '' : `:${scale}`}`, () => {
+    const values = geluGradTable(scale);
     return g.constant(makeData(dtype, [values.length], values), 'gelu_grad_table');
   });
 }
@@ -267,14 +272,14 @@ function geluTableTensor(g: Graph, dtype: 'bfloat16' | 'float'): Tensor {
  * 'emulate': the same ops on fp32 (table values already bf16, dh rounded once), bit-identical to the bf16 graph;
  * plus Where(x = x, x, 0) first, so that a NaN h gives index 0 instead of int32 min (the CPU Gather would fail).
  */
-export function geluTanhGradTable(c: ModelContext, g: Graph, x: Tensor, gy: Tensor): Tensor {
+export function geluTanhGradTable(c: ModelContext, g: Graph, x: Tensor, gy: Tensor, scale = 1): Tensor {
   const real = c.bf16 !== 'emulate';
   const dtype = real ? 'bfloat16' : 'float';
   const K = (v: number) => g.scalar(v, dtype);
   const xs = real ? x : g.where(g.equal(x, x), x, K(0));
   const clamped = g.min(g.max(xs, K(-GELU_TABLE_RANGE)), K(GELU_TABLE_RANGE));
   const idx = g.cast(g.mul(clamped, K(2 ** GELU_TABLE_SCALE_LOG2)), 'int32');
-  const d = g.gather(geluTableTensor(g, dtype), idx); // [N,4C]
+  const d = g.gather(geluTableTensor(g, dtype, scale), idx); // [N,4C] (scale·gelu' when scale ≠ 1)
   return bf16Result(g, g.mul(gy, d), c.bf16);
 }
 
@@ -309,14 +314,20 @@ export function mlpBf16(c: ModelContext, x: Tensor, wFc: Tensor, bFc: Tensor, wP
       const y = bf16Product(g, g.gemm(act, wProjo, null), c.bf16); // [N,C]
       return [bProj ? g.add(y, bProj) : y];
     },
-    (gg, gy, needs) => {
+    (gg, gy, needs, gyScale) => {
       const dy = gy[0];
       if (!dy) return bProj ? [null, null, null, null, null] : [null, null, null, null];
+      // s ≠ 1: dy still owes the residual dropout's 1/(1−p) (accepted below for the table form): it goes into the
+      // bias sum ([C]), the c_proj weight gradient (deferred: once per step after accumulation) and the Gelu table.
+      const s = gyScale[0] ?? 1;
       const [nx, nwFc, nbFc, nwProj, nbProj] = needs;
-      const grads: (Tensor | null)[] = [null, null, null, null, null];
-      if (nbProj) grads[4] = gg.reduceSum(dy, [0], false);
+      const grads: (Tensor | DeferredGrad | null)[] = [null, null, null, null, null];
+      if (nbProj) grads[4] = s === 1 ? gg.reduceSum(dy, [0], false) : gg.mul(gg.reduceSum(dy, [0], false), gg.scalar(s));
       const dyo = bf16Operand(gg, dy, c.bf16); // [N,C]
-      if (nwProj) grads[3] = bf16Product(gg, gg.gemm(act, dyo, null, { transA: true }), c.bf16);
+      if (nwProj) {
+        const dw = bf16Product(gg, gg.gemm(act, dyo, null, { transA: true }), c.bf16); // [4C,C] float
+        grads[3] = s === 1 ? dw : { kind: 'deferred', raw: [dw], finish: (g2, r) => g2.mul(r[0]!, g2.scalar(s)) };
+      }
       if (nx || nwFc || nbFc) {
         const gAct = bf16Result(gg, gg.gemm(dyo, wProjo, null, { transB: true }), c.bf16); // [N,4C] bf16
         let dho: Tensor; // [N,4C] bf16: both GEMMs read it
@@ -325,7 +336,7 @@ export function mlpBf16(c: ModelContext, x: Tensor, wFc: Tensor, bFc: Tensor, wP
           if (nbFc && !folded) grads[2] = gg.reduceSum(dh, [0], false);
           dho = bf16Operand(gg, dh, c.bf16);
         } else {
-          dho = geluGrad === 'table' ? geluTanhGradTable(c, gg, h, gAct) : geluTanhGradBf16(c, gg, h, gAct);
+          dho = geluGrad === 'table' ? geluTanhGradTable(c, gg, h, gAct, s) : geluTanhGradBf16(c, gg, h, gAct);
           if (nbFc && !folded) grads[2] = bf16Product(gg, gg.reduceSum(dho, [0], false), c.bf16); // [4C], rounded to bf16 once
         }
         if (folded) {
@@ -341,6 +352,8 @@ export function mlpBf16(c: ModelContext, x: Tensor, wFc: Tensor, bFc: Tensor, wP
       }
       return bProj ? grads : grads.slice(0, 4);
     },
+    // The table form takes the dropout scale into its table; the others get dy scaled by autodiff.
+    { acceptsScale: geluGrad === 'table' },
   );
   return out!;
 }

@@ -102,3 +102,20 @@ test("'emulate', random LayerNorm γ and β: a step over two micro-batches repor
   assert.ok(Math.abs(m!.loss - ref.loss) <= 1e-6 * ref.loss, `loss ${m!.loss} vs ${ref.loss}`);
   assert.ok(Math.abs(m!.gradNorm - ref.gradNorm) <= 2e-5 * ref.gradNorm, `norm ${m!.gradNorm} vs ${ref.gradNorm}`);
 });
+
+test("'emulate', dropout 0.1: the MLP region takes the residual dropout's 1/(1−p) (no [N,C] Mul by it in the MLP branch), its c_proj weight gradient is deferred and scaled once per step", () => {
+  const g = buildTrainGraph(config, HYPER, { dropout: dropoutRates(config, 0.1), bf16: 'emulate', seed: 0, accumulate: true, variants: modelVariantsFromEnv({}) });
+  const step = g.nodes.find((n) => n.opType === 'Loop')!.attrs.body as Graph;
+  const micro = step.nodes.find((n) => n.opType === 'Loop')!.attrs.body as Graph;
+  const s = 1 / 0.9;
+  const scalarValue = (t: Tensor | null) => {
+    const d = t ? micro.constantData(t) : undefined;
+    return d && d.shape.length === 0 ? Number(d.data[0]) : null;
+  };
+  const C = config.n_embd;
+  const scaleMuls = micro.nodes.filter((n) => n.opType === 'Mul' && n.outputs[0]!.shape?.[1] === C && n.inputs.some((t) => scalarValue(t) !== null && Math.abs(scalarValue(t)! - s) < 1e-6));
+  // Left: one per layer for the attention branch (its c_proj is a plain Gemm) and the embedding dropout's; the MLP
+  // branches' n_layer are gone.
+  assert.equal(scaleMuls.length, config.n_layer + 1);
+  for (let l = 0; l < config.n_layer; l++) assert.ok(!micro.inputs.some((t) => t.name === `acc:transformer.h.${l}.mlp.c_proj.weight`), 'mlp.c_proj.weight accumulates raw');
+});

@@ -316,3 +316,21 @@ for (const [tag, config] of [
 // --- the tiny model: golden batch and 20 steps -------------------------------------------------------------
 
 registerVariantAccuracyTests('bf16Mlp with the gelu table', 'SFT_BF16_MLP');
+
+test('the scaled table (residual dropout 1/(1−p) taken in, mlpBf16): each entry is s × the exact midpoint rounded once, within one bf16 ulp of s × the unscaled entry', () => {
+  const s = 1 / 0.9;
+  const one = geluGradTable();
+  const scaled = geluGradTable(s);
+  assert.equal(scaled.length, one.length);
+  assert.equal(geluGradTable(s), scaled, 'cached per scale');
+  let differ = 0;
+  for (let p = 0; p < one.length; p++) {
+    const v = scaled[p]!;
+    assert.equal(roundBf16(v), v, `entry ${p} is not a bf16 value`);
+    const ulp = v === 0 ? 2 ** -133 : 2 ** (Math.floor(Math.log2(Math.abs(v))) - 7);
+    assert.ok(Math.abs(v - s * one[p]!) <= ulp, `entry ${p}: ${v} vs ${s} × ${one[p]}`);
+    if (v !== roundBf16(s * one[p]!)) differ++;
+  }
+  // Rounding s × (the exact midpoint) once is not always the same as rounding s × (the rounded entry).
+  assert.ok(differ > 0, 'the scaled table is just the rounded product of the unscaled one');
+});

@@ -512,7 +512,7 @@ export function gradientsDeferred(g: Graph, ys: Tensor[], seeds: Tensor[], wrt: 
     const needs = n.inputs.map((t) => !!t && contributes.has(t));
     if (!needs.some(Boolean)) continue;
     // A lone deferred scaling reaches a SCALE_FOLDING rule unapplied; every other gy is summed (and scaled).
-    const folds = !n.virtual && SCALE_FOLDING.has(n.opType);
+    const folds = n.virtual ? !!n.virtual.acceptsScale : SCALE_FOLDING.has(n.opType);
     const gyScale = n.outputs.map(() => 1);
     const gy = n.outputs.map((o, i) => {
       const p = partials.get(o);
@@ -523,7 +523,7 @@ export function gradientsDeferred(g: Graph, ys: Tensor[], seeds: Tensor[], wrt: 
       return total(o);
     });
     let grads: (GradValue | null)[];
-    if (n.virtual) grads = n.virtual.gradFn(g, gy, needs);
+    if (n.virtual) grads = n.virtual.gradFn(g, gy, needs, gyScale);
     else {
       const rule = GRAD_RULES[n.opType];
       if (!rule) throw new Error(`autodiff: no gradient rule for op ${n.opType} (node ${n.name})`);

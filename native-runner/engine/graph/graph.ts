@@ -46,7 +46,12 @@ export interface ConstantData {
 }
 
 /** Custom backward of a region: returns one gradient (or null) per region input. */
-export type CustomGradFn = (g: Graph, gradOutputs: (Tensor | null)[], needs: boolean[]) => (Tensor | DeferredGrad | null)[];
+/**
+ * Custom backward of a region: one gradient (or null) per region input. `gyScale`: the constant factor each gradOutput
+ * still has to be multiplied by — ≠ 1 only for a region created with { acceptsScale: true } whose output's only partial
+ * is a deferred scaling (the Dropout rule's 1/(1−p); autodiff.ts ScaledGrad): the region applies it where it is cheapest.
+ */
+export type CustomGradFn = (g: Graph, gradOutputs: (Tensor | null)[], needs: boolean[], gyScale: number[]) => (Tensor | DeferredGrad | null)[];
 
 /**
  * A gradient that is a LINEAR function of `raw` with coefficients that read only values fixed outside the
@@ -72,7 +77,7 @@ export interface Node {
   /** Autodiff treats the outputs as constants. */
   noGrad: boolean;
   /** Not emitted; carries a custom gradient for a region. */
-  virtual?: { gradFn: CustomGradFn };
+  virtual?: { gradFn: CustomGradFn; acceptsScale?: boolean };
 }
 
 class NameScope {
@@ -482,11 +487,11 @@ export class Graph {
    * Gives the region computing `outputs` from `inputs` a custom gradient: every node added by `build`
    * is marked noGrad and a virtual node carries `gradFn` for autodiff.
    */
-  customGradient(inputs: Tensor[], build: () => Tensor[], gradFn: CustomGradFn): Tensor[] {
+  customGradient(inputs: Tensor[], build: () => Tensor[], gradFn: CustomGradFn, opts: { acceptsScale?: boolean } = {}): Tensor[] {
     const start = this.nodes.length;
     const outputs = build();
     for (let i = start; i < this.nodes.length; i++) this.nodes[i]!.noGrad = true;
-    this.nodes.push({ opType: 'CustomGradient', domain: '', name: this.scope.unique('CustomGradient'), inputs, outputs, attrs: {}, noGrad: false, virtual: { gradFn } });
+    this.nodes.push({ opType: 'CustomGradient', domain: '', name: this.scope.unique('CustomGradient'), inputs, outputs, attrs: {}, noGrad: false, virtual: { gradFn, ...(opts.acceptsScale ? { acceptsScale: true } : {}) } });
     return outputs;
   }
 
