@@ -28,7 +28,7 @@
  * branch's Add → Dropout → Add into a BiasDropout of its own (BiasDropoutFusion: seen in the optimized model
  * of the 124M bf16 train graph on the stub CUDA provider, 12 nodes, with 12 FusedMatMul), which the cost model
  * does not see: against 'all', what this variant adds is the attention branch and the two residual Adds (ORT's
- * fused nodes have no residual input): ~2.7 GB per step (−1.1 % modelled, bench/stepModel.ts counting ORT's fusions). It
+ * fused nodes have no residual input): ~2.7 GB per step (−1.1 % modelled before the MLP region took the dropout scale, −0.8 % since, bench/stepModel.ts counting ORT's fusions). It
  * also keeps the fusion at the 'basic' and 'disabled' levels, whose session creation is shorter (stub
  * provider: 4.0 s 'all', 2.7 s 'basic', 1.0 s 'disabled').
  * Numerics: the bias is added in fp32 to the bf16-rounded product (the default rounds x·W + b once in the Gemm
