@@ -30,9 +30,8 @@ import { makeConfig, readConfig } from '../../native-runner/model/config';
 import { createSession, f32 } from '../../native-runner/engine/ortSession';
 import { Rng } from '../../native-runner/util/rng';
 import { buildGradsGraph, buildTrainGraph, type OptimizerHyper } from '../../native-runner/engine/trainGraph';
-import { cudaUnsupportedNodes } from '../../native-runner/engine/cudaKernels';
 import { BF16_UNIT_ROUNDOFF } from '../../native-runner/engine/bf16Tolerance';
-import { bf16, bf16Ulp, relL2 } from './helpers';
+import { assertBf16GraphsRunOnCuda, bf16, bf16Ulp, relL2 } from './helpers';
 import { bf16ScalePair } from '../../native-runner/engine/attention';
 import { registerStackedVariantAccuracyTest, registerVariantAccuracyTests } from './bf16VariantChecks';
 
@@ -306,18 +305,10 @@ for (const [tag, config] of [
   ['GPT-2 124M', gpt2],
 ] as const) {
   test(`${tag}: with bf16Projections (and each combination of bf16Attention / bf16Mlp) the real bf16 train and grads graphs run on CUDA`, () => {
-    const hyper: OptimizerHyper = { weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, maxGradNorm: 1 };
     const dropout = dropoutRates(config, tag === 'tiny' ? 0.1 : null);
     for (const bf16Attention of [false, true]) {
       for (const bf16Mlp of [false, true]) {
-        const variants = { bf16Projections: true, bf16Attention, bf16Mlp };
-        const name = JSON.stringify(variants);
-        for (const accumulate of [false, true]) {
-          const train = buildTrainGraph(config, hyper, { dropout, bf16: true, seed: 3, accumulate, flatState: accumulate, variants });
-          assert.deepEqual(cudaUnsupportedNodes(train), [], `train ${name} accumulate=${accumulate}`);
-        }
-        const grads = buildGradsGraph(config, { dropout, bf16: true, seed: 0, variants });
-        assert.deepEqual(cudaUnsupportedNodes(grads, { singleIterationLoop: true }), [], `grads ${name}`);
+        const grads = assertBf16GraphsRunOnCuda(config, { bf16Projections: true, bf16Attention, bf16Mlp }, dropout);
         // The check saw the variant: bf16 Split/Transpose on q/k/v and the alpha Gemm.
         assert.ok(grads.nodes.some((n) => n.opType === 'Split' && n.inputs[0]!.dtype === 'bfloat16'));
         assert.equal(grads.nodes.filter(isVextGemm).length, config.n_layer);

@@ -10,6 +10,10 @@ import type { GPT2Config, ParamSet } from '../../native-runner/model/types';
 import { BF16_UNIT_ROUNDOFF } from '../../native-runner/engine/bf16Tolerance';
 import { roundBf16 } from '../../native-runner/engine/mlp';
 import type { GraphProtoObj, NodeProtoObj } from '../../native-runner/engine/graph/onnxProto';
+import type { Graph } from '../../native-runner/engine/graph/graph';
+import type { DropoutRates, ModelVariants } from '../../native-runner/engine/gpt2Graph';
+import { buildGradsGraph, buildTrainGraph, type OptimizerHyper } from '../../native-runner/engine/trainGraph';
+import { cudaUnsupportedNodes } from '../../native-runner/engine/cudaKernels';
 
 /**
  * HF right-padded batch → MicroBatch: targets[b,t] = labels[b,t+1] (weight 1 unless −100), positions
@@ -187,4 +191,21 @@ export function geluGradExpModel(x: number): number {
   const d = b(e + 1);
   const w = b(x * b(b(x2 * b(6 * k * a)) + b(2 * k)));
   return b(b(e * b(d + w)) / b(d * d));
+}
+
+/**
+ * The real-bf16 train graphs (one micro-batch per step and several, the latter with the flat optimizer state) and the
+ * grads graph of `config` with `variants` pass the CUDA kernel check (engine/cudaKernels.ts); returns the grads graph
+ * for further checks of what the variant emitted.
+ */
+export function assertBf16GraphsRunOnCuda(config: GPT2Config, variants: ModelVariants, dropout: DropoutRates): Graph {
+  const hyper: OptimizerHyper = { weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, maxGradNorm: 1 };
+  const name = JSON.stringify(variants);
+  for (const accumulate of [false, true]) {
+    const train = buildTrainGraph(config, hyper, { dropout, bf16: true, seed: 3, accumulate, flatState: accumulate, variants });
+    assert.deepEqual(cudaUnsupportedNodes(train), [], `train ${name} accumulate=${accumulate}`);
+  }
+  const grads = buildGradsGraph(config, { dropout, bf16: true, seed: 0, variants });
+  assert.deepEqual(cudaUnsupportedNodes(grads, { singleIterationLoop: true }), [], `grads ${name}`);
+  return grads;
 }

@@ -27,10 +27,9 @@ import { makeConfig, readConfig } from '../../native-runner/model/config';
 import { createSession, f32 } from '../../native-runner/engine/ortSession';
 import { Rng } from '../../native-runner/util/rng';
 import { buildGradsGraph, buildTrainGraph, type OptimizerHyper } from '../../native-runner/engine/trainGraph';
-import { cudaUnsupportedNodes } from '../../native-runner/engine/cudaKernels';
 import { modelVariantsFromEnv } from '../../native-runner/engine/trainingEngine';
 import { BF16_UNIT_ROUNDOFF } from '../../native-runner/engine/bf16Tolerance';
-import { gradStats, relL2, tinyGoldenSetup } from './helpers';
+import { assertBf16GraphsRunOnCuda, gradStats, relL2, tinyGoldenSetup } from './helpers';
 import { TrainingEngine } from '../../native-runner/engine/trainingEngine';
 import { registerStackedVariantAccuracyTest, registerVariantAccuracyTests } from './bf16VariantChecks';
 
@@ -277,18 +276,9 @@ for (const [tag, config] of [
   ['GPT-2 124M', gpt2],
 ] as const) {
   test(`${tag}: with lnFold (engine defaults, and with bf16Mlp or bf16Projections off) the real bf16 train and grads graphs run on CUDA`, () => {
-    const hyper: OptimizerHyper = { weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, maxGradNorm: 1 };
     const dropout = dropoutRates(config, tag === 'tiny' ? 0.1 : null);
     const dflt = modelVariantsFromEnv({});
-    for (const variants of [dflt, { ...dflt, bf16Mlp: false }, { ...dflt, bf16Projections: false }]) {
-      const name = JSON.stringify(variants);
-      for (const accumulate of [false, true]) {
-        const train = buildTrainGraph(config, hyper, { dropout, bf16: true, seed: 3, accumulate, flatState: accumulate, variants });
-        assert.deepEqual(cudaUnsupportedNodes(train), [], `train ${name} accumulate=${accumulate}`);
-      }
-      const grads = buildGradsGraph(config, { dropout, bf16: true, seed: 0, variants });
-      assert.deepEqual(cudaUnsupportedNodes(grads, { singleIterationLoop: true }), [], `grads ${name}`);
-    }
+    for (const variants of [dflt, { ...dflt, bf16Mlp: false }, { ...dflt, bf16Projections: false }]) assertBf16GraphsRunOnCuda(config, variants, dropout);
   });
 }
 
