@@ -27,7 +27,7 @@ import { TrainingEngine } from '../../native-runner/engine/trainingEngine';
 import { BF16_UNIT_ROUNDOFF } from '../../native-runner/engine/bf16Tolerance';
 import { makeConfig } from '../../native-runner/model/config';
 import { Rng } from '../../native-runner/util/rng';
-import { bf16, relL2, tinyGoldenSetup } from './helpers';
+import { bf16, relL2, tinyGoldenSetup, withEnv } from './helpers';
 import { registerStackedVariantAccuracyTest } from './bf16VariantChecks';
 
 const u = BF16_UNIT_ROUNDOFF;
@@ -361,19 +361,14 @@ test('bf16Logits off, in fp32, or with the unfused head: the train and grads gra
 test("golden batch ('emulate', dropout 0): bf16Logits gradients bit-identical to the default graph's, loss moved by less than the per-token bound", async (t) => {
   const { config, params0, mb } = tinyGoldenSetup();
   const run = async (variant: boolean) => {
-    const before = process.env.SFT_BF16_LOGITS;
-    process.env.SFT_BF16_LOGITS = variant ? '1' : '0';
-    try {
+    return withEnv('SFT_BF16_LOGITS', variant ? '1' : '0', async () => {
       const e = await TrainingEngine.create({ config, params: params0(), device: 'cpu', stepsPerRun: 1, bf16: 'emulate', weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, maxGradNorm: 1.0, dropout: 0, seed: 0 });
       try {
         return await e.gradients([mb]);
       } finally {
         await e.dispose();
       }
-    } finally {
-      if (before === undefined) delete process.env.SFT_BF16_LOGITS;
-      else process.env.SFT_BF16_LOGITS = before;
-    }
+    });
   };
   const dflt = await run(false);
   const low = await run(true);

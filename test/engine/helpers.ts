@@ -209,3 +209,15 @@ export function assertBf16GraphsRunOnCuda(config: GPT2Config, variants: ModelVar
   assert.deepEqual(cudaUnsupportedNodes(grads, { singleIterationLoop: true }), [], `grads ${name}`);
   return grads;
 }
+
+/** Runs `fn` with the environment variable `name` set to `value` (engines built inside read it), then restores it. */
+export async function withEnv<T>(name: string, value: string, fn: () => Promise<T>): Promise<T> {
+  const before = process.env[name];
+  process.env[name] = value;
+  try {
+    return await fn();
+  } finally {
+    if (before === undefined) delete process.env[name];
+    else process.env[name] = before;
+  }
+}

@@ -13,7 +13,7 @@ import { buildTrainGraph, type OptimizerHyper } from '../../native-runner/engine
 import { dropoutRates, type Bf16Mode } from '../../native-runner/engine/gpt2Graph';
 import { TrainingEngine } from '../../native-runner/engine/trainingEngine';
 import type { MicroBatch, StepInput } from '../../native-runner/engine/types';
-import { tinyGoldenSetup } from './helpers';
+import { tinyGoldenSetup, withEnv } from './helpers';
 
 /** outer: x [3] float; Loop 4 times: acc += (x·2 + c) ⊙ i  and  d = Dropout(x·2) (random, stays), out = x·2 (a body output). */
 function toyLoop(hoist: boolean) {
@@ -115,9 +115,7 @@ function rowOf(m: MicroBatch, b: number): MicroBatch {
 }
 
 async function threeSteps(bf16: Bf16Mode, hoist: boolean) {
-  const before = process.env.SFT_HOIST_INVARIANTS;
-  process.env.SFT_HOIST_INVARIANTS = hoist ? '1' : '0';
-  try {
+  return withEnv('SFT_HOIST_INVARIANTS', hoist ? '1' : '0', async () => {
     const e = await TrainingEngine.create({ config, params: params0(), device: 'cpu', stepsPerRun: 3, bf16, weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, maxGradNorm: 1, dropout: 0.1, seed: 0 });
     try {
       const steps: StepInput[] = [0, 1, 2].map((k) => ({ lr: 1e-3 * (k + 1), microBatches: [rowOf(mb, 0), rowOf(mb, 1)] }));
@@ -127,10 +125,7 @@ async function threeSteps(bf16: Bf16Mode, hoist: boolean) {
     } finally {
       await e.dispose();
     }
-  } finally {
-    if (before === undefined) delete process.env.SFT_HOIST_INVARIANTS;
-    else process.env.SFT_HOIST_INVARIANTS = before;
-  }
+  });
 }
 
 for (const bf16 of [false, 'emulate'] as Bf16Mode[]) {

@@ -29,7 +29,7 @@ import { Rng } from '../../native-runner/util/rng';
 import { buildGradsGraph, buildTrainGraph, type OptimizerHyper } from '../../native-runner/engine/trainGraph';
 import { modelVariantsFromEnv } from '../../native-runner/engine/trainingEngine';
 import { BF16_UNIT_ROUNDOFF } from '../../native-runner/engine/bf16Tolerance';
-import { assertBf16GraphsRunOnCuda, gradStats, relL2, tinyGoldenSetup } from './helpers';
+import { assertBf16GraphsRunOnCuda, gradStats, relL2, tinyGoldenSetup, withEnv } from './helpers';
 import { TrainingEngine } from '../../native-runner/engine/trainingEngine';
 import { registerStackedVariantAccuracyTest, registerVariantAccuracyTests } from './bf16VariantChecks';
 
@@ -297,19 +297,14 @@ test("tiny model, random γ and β, golden batch: lnFold 'emulate' loss and grad
     for (let i = 0; i < p.data.length; i++) p.data[i] = gammaLike ? 0.5 + rng.nextFloat() : 0.6 * rng.nextFloat() - 0.3;
   }
   const grads = async (bf16: Bf16Mode, fold: boolean) => {
-    const before = process.env.SFT_LN_FOLD;
-    process.env.SFT_LN_FOLD = fold ? '1' : '0';
-    try {
+    return withEnv('SFT_LN_FOLD', fold ? '1' : '0', async () => {
       const e = await TrainingEngine.create({ config, params: new Map([...params].map(([k, v]) => [k, { shape: v.shape.slice(), data: v.data.slice() }])), device: 'cpu', stepsPerRun: 1, bf16, weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, maxGradNorm: 1.0, dropout: 0, seed: 0 });
       try {
         return await e.gradients([mb]);
       } finally {
         await e.dispose();
       }
-    } finally {
-      if (before === undefined) delete process.env.SFT_LN_FOLD;
-      else process.env.SFT_LN_FOLD = before;
-    }
+    });
   };
   const ref = await grads(false, false);
   const unfolded = await grads('emulate', false);

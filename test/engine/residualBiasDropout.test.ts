@@ -22,7 +22,7 @@ import { BF16_UNIT_ROUNDOFF, compareLossCurves, LOSS_CURVE_TOLERANCE } from '../
 import { makeConfig, readConfig } from '../../native-runner/model/config';
 import type { MicroBatch } from '../../native-runner/engine/types';
 import { Rng } from '../../native-runner/util/rng';
-import { allNodes, gradStats, tinyGoldenSetup } from './helpers';
+import { allNodes, gradStats, tinyGoldenSetup, withEnv } from './helpers';
 import * as path from 'node:path';
 
 const u = BF16_UNIT_ROUNDOFF;
@@ -135,19 +135,9 @@ test("'emulate' graph: the c_proj biases are read only by the regions' fp32 Adds
 
 const { config, params0, mb } = tinyGoldenSetup();
 
-async function withVariant<T>(on: boolean, fn: () => Promise<T>): Promise<T> {
-  const before = process.env.SFT_BIAS_DROPOUT;
-  process.env.SFT_BIAS_DROPOUT = on ? '1' : '0';
-  try {
-    return await fn();
-  } finally {
-    if (before === undefined) delete process.env.SFT_BIAS_DROPOUT;
-    else process.env.SFT_BIAS_DROPOUT = before;
-  }
-}
 
 async function withEngine<T>(bf16: Bf16Mode, variant: boolean, stepsPerRun: number, fn: (e: TrainingEngine) => Promise<T>): Promise<T> {
-  return withVariant(variant, async () => {
+  return withEnv('SFT_BIAS_DROPOUT', variant ? '1' : '0', async () => {
     const e = await TrainingEngine.create({ config, params: params0(), device: 'cpu', stepsPerRun, bf16, weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, maxGradNorm: 1.0, dropout: 0.1, seed: 0 });
     try {
       return await fn(e);
