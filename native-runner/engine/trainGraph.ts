@@ -13,7 +13,12 @@
  *   clip_grad_norm_ (norm of per-tensor L2 norms, coef = min(1, max/(norm+1e-6))) and torch AdamW
  *   (p ← p·(1−lr·wd) for decayed params; m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
  *   p ← p − stepSize · m / (√v / √(1−β2^t) + eps), stepSize = lr/(1−β1^t)), with the scalars folded (see
- *   below). With one micro-batch per step the inner Loop is omitted.
+ *   below). With one micro-batch per step the inner Loop is omitted. With several, the inner (micro-batch) Loop
+ *   carries one fp32 accumulator per gradient, except where a custom rule returns a gradient deferred
+ *   (graph.ts DeferredGrad: linear in raw tensors with parameter-only coefficients, e.g. the folded LayerNorm's
+ *   parameters): then it carries the raw tensors' sums and the gradient is finished once per step after the
+ *   Loop; and its nodes that read only parameters (weight casts, folded weights) are moved into the step body
+ *   before the Loop (Graph.hoistInvariantsFrom; GraphOptions.hoistInvariants).
  * - grads: one micro-batch → nll_sum, tokens and grad:<name> of inv_n·Σ w·NLL (no update).
  * - eval: one micro-batch → nll_sum, tokens, nll [B,T] (unweighted per position), lse [B,T].
  * - forward: ids/positions/segments → logits [B,T,V] or log-probabilities [B,T,V].
