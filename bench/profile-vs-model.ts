@@ -85,7 +85,8 @@ const afterWarmup = runs[0]!.ts + runs[0]!.dur;
 const measured = new Map<string, { us: number; count: number; op: string }>();
 for (const e of best.events) {
   if (!isNode(e) || e.ts < afterWarmup) continue;
-  const name = e.name.replace(/_kernel_time$/, '');
+  // A node ORT rewrote keeps our name with the rewrite appended ("MatMul__1067/MatmulTransposeFusion/"): count it there.
+  const name = e.name.replace(/_kernel_time$/, '').replace(/\/[A-Za-z]+Fusion\/?$/, '');
   const m = measured.get(name) ?? { us: 0, count: 0, op: String(e.args?.op_name ?? '?') };
   m.us += e.dur;
   m.count++;
