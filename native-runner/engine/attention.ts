@@ -104,7 +104,7 @@
  */
 import type { Graph, Shape, Tensor } from './graph/graph';
 import type { ModelContext } from './gpt2Graph';
-import { atBf16, bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundBf16, roundToBf16 } from './precision';
+import { atBf16, bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundBf16 } from './precision';
 
 /** Extra GEMM depth: `cols` columns carrying −r, then zeros so that K = D + pad is a multiple of 8 (aligned bf16 GEMMs). */
 function padWidth(D: number | string | undefined, cols: number): number {
@@ -303,7 +303,7 @@ export function attentionCoreFused(c: ModelContext, q: Tensor, k: Tensor, v: Ten
     const D = q.shape?.[3];
     if (typeof D !== 'number') throw new Error('attention (bf16Projections): the head width D must be static');
     // The real graph's dy is the c_proj gradient Gemm's bf16 output; 'emulate' rounds it here, where it enters.
-    const dyo = mode === 'emulate' ? roundToBf16(gg, dyIn) : gg.cast(dyIn, 'bfloat16');
+    const dyo = bf16Operand(gg, dyIn, mode);
     let dq: Tensor | null = null;
     let dk: Tensor | null = null;
     let dv: Tensor | null = null;

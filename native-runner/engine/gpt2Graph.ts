@@ -28,7 +28,7 @@ import { mlpBf16, usesBf16Mlp } from './mlp';
 import { layerNormFold, layerNormWithGrad } from './layerNorm';
 import { biasRowBackward, biasRowForward } from './biasRow';
 import { residualBiasDropout, usesResidualBiasDropout } from './residual';
-import { atBf16, bf16Operand, bf16Product, bf16Result, bf16ToFloat, roundToBf16 } from './precision';
+import { atBf16, bf16Operand, bf16Product, bf16Result, bf16ToFloat } from './precision';
 import type { GPT2Config } from '../model/types';
 import { Graph, makeData, Tensor } from './graph/graph';
 
@@ -187,7 +187,7 @@ function gemmBiasRow(c: ModelContext, xo: Tensor, wo: Tensor, bo: Tensor): Tenso
     (gg, gy, needs) => {
       const dy = gy[0];
       if (!dy) return [null, null, null];
-      const dyo = mode === 'emulate' ? roundToBf16(gg, dy) : gg.cast(dy, 'bfloat16');
+      const dyo = bf16Operand(gg, dy, mode);
       return biasRowBackward(gg, mode, xAug, wo, dyo, needs);
     },
   );

@@ -173,6 +173,20 @@ export function layerNormFold(g: Graph, mode: Bf16Mode, x: Tensor, scale: Tensor
   if (colScale && colScale.length !== M) throw new Error(`layerNormFold: colScale has ${colScale.length} entries for ${M} columns`);
   let xhat!: Tensor;
   let inv!: Tensor;
+  // The parameter-side factors, once per graph they are built in (the forward's, and the step body's for gradients
+  // finished there): s [M] (null without a column scale), γ ⊗ s [C,M] (γ as [C,1] without one), β as [C,1];
+  // W ⊙ s for the backward only.
+  const factors = (gr: Graph) =>
+    gr.memo(`layerNormFold:${w.name}:${scale.name}`, () => {
+      const s = colScale ? gr.tensorConst('float', [M], colScale) : null;
+      const gammaCol = gr.reshape(scale, [C, 1], [C, 1]);
+      return { s, rowCol: s ? gr.mul(gammaCol, s) : gammaCol, betaCol: gr.reshape(bias, [C, 1], [C, 1]) };
+    });
+  const wScaled = (gr: Graph) =>
+    gr.memo(`layerNormFold.wS:${w.name}`, () => {
+      const s = factors(gr).s;
+      return s ? gr.mul(w, s) : w;
+    });
   const outs = g.customGradient(
     [x, scale, bias, w, b],
     () => {
@@ -185,10 +199,7 @@ export function layerNormFold(g: Graph, mode: Bf16Mode, x: Tensor, scale: Tensor
       xhat = xh!;
       inv = s!;
       // Parameter side (reads parameters only: hoisted to once per optimizer step by Graph.hoistInvariantsFrom).
-      const gammaCol = g.reshape(scale, [C, 1], [C, 1]);
-      const betaCol = g.reshape(bias, [C, 1], [C, 1]);
-      const sRow = colScale ? g.tensorConst('float', [M], colScale) : null; // s [M]
-      const rowCol = sRow ? g.mul(gammaCol, sRow) : gammaCol; // γ ⊗ s [C,M] (γ as [C,1] without a column scale)
+      const { s: sRow, rowCol, betaCol } = factors(g);
       const wFold = g.mul(w, rowCol); // W'[c,j] = γ_c·W[c,j]·s_j
       const bw = g.reduceSum(g.mul(w, betaCol), [0], false); // (β·W)_j, an exact fp32 sum (no TF32 GEMV)
       const bFold = sRow ? g.mul(g.add(b, bw), sRow) : g.add(b, bw); // b'_j = (b_j + (β·W)_j)·s_j
@@ -209,23 +220,17 @@ export function layerNormFold(g: Graph, mode: Bf16Mode, x: Tensor, scale: Tensor
       // them once per step after it (trainGraph.ts; without accumulation they are formed here). All in fp32.
       if ((needs[1] || needs[2] || needs[3] || needs[4]) && (!dwo || !dbo)) throw new Error('layerNormFold: the Gemm must hand back both dW\' and db\'');
       const raw = [dwo!, dbo!];
-      const coef = (g2: Graph) =>
-        g2.memo(`layerNormFold:${w.name}:${scale.name}`, () => {
-          const s2 = colScale ? g2.tensorConst('float', [M], colScale) : null;
-          const gammaCol2 = g2.reshape(scale, [C, 1], [C, 1]);
-          return { s: s2, wS: s2 ? g2.mul(w, s2) : w, rowCol: s2 ? g2.mul(gammaCol2, s2) : gammaCol2, betaCol: g2.reshape(bias, [C, 1], [C, 1]) };
-        });
       const f32 = (g2: Graph, t: Tensor) => (t.dtype === 'float' ? t : g2.cast(t, 'float'));
-      const deferred = (fin: (g2: Graph, dw: Tensor, db: Tensor, k: ReturnType<typeof coef>) => Tensor): DeferredGrad => ({
+      const deferred = (fin: (g2: Graph, dw: Tensor, db: Tensor, k: ReturnType<typeof factors>) => Tensor): DeferredGrad => ({
         kind: 'deferred',
         raw,
-        finish: (g2, r) => fin(g2, f32(g2, r[0]!), f32(g2, r[1]!), coef(g2)),
+        finish: (g2, r) => fin(g2, f32(g2, r[0]!), f32(g2, r[1]!), factors(g2)),
       });
-      const dbOf = (g2: Graph, db: Tensor, k: ReturnType<typeof coef>) => (k.s ? g2.mul(db, k.s) : db); // s ⊙ db' = dL/db
+      const dbOf = (g2: Graph, db: Tensor, k: ReturnType<typeof factors>) => (k.s ? g2.mul(db, k.s) : db); // s ⊙ db' = dL/db
       // dγ_c = Σ_j dW'_cj·W_cj·s_j
-      if (needs[1]) grads[1] = deferred((g2, dw, _db, k) => g2.reduceSum(g2.mul(dw, k.wS), [1], false));
+      if (needs[1]) grads[1] = deferred((g2, dw) => g2.reduceSum(g2.mul(dw, wScaled(g2)), [1], false));
       // dβ_c = Σ_j W_cj·s_j·db'_j (a Mul and an fp32 sum, not a TF32 GEMV)
-      if (needs[2]) grads[2] = deferred((g2, _dw, db, k) => g2.reduceSum(g2.mul(k.wS, g2.reshape(db, [1, M], [1, M])), [1], false));
+      if (needs[2]) grads[2] = deferred((g2, _dw, db) => g2.reduceSum(g2.mul(wScaled(g2), g2.reshape(db, [1, M], [1, M])), [1], false));
       // dW_cj = γ_c·s_j·dW'_cj + β_c·s_j·db'_j
       if (needs[3]) grads[3] = deferred((g2, dw, db, k) => g2.add(g2.mul(dw, k.rowCol), g2.mul(k.betaCol, g2.reshape(dbOf(g2, db, k), [1, M], [1, M]))));
       if (needs[4]) grads[4] = deferred((g2, _dw, db, k) => dbOf(g2, db, k));

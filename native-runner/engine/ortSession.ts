@@ -27,7 +27,6 @@ export interface SessionOptions {
   allowSpinning?: boolean;
 }
 
-/** `model`: ONNX bytes, or the path of a model file (external data next to it). */
 const OPT_LEVELS = ['disabled', 'basic', 'extended', 'all'] as const;
 type OptLevel = (typeof OPT_LEVELS)[number];
 
@@ -44,6 +43,7 @@ export function optimizationFromEnv(env: NodeJS.ProcessEnv = process.env): OptLe
   return v as OptLevel;
 }
 
+/** `model`: ONNX bytes, or the path of a model file (external data next to it). */
 export async function createSession(model: Uint8Array | string, opts: SessionOptions): Promise<ort.InferenceSession> {
   const optimization = opts.optimization ?? optimizationFromEnv();
   // CUDA: the EP with CPU fallback disabled, as cudaProvider defines it; CPU: the CPU EP.

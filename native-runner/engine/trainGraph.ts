@@ -262,8 +262,7 @@ export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts:
       if (!t.shape || !t.shape.every((d): d is number => typeof d === 'number')) throw new Error(`trainGraph: deferred gradient input ${t.name} needs a static shape`);
       return t.shape;
     };
-    const dense = parts.map((v, i) => (Array.isArray(v) ? null : { i, t: v, shape: flat ? [groups[i]!.total] : specs[i]!.shape }));
-    const denseParts = dense.filter((d): d is { i: number; t: Tensor; shape: number[] } => d !== null);
+    const denseParts = parts.flatMap((v, i) => (Array.isArray(v) ? [] : [{ i, t: v, shape: flat ? [groups[i]!.total] : specs[i]!.shape }]));
     // Loop-carried: the dense accumulators, the raw accumulators (fp32), the NLL sum.
     const acc = denseParts.map((d) => inner.freshInput(flat ? `acc:group${d.i}` : 'acc:' + names[d.i]!, 'float', d.shape));
     const rawAcc = raws.map((r, k) => inner.freshInput(`acc_raw:${k}`, 'float', staticShape(r)));
@@ -283,9 +282,10 @@ export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts:
       { body: inner },
       [...denseParts.map((d) => ({ dtype: 'float' as const, shape: d.shape })), ...raws.map((r) => ({ dtype: 'float' as const, shape: staticShape(r) })), { dtype: 'float' as const, shape: [] }],
     );
+    const denseSum = new Map(denseParts.map((d, k) => [d.i, outs[k]!]));
     const rawSum = new Map(raws.map((r, k) => [r, outs[denseParts.length + k]!]));
     grads = parts.map((v, i) => {
-      if (!Array.isArray(v)) return outs[denseParts.findIndex((d) => d.i === i)]!;
+      if (!Array.isArray(v)) return denseSum.get(i)!;
       const finished = v.map((d) => d.finish(body, d.raw.map((r) => rawSum.get(r)!)));
       return finished.length === 1 ? finished[0]! : body.op('Sum', finished);
     });

@@ -266,6 +266,8 @@ export class TrainingEngine {
   private v: ParamSet | null;
   private step: number;
   private readonly hyper: OptimizerHyper;
+  /** Micro-batches per merged micro-batch (TrainingEngineOptions.mergeMicroBatches, resolved at creation). */
+  private readonly mergeFactor: number;
   private readonly sessions = new Map<string, Promise<ort.InferenceSession>>();
   /**
    * Buffers of the state before the last run, reused as the next run's pre-allocated outputs unless they
@@ -288,6 +290,7 @@ export class TrainingEngine {
 
   private constructor(private readonly opts: TrainingEngineOptions) {
     const { config } = opts;
+    this.mergeFactor = mergeFactorOf(opts.mergeMicroBatches);
     checkParamSet(config, opts.params, 'engine params');
     this.params = opts.adoptParams ? opts.params : cloneSet(opts.params);
     if (opts.optimizer) {
@@ -318,7 +321,6 @@ export class TrainingEngine {
     if (opts.bf16 === true && opts.device === 'cpu') {
       throw new SftError('bf16 needs --device cuda: the CPU execution provider of onnxruntime has no bfloat16 MatMul/Gemm kernels (train in fp32 on the CPU)', 'bf16');
     }
-    mergeFactorOf(opts.mergeMicroBatches); // validated here, read per run
     if (opts.evalBatchesPerRun !== undefined && !(Number.isInteger(opts.evalBatchesPerRun) && opts.evalBatchesPerRun >= 1)) {
       throw new SftError(`evalBatchesPerRun must be a positive integer, got ${opts.evalBatchesPerRun}`, 'evalBatchesPerRun');
     }
@@ -497,7 +499,7 @@ export class TrainingEngine {
     input.forEach((s, k) => {
       s.microBatches.forEach((mb, a) => checkMicroBatch(config, mb, `steps[${k}].microBatches[${a}]`));
     });
-    const factor = mergeFactorOf(this.opts.mergeMicroBatches);
+    const factor = this.mergeFactor;
     const steps = factor > 1 ? input.map((s) => ({ ...s, microBatches: mergeMicroBatches(s.microBatches, factor) })) : input;
     let A = 0;
     let B = 0;

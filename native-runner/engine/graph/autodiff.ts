@@ -23,7 +23,12 @@
  *     receives it unscaled with RuleContext.gyScale and folds the factor into the backward Gemms' alpha and the
  *     reduced bias gradient. So in fp32 graphs a residual dropout after a linear layer (x + Dropout(x·W + b),
  *     one Gemm) costs one Where over [N, C] in the backward. The bf16 linear (Cast, then the bias Add) gets
- *     Where and one Mul, the same ops and rounding points as without the deferral.
+ *     Where and one Mul, the same ops and rounding points as without the deferral. A customGradient region
+ *     created with { acceptsScale: true } receives it unscaled too, with the factor as its gradFn's gyScale
+ *     (mlp.ts: into the bias sum, a deferred weight gradient and the Gelu-derivative table);
+ *   - a DeferredGrad (a custom rule's gradient that is linear in raw tensors with parameter-only coefficients) is
+ *     finished where it is summed, unless gradientsDeferred hands it back for a leaf (trainGraph.ts accumulates
+ *     the raw tensors over the micro-batches and finishes it once per step).
  */
 import { Graph, isFloatDType, makeData, Tensor, type DeferredGrad, type Node, type Shape } from './graph';
 
@@ -35,8 +40,9 @@ export interface RuleContext {
   /** Whether each node input needs a gradient. */
   needs: boolean[];
   /**
-   * The constant factor each gy still has to be multiplied by (1 = none). Only rules in SCALE_FOLDING see a
-   * factor ≠ 1; they fold it into their result (a Gemm's alpha, a reduced bias gradient).
+   * The constant factor each gy still has to be multiplied by (1 = none). Only rules in SCALE_FOLDING (and custom
+   * regions created with acceptsScale) see a factor ≠ 1; they fold it into their result (a Gemm's alpha, a reduced
+   * bias gradient).
    */
   gyScale: number[];
 }
@@ -511,7 +517,8 @@ export function gradientsDeferred(g: Graph, ys: Tensor[], seeds: Tensor[], wrt: 
     if (!n.outputs.some((o) => partials.has(o))) continue;
     const needs = n.inputs.map((t) => !!t && contributes.has(t));
     if (!needs.some(Boolean)) continue;
-    // A lone deferred scaling reaches a SCALE_FOLDING rule unapplied; every other gy is summed (and scaled).
+    // A lone deferred scaling reaches a SCALE_FOLDING rule or an acceptsScale region unapplied; every other gy is
+    // summed (and scaled).
     const folds = n.virtual ? !!n.virtual.acceptsScale : SCALE_FOLDING.has(n.opType);
     const gyScale = n.outputs.map(() => 1);
     const gy = n.outputs.map((o, i) => {

@@ -45,7 +45,6 @@ export interface ConstantData {
   data: Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
 }
 
-/** Custom backward of a region: returns one gradient (or null) per region input. */
 /**
  * Custom backward of a region: one gradient (or null) per region input. `gyScale`: the constant factor each gradOutput
  * still has to be multiplied by — ≠ 1 only for a region created with { acceptsScale: true } whose output's only partial
