@@ -18,16 +18,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as ort from 'onnxruntime-node';
 import { Graph } from '../../native-runner/engine/graph/graph';
-import { gradients } from '../../native-runner/engine/graph/autodiff';
-import { lmHeadNll, nllFromBf16Softmax, vocabGroups } from '../../native-runner/engine/crossEntropy';
+import { nllFromBf16Softmax, vocabGroups } from '../../native-runner/engine/crossEntropy';
 import { cudaUnsupportedNodes } from '../../native-runner/engine/cudaKernels';
-import { dropoutRates, modelContext, type Bf16Mode, type ModelVariants } from '../../native-runner/engine/gpt2Graph';
+import { dropoutRates, type Bf16Mode, type ModelVariants } from '../../native-runner/engine/gpt2Graph';
 import { buildGradsGraph, buildTrainGraph, type OptimizerHyper } from '../../native-runner/engine/trainGraph';
 import { TrainingEngine } from '../../native-runner/engine/trainingEngine';
 import { BF16_UNIT_ROUNDOFF } from '../../native-runner/engine/bf16Tolerance';
 import { makeConfig } from '../../native-runner/model/config';
 import { Rng } from '../../native-runner/util/rng';
-import { bf16, relL2, tinyGoldenSetup, withEnv } from './helpers';
+import { bf16, lmHeadGradients, relL2, tinyGoldenSetup, withEnv } from './helpers';
 import { registerStackedVariantAccuracyTest } from './bf16VariantChecks';
 
 const u = BF16_UNIT_ROUNDOFF;
@@ -226,41 +225,12 @@ for (const V of [50257, 50260, 509]) {
 // d(Σ a·nll + Σ b·lse)/dx[n, v] (with the bf16 roundings of the fused backward).
 
 async function headRun(r: Rows, bf16Mode: Bf16Mode, variants: ModelVariants, a: Float32Array, b: Float32Array) {
-  const N = r.N;
-  const V = r.V;
-  const g = new Graph();
-  const config = makeConfig({ n_layer: 1, n_head: 1, n_embd: N, n_positions: 16, vocab_size: V });
-  const hT = g.input('h', 'float', ['N', N]);
-  const wT = g.input('wte', 'float', [V, N]);
-  const tT = g.input('targets', 'int32', ['N']);
-  const aT = g.input('a', 'float', ['N', 1]);
-  const bT = g.input('b', 'float', ['N', 1]);
-  const c = modelContext(g, config, new Map([['transformer.wte.weight', wT]]), g.ints([1, N]), { bf16: bf16Mode, variants });
-  const { nll, lse } = lmHeadNll(c, hT, tT);
-  const loss = g.add(g.reduceSum(g.mul(nll, aT), null, false), g.reduceSum(g.mul(lse, bT), null, false));
-  const [dh, dw] = gradients(g, [loss], [g.scalar(1)], [hT, wT]);
-  g.output(nll, 'nll');
-  g.output(lse, 'lse');
-  g.output(dh!, 'dh');
-  g.output(dw!, 'dw');
+  const { N, V } = r;
   const h = new Float32Array(N * N);
   for (let i = 0; i < N; i++) h[i * N + i] = 1;
   const wte = new Float32Array(V * N);
   for (let i = 0; i < N; i++) for (let v = 0; v < V; v++) wte[v * N + i] = r.logits[i * V + v]!;
-  const session = await ort.InferenceSession.create(g.toModelBytes(), { executionProviders: ['cpu'] });
-  try {
-    const out = await session.run({
-      h: new ort.Tensor('float32', h, [N, N]),
-      wte: new ort.Tensor('float32', wte, [V, N]),
-      targets: new ort.Tensor('int32', r.targets, [N]),
-      a: new ort.Tensor('float32', a, [N, 1]),
-      b: new ort.Tensor('float32', b, [N, 1]),
-    });
-    const get = (k: string) => out[k]!.data as Float32Array;
-    return { nll: get('nll'), lse: get('lse'), dh: get('dh'), dw: get('dw') };
-  } finally {
-    await session.release();
-  }
+  return lmHeadGradients({ N, C: N, V, bf16: bf16Mode, variants }, { h, wte, targets: r.targets, a, b });
 }
 
 test("lmHeadNll with bf16Logits ('emulate', V=50257): dh and dW bit-identical to the default bf16 graph's, dW within u of the float64 logits gradient; only nll / lse move, within the bound", async (t) => {

@@ -12,9 +12,10 @@ import { Graph, type Tensor } from '../../native-runner/engine/graph/graph';
 import { gradients } from '../../native-runner/engine/graph/autodiff';
 import { lmHeadNll, tokenNll } from '../../native-runner/engine/crossEntropy';
 import { cudaUnsupportedNodes } from '../../native-runner/engine/cudaKernels';
-import { lmHeadLogits, modelContext, type Bf16Mode } from '../../native-runner/engine/gpt2Graph';
+import { modelContext, type Bf16Mode } from '../../native-runner/engine/gpt2Graph';
 import { makeConfig } from '../../native-runner/model/config';
 import { Rng } from '../../native-runner/util/rng';
+import { lmHeadGradients, relL2 } from './helpers';
 
 const Q = 2 ** -12;
 
@@ -225,43 +226,8 @@ const HC = 24;
 const HV = 700;
 const HN = 10;
 
-async function headRun(fused: boolean, bf16: Bf16Mode, h: Float32Array, wte: Float32Array, targets: Int32Array, a: Float32Array, b: Float32Array) {
-  const g = new Graph();
-  const config = makeConfig({ n_layer: 1, n_head: 2, n_embd: HC, n_positions: 16, vocab_size: HV });
-  const hT = g.input('h', 'float', ['N', HC]);
-  const wT = g.input('wte', 'float', [HV, HC]);
-  const tT = g.input('targets', 'int32', ['N']);
-  const aT = g.input('a', 'float', ['N', 1]);
-  const bT = g.input('b', 'float', ['N', 1]);
-  const c = modelContext(g, config, new Map([['transformer.wte.weight', wT]]), g.ints([1, HN]), { bf16 });
-  const { nll, lse } = fused ? lmHeadNll(c, hT, tT) : tokenNll(g, lmHeadLogits(c, hT), tT);
-  const loss = g.add(g.reduceSum(g.mul(nll, aT), null, false), g.reduceSum(g.mul(lse, bT), null, false));
-  const [dh, dw] = gradients(g, [loss], [g.scalar(1)], [hT, wT]);
-  g.output(nll, 'nll');
-  g.output(lse, 'lse');
-  g.output(dh!, 'dh');
-  g.output(dw!, 'dw');
-  const session = await ort.InferenceSession.create(g.toModelBytes(), { executionProviders: ['cpu'] });
-  const out = await session.run({
-    h: new ort.Tensor('float32', h, [HN, HC]),
-    wte: new ort.Tensor('float32', wte, [HV, HC]),
-    targets: new ort.Tensor('int32', targets, [HN]),
-    a: new ort.Tensor('float32', a, [HN, 1]),
-    b: new ort.Tensor('float32', b, [HN, 1]),
-  });
-  await session.release();
-  const get = (k: string) => out[k]!.data as Float32Array;
-  return { nll: get('nll'), lse: get('lse'), dh: get('dh'), dw: get('dw') };
-}
-
-function relL2(x: Float32Array, y: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < x.length; i++) {
-    num += (x[i]! - y[i]!) ** 2;
-    den += y[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
+function headRun(fused: boolean, bf16: Bf16Mode, h: Float32Array, wte: Float32Array, targets: Int32Array, a: Float32Array, b: Float32Array) {
+  return lmHeadGradients({ N: HN, C: HC, V: HV, bf16, unfused: !fused }, { h, wte, targets, a, b });
 }
 
 function headInputs() {

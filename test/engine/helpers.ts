@@ -3,15 +3,18 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { readConfig } from '../../native-runner/model/config';
+import { makeConfig, readConfig } from '../../native-runner/model/config';
 import { readSafetensors } from '../../native-runner/model/safetensors';
 import type { MicroBatch } from '../../native-runner/engine/types';
 import type { GPT2Config, ParamSet } from '../../native-runner/model/types';
 import { BF16_UNIT_ROUNDOFF } from '../../native-runner/engine/bf16Tolerance';
 import { roundBf16 } from '../../native-runner/engine/mlp';
 import type { GraphProtoObj, NodeProtoObj } from '../../native-runner/engine/graph/onnxProto';
-import type { Graph } from '../../native-runner/engine/graph/graph';
-import type { DropoutRates, ModelVariants } from '../../native-runner/engine/gpt2Graph';
+import * as ort from 'onnxruntime-node';
+import { Graph } from '../../native-runner/engine/graph/graph';
+import { gradients } from '../../native-runner/engine/graph/autodiff';
+import { lmHeadNll, tokenNll } from '../../native-runner/engine/crossEntropy';
+import { lmHeadLogits, modelContext, type Bf16Mode, type DropoutRates, type ModelVariants } from '../../native-runner/engine/gpt2Graph';
 import { buildGradsGraph, buildTrainGraph, type OptimizerHyper } from '../../native-runner/engine/trainGraph';
 import { cudaUnsupportedNodes } from '../../native-runner/engine/cudaKernels';
 
@@ -219,5 +222,45 @@ export async function withEnv<T>(name: string, value: string, fn: () => Promise<
   } finally {
     if (before === undefined) delete process.env[name];
     else process.env[name] = before;
+  }
+}
+
+/**
+ * The lm head on the CPU: h [N,C] against a tied wte [V,C] (lmHeadNll, or with `unfused` lmHeadLogits then tokenNll),
+ * per-token nll and lse [N,1], and the gradients dh, dw of Σ a·nll + Σ b·lse (a, b [N,1]).
+ */
+export async function lmHeadGradients(
+  o: { N: number; C: number; V: number; bf16: Bf16Mode; variants?: ModelVariants; unfused?: boolean },
+  x: { h: Float32Array; wte: Float32Array; targets: Int32Array; a: Float32Array; b: Float32Array },
+): Promise<{ nll: Float32Array; lse: Float32Array; dh: Float32Array; dw: Float32Array }> {
+  const { N, C, V } = o;
+  const g = new Graph();
+  const config = makeConfig({ n_layer: 1, n_head: 1, n_embd: C, n_positions: 16, vocab_size: V });
+  const hT = g.input('h', 'float', ['N', C]);
+  const wT = g.input('wte', 'float', [V, C]);
+  const tT = g.input('targets', 'int32', ['N']);
+  const aT = g.input('a', 'float', ['N', 1]);
+  const bT = g.input('b', 'float', ['N', 1]);
+  const c = modelContext(g, config, new Map([['transformer.wte.weight', wT]]), g.ints([1, N]), { bf16: o.bf16, variants: o.variants });
+  const { nll, lse } = o.unfused ? tokenNll(g, lmHeadLogits(c, hT), tT) : lmHeadNll(c, hT, tT);
+  const loss = g.add(g.reduceSum(g.mul(nll, aT), null, false), g.reduceSum(g.mul(lse, bT), null, false));
+  const [dh, dw] = gradients(g, [loss], [g.scalar(1)], [hT, wT]);
+  g.output(nll, 'nll');
+  g.output(lse, 'lse');
+  g.output(dh!, 'dh');
+  g.output(dw!, 'dw');
+  const session = await ort.InferenceSession.create(g.toModelBytes(), { executionProviders: ['cpu'] });
+  try {
+    const out = await session.run({
+      h: new ort.Tensor('float32', x.h, [N, C]),
+      wte: new ort.Tensor('float32', x.wte, [V, C]),
+      targets: new ort.Tensor('int32', x.targets, [N]),
+      a: new ort.Tensor('float32', x.a, [N, 1]),
+      b: new ort.Tensor('float32', x.b, [N, 1]),
+    });
+    const get = (k: string) => out[k]!.data as Float32Array;
+    return { nll: get('nll'), lse: get('lse'), dh: get('dh'), dw: get('dw') };
+  } finally {
+    await session.release();
   }
 }
