@@ -24,6 +24,7 @@
  *   generate, score,  infer/generationGraph.buildInferenceGraph(config, params, kind, 'cuda') (EngineLM's sessions;
  *   decode            decode = the multi-token decode Loop with in-graph sampling)
  *   download          deviceState.downloadGraph(shapes of every parameter), toModelBytes() (CudaGpuBufferIo)
+ *   probe             trainingEngine.probeGraph (TrainingEngine.create's CUDA check; once, not per model)
  * for the tiny model (samples/tiny-gpt2-chat/config.json) and GPT-2 124M (12×768, vocab 50260, dropout 0.1).
  * plus two negative controls (an op without a CUDA kernel in the main graph → refused; inside a Loop → on the CPU).
  * Output: a table (graph → OK / error, nodes on CPU), one line `RESULT {json}`; --json FILE writes the same JSON;
@@ -44,7 +45,7 @@ import { buildEvalGraph, buildForwardGraph, buildGradsGraph, buildTrainGraph, ty
 import { buildInferenceGraph } from '../native-runner/infer/generationGraph';
 import { makeConfig, readConfig } from '../native-runner/model/config';
 import { initGpt2Params } from '../native-runner/model/gpt2Params';
-import { modelVariantsFromEnv } from '../native-runner/engine/trainingEngine';
+import { modelVariantsFromEnv, probeGraph } from '../native-runner/engine/trainingEngine';
 import type { GPT2Config, ParamSet } from '../native-runner/model/types';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -169,6 +170,7 @@ function casesFor(tag: string, config: GPT2Config, dropout: number | null): Grap
   out.push({ name: `${tag}/score/fp32`, build: () => buildInferenceGraph(config, weights(), 'score', 'cuda') });
   out.push({ name: `${tag}/decode/fp32`, build: () => buildInferenceGraph(config, weights(), 'decode', 'cuda') });
   out.push({ name: `${tag}/download/fp32`, build: () => downloadGraph(paramSpecs(config).map((s) => s.shape)).toModelBytes() });
+  if (tag === 'tiny') out.push({ name: 'probe/fp32', build: () => probeGraph().toModelBytes() });
   return out;
 }
 

@@ -20,7 +20,7 @@ import { spawn } from 'node:child_process';
 import type * as ort from 'onnxruntime-node';
 import type { GPT2Config } from '../model/types';
 import { Graph } from './graph/graph';
-import { hiddenStates, lmHeadLogits, modelContext, tokenNll, trueConst, type Bf16Mode } from './gpt2Graph';
+import { hiddenStates, lmHeadLogits, modelContext, tokenNll, trueConst, type Bf16Mode, type ModelVariants } from './gpt2Graph';
 import { mbInputs, paramInputs, pickMicroBatch } from './trainGraph';
 import { createSession, envSwitch, releaseSessions, toF32 } from './ortSession';
 
@@ -195,7 +195,7 @@ export function resetDeviceProbe(): void {
  * mb_dims int64 [E,2]); trip int64 [] (= E), cond bool []. Outputs nll_sum [E], tokens [E] (Σ w·NLL and
  * Σ w of each micro-batch, computed on its true [B,T] exactly as the single-batch eval graph does).
  */
-export function buildEvalLoopGraph(config: GPT2Config, opts: { bf16?: Bf16Mode } = {}): Graph {
+export function buildEvalLoopGraph(config: GPT2Config, opts: { bf16?: Bf16Mode; variants?: ModelVariants } = {}): Graph {
   const g = new Graph('eval_loop');
   const w = paramInputs(g, config, 'p:');
   const stacked = mbInputs(g, ['E']);
@@ -207,7 +207,7 @@ export function buildEvalLoopGraph(config: GPT2Config, opts: { bf16?: Bf16Mode }
   const iter = body.freshInput('iter', 'int64', []);
   body.freshInput('cond_in', 'bool', []);
   const mb = pickMicroBatch(body, stacked, iter, body.gather(mbDims, iter)); // dims [2] = (rows, len)
-  const c = modelContext(body, config, w, body.shapeOf(mb.ids), { bf16: opts.bf16 });
+  const c = modelContext(body, config, w, body.shapeOf(mb.ids), { bf16: opts.bf16, variants: opts.variants });
   const logits = lmHeadLogits(c, hiddenStates(c, mb.ids, mb.positions, mb.segments)); // [N,V]
   const { nll } = tokenNll(body, logits, body.reshape(mb.targets, [-1], ['N']));
   const wN = body.reshape(mb.weights, [-1, 1], ['N', 1]);

@@ -385,12 +385,12 @@ export function buildGradsGraph(config: GPT2Config, opts: GraphOptions): Graph {
 }
 
 /** One micro-batch → nll_sum, tokens, per-position nll [B,T] and lse [B,T] (no dropout, no update). */
-export function buildEvalGraph(config: GPT2Config, opts: { bf16?: Bf16Mode } = {}): Graph {
+export function buildEvalGraph(config: GPT2Config, opts: { bf16?: Bf16Mode; variants?: ModelVariants } = {}): Graph {
   const g = new Graph('eval');
   const w = paramInputs(g, config, 'p:');
   const mb = mbInputs(g, []);
   const bt = g.shapeOf(mb.ids);
-  const c = modelContext(g, config, w, bt, { bf16: opts.bf16 });
+  const c = modelContext(g, config, w, bt, { bf16: opts.bf16, variants: opts.variants });
   const out = microBatchLoss(c, mb, false);
   g.output(out.nllSum, 'nll_sum');
   g.output(out.tokens, 'tokens');

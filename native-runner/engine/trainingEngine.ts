@@ -29,6 +29,7 @@ import { mergeMicroBatches } from './mergeMicroBatches';
 import { buildEvalLoopGraph, CudaGpuBufferIo, deviceStateWanted, probeCudaDeviceState, type DeviceStateIo, type DeviceTensor } from './deviceState';
 import type { MicroBatch, StepInput, StepMetrics } from './types';
 import { Tensor as OrtTensor } from 'onnxruntime-node';
+import { Graph } from './graph/graph';
 
 export interface OptimizerState {
   m: ParamSet;
@@ -255,6 +256,14 @@ function loopMbFeeds(config: GPT2Config, slots: readonly (MicroBatch | undefined
   };
 }
 
+/** y = x + x for x float [n]: the smallest graph that makes the execution provider initialise (TrainingEngine.create on CUDA). */
+export function probeGraph(): Graph {
+  const g = new Graph('probe');
+  const x = g.input('x', 'float', ['n']);
+  g.output(g.op('Add', [x, x], {}, { dtype: 'float', shape: ['n'] }), 'y');
+  return g;
+}
+
 function paramFeeds(config: GPT2Config, s: ParamSet, prefix: string, out: Record<string, ort.Tensor>): void {
   for (const { name, shape } of paramSpecs(config)) out[prefix + name] = f32(s.get(name)!.data, shape);
 }
@@ -325,7 +334,9 @@ export class TrainingEngine {
       throw new SftError(`evalBatchesPerRun must be a positive integer, got ${opts.evalBatchesPerRun}`, 'evalBatchesPerRun');
     }
     const e = new TrainingEngine(opts);
-    if (opts.device === 'cuda') await e.session('eval'); // fail early and clearly when CUDA is unavailable
+    // Fail early and clearly when CUDA is unavailable: a one-node session initialises the provider (the CUDA
+    // context, cuBLAS) without building and optimising a model graph that training may never use.
+    if (opts.device === 'cuda') await e.session('probe');
     return e;
   }
 
@@ -377,7 +388,7 @@ export class TrainingEngine {
     return this.step;
   }
 
-  private session(kind: 'train1' | 'trainA' | 'grads' | 'eval' | 'evalLoop'): Promise<ort.InferenceSession> {
+  private session(kind: 'train1' | 'trainA' | 'grads' | 'eval' | 'evalLoop' | 'probe'): Promise<ort.InferenceSession> {
     if (this.disposed) throw new Error('TrainingEngine used after dispose()');
     const train = kind === 'train1' || kind === 'trainA';
     // Device-state training sessions are separate entries: a failed device run falls back to plain ones.
@@ -386,8 +397,12 @@ export class TrainingEngine {
     if (!s) {
       const { config } = this.opts;
       const gopts = { dropout: dropoutRates(config, this.opts.dropout), bf16: this.opts.bf16 ?? false, seed: this.opts.seed ?? 0, flatState: this.flatState(), fusedLmHead: envSwitch(process.env.SFT_FUSED_LM_HEAD) ?? true, hoistInvariants: envSwitch(process.env.SFT_HOIST_INVARIANTS) ?? true, variants: modelVariantsFromEnv() };
-      const evalBf16 = { bf16: gopts.bf16 };
-      const graph = train
+      // The eval graphs compute the forward as training does (the same bf16 storage variants and LayerNorm fold:
+      // fewer bytes per token, the loss of the model that is trained); SFT_EVAL_VARIANTS=0 builds them plain.
+      const evalBf16 = { bf16: gopts.bf16, variants: (envSwitch(process.env.SFT_EVAL_VARIANTS) ?? true) ? gopts.variants : undefined };
+      const graph = kind === 'probe'
+        ? probeGraph()
+        : train
         ? buildTrainGraph(config, this.hyper, { ...gopts, accumulate: kind === 'trainA' })
         : kind === 'grads'
           ? buildGradsGraph(config, gopts)

@@ -58,6 +58,8 @@ export interface RunConfig {
   save_total_limit: number | null;
   max_length: number;
   packing: boolean;
+  /** Pack the eval set too (TRL's eval_packing); null = as `packing`. The eval loss is the same either way. */
+  eval_packing: boolean | null;
   assistant_only_loss: boolean;
   bf16: boolean;
   seed: number;
@@ -108,6 +110,7 @@ export const RUN_CONFIG_DEFAULTS: Omit<RunConfig, 'model_name_or_path' | 'datase
   save_total_limit: 3,
   max_length: 512,
   packing: false,
+  eval_packing: null,
   assistant_only_loss: true,
   bf16: false,
   seed: 42,
@@ -182,6 +185,7 @@ const KEYS: Record<keyof RunConfig, Parser> = {
     return v;
   },
   packing: bool,
+  eval_packing: nullable(bool),
   assistant_only_loss: bool,
   bf16: bool,
   seed: numIn(0, 2 ** 53, { integer: true }),

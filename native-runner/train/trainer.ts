@@ -424,13 +424,17 @@ export class Trainer {
     return out;
   }
 
-  /** Σ NLL / Σ trained tokens over the eval set (fixed order). */
+  /**
+   * Σ NLL / Σ trained tokens over the eval set (fixed order). Packed when eval_packing (default: packing) is on:
+   * whole examples share rows, each attending only to itself from position 0, so the loss is the padded one
+   * computed over fewer positions.
+   */
   async evaluate(): Promise<{ eval_loss: number; eval_tokens: number } | null> {
     if (this.data.eval.length === 0) return null;
     this.evalBatches ??= makeMicroBatches(this.data.eval, this.data.eval.map((_, i) => i), {
+      ...this.batchOpts(),
       batchSize: this.config.per_device_eval_batch_size,
-      padId: this.model.tokenizer.padId,
-      packing: false,
+      packing: this.config.eval_packing ?? this.config.packing,
     });
     return evalLoss(this.engine, this.evalBatches, this.config, this.stepsPerRun);
   }

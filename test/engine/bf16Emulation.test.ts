@@ -31,7 +31,7 @@ import { createSession, f32 } from '../../native-runner/engine/ortSession';
 import type { MicroBatch } from '../../native-runner/engine/types';
 import { SftError } from '../../native-runner/util/errors';
 import { Rng } from '../../native-runner/util/rng';
-import { allNodes, bf16, bf16Ulp, BF16, castTo, FLOAT, gradStats, tinyGoldenSetup } from './helpers';
+import { allNodes, bf16, bf16Ulp, BF16, castTo, FLOAT, gradStats, tinyGoldenSetup, withEnv } from './helpers';
 
 const { config, params0, mb } = tinyGoldenSetup();
 const u = BF16_UNIT_ROUNDOFF;
@@ -209,6 +209,38 @@ test("golden batch: 'emulate' loss and gradients within bf16 tolerance of fp32, 
   assert.ok(Math.abs(eb.nllSum - ea.nllSum) / ea.nllSum <= u, `eval nll ${eb.nllSum} vs ${ea.nllSum}`);
   await a.dispose();
   await b.dispose();
+});
+
+test("eval graphs compute the forward the training graph computes (its bf16 variants); SFT_EVAL_VARIANTS=0 builds them plain", async () => {
+  // The grads graph without the fused lm head computes the loss as the eval graphs do (logits, fp32 log-softmax):
+  // with the same variants its forward is the same nodes, so the losses agree (measured: bit for bit).
+  const train = await withEnv('SFT_FUSED_LM_HEAD', '0', async () => {
+    const e = await TrainingEngine.create(engineOpts(1, 'emulate'));
+    const r = await e.gradients([mb]);
+    await e.dispose();
+    return r;
+  });
+  const evalWith = async (plain: boolean) =>
+    withEnv('SFT_EVAL_VARIANTS', plain ? '0' : '', async () => {
+      const e = await TrainingEngine.create({ ...engineOpts(1, 'emulate'), evalBatchesPerRun: 2 });
+      const one = await e.evalBatch(mb);
+      const [loop] = await e.evalBatches([mb]); // the eval Loop graph
+      await e.dispose();
+      return { one, loop: loop! };
+    });
+  const v = await evalWith(false);
+  const plain = await evalWith(true);
+  for (const [what, r] of [['eval graph', v.one], ['eval Loop graph', v.loop]] as const) {
+    const loss = r.nllSum / r.tokens;
+    // (Plain eval graphs are ~1e-6 away on this batch, which is why the bound is this tight.)
+    assert.ok(Math.abs(loss - train.loss) <= 1e-9 * train.loss, `${what}: loss ${loss} vs the training forward's ${train.loss}`);
+  }
+  // Plain eval graphs round elsewhere: within bf16 tolerance of the variants' loss, but not equal to it.
+  const lossV = v.one.nllSum / v.one.tokens;
+  const lossP = plain.one.nllSum / plain.one.tokens;
+  assert.notEqual(lossP, lossV, 'SFT_EVAL_VARIANTS=0 built the same eval graph');
+  assert.ok(Math.abs(lossP - lossV) / lossV <= u, `plain eval loss ${lossP} vs ${lossV}`);
+  assert.ok(Math.abs(plain.loop.nllSum / plain.loop.tokens - lossP) <= 1e-9 * lossP);
 });
 
 // --- 20 training steps ----------------------------------------------------------------------------------

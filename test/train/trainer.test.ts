@@ -181,6 +181,33 @@ test('packing trains with the plan\'s micro-batch count; a fresh start over old 
   }
 });
 
+test('eval_packing (default: packing) evaluates packed rows: the same eval loss over fewer micro-batches', { timeout: 120_000 }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-evalpack-'));
+  try {
+    const raw = { model_name_or_path: MODEL, dataset: DATA, dataset_format: 'dolly', output_dir: out, test_size: 8, packing: true, max_length: 128, per_device_train_batch_size: 2, per_device_eval_batch_size: 2, max_steps: 1 };
+    const evalWith = async (extra: Record<string, unknown>) => {
+      const { config } = parseRunConfig({ ...raw, ...extra }, '/');
+      const trainer = await Trainer.prepare(config, defaultDeps());
+      try {
+        const r = await trainer.evaluate();
+        return { ...r!, microBatches: (trainer as unknown as { evalBatches: unknown[] }).evalBatches.length };
+      } finally {
+        await trainer.discard();
+      }
+    };
+    const packed = await evalWith({});
+    const padded = await evalWith({ eval_packing: false });
+    // 8 examples of 20-60 tokens: 4 padded micro-batches of 2; packed into rows of 128, 2 rows at most.
+    assert.equal(padded.microBatches, 4);
+    assert.ok(packed.microBatches < padded.microBatches, `${packed.microBatches} packed eval micro-batches`);
+    assert.equal(packed.eval_tokens, padded.eval_tokens);
+    assert.ok(Math.abs(packed.eval_loss - padded.eval_loss) <= 1e-5 * padded.eval_loss, `packed ${packed.eval_loss} vs padded ${padded.eval_loss}`);
+    assert.throws(() => parseRunConfig({ ...raw, eval_packing: 'yes' }, '/'), /eval_packing: expected true or false/);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
+
 test('evalModelOnFile refuses max_length < 2 with the shared rule before loading anything', async () => {
   for (const bad of [1, 0, 2.5]) {
     await assert.rejects(
