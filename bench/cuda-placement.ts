@@ -148,6 +148,8 @@ function casesFor(tag: string, config: GPT2Config, dropout: number | null): Grap
     // with accumulation: what the device check's ablate phase runs.
     const variants: [string, Partial<GraphOptions>][] = [
       ['previous', { variants: { autodiffAttention: true }, fusedLmHead: false }],
+      // The engine's CUDA default: evaluation inside the step Loop (an If around the eval Loop).
+      ['evalinrun', { variants: modelVariantsFromEnv({}), evalInRun: true }],
       ...(bf16 ? ([['bf16att', { variants: { bf16Attention: true } }], ['bf16mlp', { variants: { bf16Mlp: true } }], ['bf16both', { variants: { bf16Attention: true, bf16Mlp: true } }], ['defaults', { variants: modelVariantsFromEnv({}) }], ['biasdropout', { variants: { ...modelVariantsFromEnv({}), residualBiasDropout: true }, dropout: dropoutRates(config, 0.1) }]] as [string, Partial<GraphOptions>][]) : []),
     ];
     for (const [vname, extra] of variants) {

@@ -3,8 +3,9 @@
 # (docs/GPU.md, "Running it on a GPU machine"):
 #   bash .device/unpack.sh && source /tmp/sft-rt/env.sh && bash bench/device-check.sh
 # Default phases, in this order (the checks that decide the next defaults first), each under its own time limit:
-#   doctor   the CUDA report (cudaProvider.cudaReport), nvidia-smi, torch/transformers, and bench/contrib-probe.ts (the
-#            com.microsoft BiasDropout kernel computes what engine/residual.ts assumes)          → $OUT/checks.txt
+#   doctor   the CUDA report (cudaProvider.cudaReport), nvidia-smi, torch/transformers, bench/contrib-probe.ts (the
+#            com.microsoft BiasDropout kernel computes what engine/residual.ts assumes) and bench/eval-in-run-check.ts
+#            (evaluation inside a training run = between runs, tiny model, bf16)          → $OUT/checks.txt
 #   loss     bench/cuda-vs-cpu.ts: 20 steps of GPT-2 124M on CUDA (fp32, bf16) against the CPU fp32 reference
 #            curve measured on the H200 machine's CPU (bench/results/2026-11-28-h200-a/cuda-vs-cpu.json; LOSS_ARGS
 #            replaces that argument, LOSS_ARGS= computes the reference again, ~20 s); then, when LOSS_VARIANTS is
@@ -29,7 +30,7 @@
 #            SFT_FUSED_LM_HEAD=0 SFT_AUTODIFF_LAYERNORM=1 SFT_BF16_*=0, was measured on 2026-11-28: …-h200-b).
 #                                                                          → $OUT/ablate.txt
 #   bench    bench/gpu-train.ts (default switches): throughput fp32 and bf16 at B8/B32 T512, host↔device share,
-#            memory, Dolly-shaped epochs (--dolly-max-s 25 here: measured, then extrapolated); the PyTorch ratios
+#            memory, Dolly-shaped epochs (--dolly-full here: all 3 epochs measured, ~60 s); the PyTorch ratios
 #            from the 2026-11-28 run on the same card type (--pytorch-from bench/results/2026-11-28-h200-a/
 #            pytorch.json; BENCH_ARGS="--dolly-max-s 30" runs PyTorch again, bench/pytorch_baseline.py, ~1 min)
 #                                                                          → $OUT/gpu-train.{json,log}, pytorch.json
@@ -48,7 +49,7 @@
 #                                                                          → $OUT/extras.txt
 #   decode   bench/decode-chunks.ts --device cuda: chunked decoding vs per-token on GPT-2 124M (same ids?
 #            tok/s at a short and a long prompt)                               → appended to $OUT/extras.txt
-# Time: each phase has a share (DOCTOR_S 25, LOSS_S 65, ABLATE_S 250, BENCH_S 170, PROFILE_S 60 = 570 s; CLI_S
+# Time: each phase has a share (DOCTOR_S 35, LOSS_S 65, ABLATE_S 250, BENCH_S 200, PROFILE_S 20 = 570 s; CLI_S
 # 30, DECODE_S 35) and its limit is its share plus what the phases before it left unused, so the default sequence
 # ends within ~570 s (a device call may run 600 s; machine start and transfers are outside it, and the session's
 # device time is 15 minutes in all: see docs/GPU.md for what the 2026-11-28 calls cost). A phase with < 10 s left
@@ -77,7 +78,7 @@ LOSS_VARIANTS=${LOSS_VARIANTS-}
 # Default: the formulation before the 2026-11-28 pass cuts (autodiff attention backward, unfused lm head), and the
 # opt-in bf16 attention matrices and MLP activations, alone and together.
 ABLATE_RUNS=${ABLATE_RUNS:-default: bias-dropout:SFT_BIAS_DROPOUT=1 merge-4:SFT_MERGE_MICRO_BATCHES=4 no-hoist:SFT_HOIST_INVARIANTS=0 no-ln-fold:SFT_LN_FOLD=0 basic+bias-dropout:SFT_ORT_OPT_LEVEL=basic,SFT_BIAS_DROPOUT=1 disabled+bias-dropout:SFT_ORT_OPT_LEVEL=disabled,SFT_BIAS_DROPOUT=1 default-B32::--shapes,32x512 dolly-best:SFT_MERGE_MICRO_BATCHES=4,SFT_BIAS_DROPOUT=1,SFT_ORT_OPT_LEVEL=basic:--dolly-modes,packed,--dolly-max-s,20,--no-throughput}
-declare -A SHARE=([doctor]=${DOCTOR_S:-25} [loss]=${LOSS_S:-65} [profile]=${PROFILE_S:-60} [bench]=${BENCH_S:-170} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-250})
+declare -A SHARE=([doctor]=${DOCTOR_S:-35} [loss]=${LOSS_S:-65} [profile]=${PROFILE_S:-20} [bench]=${BENCH_S:-200} [cli]=${CLI_S:-30} [decode]=${DECODE_S:-35} [ablate]=${ABLATE_S:-250})
 if [ "${DRY_RUN:-0}" = 1 ]; then
   loss_args=(--model tiny --test cpu:fp32)
   bench_args=(--device cpu --smoke)
@@ -88,19 +89,21 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   short_key=fp32_B4_T64
   dev=cpu
   loss_variant_test=(--test cpu:bf16emu)
+  eval_check_args=()
   decode_args=(--model tiny --device cpu --new 16 --prompts 8,64 --seeds 1)
 else
   # The CPU reference curve measured on the H200 machine's CPU (2026-11-28): saves ~20 s of device time.
   # shellcheck disable=SC2206
   loss_args=(${LOSS_ARGS---reference bench/results/2026-11-28-h200-a/cuda-vs-cpu.json})
   bench_args=(--device cuda)
-  # The Dolly-shaped runs stop after ~30 s each and are extrapolated (measured s/step, eval and save).
-  bench_default="--dolly-max-s 25 --pytorch-from bench/results/2026-11-28-h200-a/pytorch.json"
+  # The Dolly-shaped epochs run to the end, measured (~60 s on the H200), the first run as long as the trainer's.
+  bench_default="--dolly-full --pytorch-from bench/results/2026-11-28-h200-a/pytorch.json"
   short_args=(--device cuda --shapes 8x512 --precisions bf16)
   model_args=(--model gpt2 --batch 8 --seq 512 --precision bf16)
   short_key=bf16_B8_T512
   dev=cuda
   loss_variant_test=(--test cuda:bf16)
+  eval_check_args=(--bf16)
   decode_args=(--model gpt2 --device cuda --new 64 --prompts 32,480 --seeds 1)
 fi
 started=$(date +%s)
@@ -150,6 +153,9 @@ for phase in $PHASES; do
       # What residualBiasDropout (SFT_BIAS_DROPOUT=1) assumes of the com.microsoft BiasDropout CUDA kernel (no CPU kernel).
       left=$(( end - $(now) ))
       [ "$left" -ge 5 ] && timeout "$left" node --import tsx bench/contrib-probe.ts --device "$dev" 2>&1 | tee -a "$OUT/checks.txt"
+      # Evaluation inside training runs (the engine's CUDA default since 2026-12-08) against evaluation between runs.
+      left=$(( end - $(now) ))
+      [ "$left" -ge 5 ] && timeout "$left" node --import tsx bench/eval-in-run-check.ts --device "$dev" "${eval_check_args[@]}" 2>&1 | tee -a "$OUT/checks.txt"
       ;;
     loss)
       stamp "loss-curve check (limit $limit s)"

@@ -4,7 +4,7 @@
  * measurements in PyTorch (bench/pytorch_baseline.py) on the same machine, and the ratios.
  *
  *   npx tsx bench/gpu-train.ts [--device cuda|cpu] [--smoke] [--shapes 8x512,32x512] [--precisions fp32,bf16]
- *        [--k N] [--dolly-k 256] [--logging-steps 0 (cuda) | 10 (cpu)] [--records 15000] [--epochs 3] [--dolly-max-s 60] [--dolly-modes padded,packed]
+ *        [--k N] [--dolly-k 256] [--logging-steps 0 (cuda) | 10 (cpu)] [--records 15000] [--epochs 3] [--dolly-max-s 60 | --dolly-full] [--dolly-modes padded,packed]
  *        [--dolly-precision bf16] [--no-throughput] [--no-roundtrip] [--no-dolly] [--no-pytorch] [--python python3]
  *        [--pytorch-args "--tf32"] [--pytorch-from FILE] [--out DIR]
  * `--pytorch-from FILE`: no PyTorch run; the ratios use an earlier pytorch.json (from a run on the same card, with
@@ -33,13 +33,15 @@
  *     evaluation, the recipe's 3 epochs of batches of 8 with 4-step accumulation, evaluation over the held-out
  *     set every 200 steps, a checkpoint (model.safetensors + optimizer.safetensors, fsynced; last 3 kept)
  *     every 500 steps and at the end; `padded` = one example per row padded to the longest, `packed` =
- *     best-fit-decreasing bins of 512 (data/batching). The first run is one step (it also creates the
- *     session: a one-off); later runs hold up to --dolly-k steps (the trainer's CUDA default) and end at
- *     evaluation and save steps — and, on the CPU, at logging steps — as the trainer's runs do. Wall time
- *     from engine creation to the last save; when it would exceed --dolly-max-s the loop stops there (after
- *     at least one run past the first) and the total is extrapolated (creation + first run + remaining
+ *     best-fit-decreasing bins of 512 (data/batching); the eval set batched the same way (the trainer's
+ *     eval_packing default). The first run is one step (it also creates the session: a one-off); later runs
+ *     hold up to --dolly-k steps (the trainer's CUDA default) and end at save steps, at evaluation steps unless
+ *     the engine evaluates inside runs (its CUDA default, TrainingEngine.evalInRun) — and, on the CPU, at
+ *     logging steps — as the trainer's runs do. The clock starts at reading the (random) weights from
+ *     model.safetensors and stops after the last save; when it would exceed --dolly-max-s the loop stops there
+ *     (after at least one run past the first) and the total is extrapolated (creation + first run + remaining
  *     steps × measured seconds per step of the later runs + evals × measured eval + saves × measured save),
- *     marked "extrapolated".
+ *     marked "extrapolated". --dolly-full: no extrapolation, and the first run as long as the trainer's.
  *  5. PyTorch: `python3 bench/pytorch_baseline.py` with the same shapes, accumulation, lengths file and
  *     schedule — run first, before any session of ours exists — and the ratios ours / PyTorch.
  * Output: a table, then one line `RESULT {json}`; with --out DIR also DIR/gpu-train.json (rewritten after each
@@ -79,6 +81,7 @@ const { values: argv } = parseArgs({
     records: { type: 'string' },
     epochs: { type: 'string', default: '3' },
     'dolly-max-s': { type: 'string' },
+    'dolly-full': { type: 'boolean', default: false },
     'dolly-modes': { type: 'string', default: 'padded,packed' },
     'dolly-precision': { type: 'string' },
     'no-throughput': { type: 'boolean', default: false },
@@ -108,7 +111,9 @@ const records = Number(argv.records ?? (smoke ? 400 : 15000));
 const epochs = Number(argv.epochs);
 const evalSteps = smoke ? 10 : 200;
 const saveSteps = smoke ? 25 : 500;
-const dollyMaxS = Number(argv['dolly-max-s'] ?? (smoke ? 20 : 60));
+/** --dolly-full: the whole 3 epochs, measured (never extrapolated), the first run as long as the trainer's. */
+const trainerFirstRun = argv['dolly-full'];
+const dollyMaxS = trainerFirstRun ? Infinity : Number(argv['dolly-max-s'] ?? (smoke ? 20 : 60));
 const dollyK = Number(argv['dolly-k'] ?? (smoke ? 4 : CUDA_STEPS_PER_RUN));
 /**
  * On the CPU the trainer also ends a run at every logging step; on CUDA runs span them (train/trainer.ts
@@ -412,6 +417,7 @@ async function dollyRun(data: DollyData, packing: boolean, bf16: boolean): Promi
   let positions = 0;
   let lastLoss = NaN;
   let evalLoss = NaN;
+  let evalsDone = 0;
   // A user's run starts from a model folder: the random weights are drawn before the clock starts (initGpt2Params
   // takes ~7 s for 124M on one CPU core, which no real run spends) and the clock starts with reading them back from
   // model.safetensors, as the trainer loads a model.
@@ -435,6 +441,7 @@ async function dollyRun(data: DollyData, packing: boolean, bf16: boolean): Promi
     });
     evalLoss = r;
     evalTimes.push(s);
+    evalsDone++;
   };
   const doSave = async (step: number) => {
     const [, s] = await timed(async () => {
@@ -453,6 +460,9 @@ async function dollyRun(data: DollyData, packing: boolean, bf16: boolean): Promi
     saveS += s;
     saves++;
   };
+  // Evaluation inside the training runs when the engine does it (its CUDA default), as the trainer then runs.
+  const inRun = engine.evalInRun && evalBatches.length > 0;
+  let evalsInSteadyRuns = 0;
   let step = 0;
   let stopped = false;
   try {
@@ -460,13 +470,14 @@ async function dollyRun(data: DollyData, packing: boolean, bf16: boolean): Promi
       const groups = groupIntoSteps(epochMicroBatches(data.train, SEED, epoch, batchOpts), ACCUM);
       for (let i = 0; i < groups.length; ) {
         // A run: up to K steps, ending at the next logging, evaluation or save step (as the trainer does).
-        const nextEval = evalSteps - (step % evalSteps);
+        const nextEval = inRun ? Infinity : evalSteps - (step % evalSteps);
         const nextSave = saveSteps - (step % saveSteps);
         const nextLog = loggingSteps > 0 ? loggingSteps - (step % loggingSteps) : Infinity;
         // The first run holds one step: it also builds the graph and creates the session, and that one-off
         // cost must not be spread over the steps of an extrapolation (on the H200 it inflated 3 epochs by ~40 %).
-        const n = Math.min(firstRunSteps === 0 ? 1 : dollyK, groups.length - i, nextEval, nextSave, nextLog);
-        const run: StepInput[] = groups.slice(i, i + n).map((mbs) => ({ lr: 2e-5, microBatches: mbs }));
+        const n = Math.min(firstRunSteps === 0 && !trainerFirstRun ? 1 : dollyK, groups.length - i, nextEval, nextSave, nextLog);
+        const run: StepInput[] = groups.slice(i, i + n).map((mbs, j) => ({ lr: 2e-5, microBatches: mbs, ...(inRun && (step + j + 1) % evalSteps === 0 ? { eval: true } : {}) }));
+        const evalsHere = run.filter((x) => x.eval).length;
         // The engine pads every micro-batch of a run to the run's largest B and T: count what it computes.
         let maxB = 0;
         let maxT = 0;
@@ -478,16 +489,21 @@ async function dollyRun(data: DollyData, packing: boolean, bf16: boolean): Promi
           }
         }
         positions += run.length * Math.max(...run.map((s) => s.microBatches.length)) * maxB * maxT;
-        const [m, s] = await timed(() => engine.runSteps(run));
+        const [m, s] = await timed(() => engine.runSteps(run, evalsHere > 0 ? { evalBatches } : {}));
         if (firstRunSteps === 0) {
           // The first run also builds the graph and creates the session.
           firstRunS = s;
           firstRunSteps = n;
-        } else trainS += s;
+        } else {
+          trainS += s;
+          evalsInSteadyRuns += evalsHere;
+        }
+        for (const r of m) if (r.eval) evalLoss = r.eval.nllSum / Math.max(r.eval.tokens, 1);
+        evalsDone += evalsHere;
         lastLoss = m[m.length - 1]!.loss;
         step += n;
         i += n;
-        if (step % evalSteps === 0) await doEval();
+        if (!inRun && step % evalSteps === 0) await doEval();
         if (step % saveSteps === 0) await doSave(step);
         // Stop for the estimate only once a run after the first one has been timed.
         if ((performance.now() - t0) / 1000 > dollyMaxS && step < totalSteps && step > firstRunSteps) {
@@ -500,6 +516,7 @@ async function dollyRun(data: DollyData, packing: boolean, bf16: boolean): Promi
     if (stopped) {
       // Make sure one evaluation and one save were measured for the estimate.
       // Two evaluations: the first also creates the evaluation session.
+      // (With in-run evaluation these two only measure an evaluation's cost for the estimate.)
       while (evalTimes.length < 2) await doEval();
       if (saves === 0) await doSave(step);
     }
@@ -509,9 +526,12 @@ async function dollyRun(data: DollyData, packing: boolean, bf16: boolean): Promi
   }
   const wall = (performance.now() - t0) / 1000;
   const steadySteps = step - firstRunSteps;
-  const perStep = steadySteps > 0 ? trainS / steadySteps : firstRunS / Math.max(firstRunSteps, 1);
   const perEval = evalTimes.length > 1 ? evalTimes.slice(1).reduce((a, b) => a + b, 0) / (evalTimes.length - 1) : (evalTimes[0] ?? 0);
-  const evalSetup = (evalTimes[0] ?? 0) - perEval;
+  // In-run evaluations sit inside the timed runs: take them out of the per-step rate (at the separately measured
+  // cost of one evaluation) and add them back per planned evaluation below. Out of the run, the first evaluation
+  // also created the eval session: a one-off.
+  const perStep = steadySteps > 0 ? (trainS - evalsInSteadyRuns * perEval) / steadySteps : firstRunS / Math.max(firstRunSteps, 1);
+  const evalSetup = inRun ? 0 : (evalTimes[0] ?? 0) - perEval;
   const perSave = saveS / Math.max(saves, 1);
   const estimate = createS + firstRunS + (totalSteps - firstRunSteps) * perStep + evalSetup + nEvals * perEval + nSaves * perSave;
   trainS += firstRunS;
@@ -524,6 +544,9 @@ async function dollyRun(data: DollyData, packing: boolean, bf16: boolean): Promi
     optimizer_steps: totalSteps,
     steps_done: step,
     evals_planned: nEvals,
+    /** Evaluations inside the training runs (engine evalInRun): eval steps do not end runs. */
+    eval_in_run: inRun,
+    evals_done: evalsDone,
     saves_planned: nSaves,
     /** Reading model.safetensors and creating the engine (on CUDA: the provider's initialisation). */
     create_s: round(createS, 2),

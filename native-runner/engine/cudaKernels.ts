@@ -178,6 +178,8 @@ export const CUDA_KERNELS: Readonly<Record<string, CudaKernelFacts>> = {
   TopK: { onnxVersion: 11, cuda: open(11), types: { T: ['double', 'float', 'float16', 'int32', 'int64', 'uint8'], I: I64 }, inputs: ['T', 'I'], outputs: ['T', 'I'], cpuInputs: [1] },
   CumSum: { onnxVersion: 14, cuda: open(14), types: { T: ['double', 'float', 'float16', 'int32', 'int64'], T2: INDEX }, inputs: ['T', 'T2'], outputs: ['T'], cpuInputs: [1] },
   Loop: { onnxVersion: 21, cuda: open(19), types: { I: I64, B: BOOL, V: ALL }, inputs: ['I', 'B', 'V'], outputs: ['V'], variadicInputs: true, variadicOutputs: true, heterogeneous: ['V'], cpuInputs: [0, 1] },
+  // The training graph's in-run evaluation (trainGraph.ts evalInRun): cond read from host memory.
+  If: { onnxVersion: 21, cuda: open(21), types: { B: BOOL, V: ALL }, inputs: ['B'], outputs: ['V'], variadicOutputs: true, heterogeneous: ['V'], cpuInputs: [0] },
 };
 
 export interface CudaUnsupportedNode {

@@ -20,8 +20,8 @@ import { spawn } from 'node:child_process';
 import type * as ort from 'onnxruntime-node';
 import type { GPT2Config } from '../model/types';
 import { Graph } from './graph/graph';
-import { hiddenStates, lmHeadLogits, modelContext, tokenNll, trueConst, type Bf16Mode, type ModelVariants } from './gpt2Graph';
-import { mbInputs, paramInputs, pickMicroBatch } from './trainGraph';
+import type { Bf16Mode, ModelVariants } from './gpt2Graph';
+import { evalLoop, mbInputs, paramInputs } from './trainGraph';
 import { createSession, envSwitch, releaseSessions, toF32 } from './ortSession';
 
 /** One state tensor held by the device (owned: dispose exactly once). */
@@ -202,24 +202,9 @@ export function buildEvalLoopGraph(config: GPT2Config, opts: { bf16?: Bf16Mode; 
   const mbDims = g.input('mb_dims', 'int64', ['E', 2]);
   const trip = g.input('trip', 'int64', []);
   const cond = g.input('cond', 'bool', []);
-
-  const body = g.subgraph('eval_step');
-  const iter = body.freshInput('iter', 'int64', []);
-  body.freshInput('cond_in', 'bool', []);
-  const mb = pickMicroBatch(body, stacked, iter, body.gather(mbDims, iter)); // dims [2] = (rows, len)
-  const c = modelContext(body, config, w, body.shapeOf(mb.ids), { bf16: opts.bf16, variants: opts.variants });
-  const logits = lmHeadLogits(c, hiddenStates(c, mb.ids, mb.positions, mb.segments)); // [N,V]
-  const { nll } = tokenNll(body, logits, body.reshape(mb.targets, [-1], ['N']));
-  const wN = body.reshape(mb.weights, [-1, 1], ['N', 1]);
-  body.output(trueConst(body));
-  body.output(body.reduceSum(body.mul(nll, wN), null, false));
-  body.output(body.reduceSum(wN, null, false));
-  // The weight casts (bf16) read only parameters: once per run instead of once per micro-batch (Graph.hoistInvariantsFrom).
-  g.hoistInvariantsFrom(body);
-  const outs = g.node('Loop', [trip, cond], { body }, [
-    { dtype: 'float', shape: ['E'], name: 'nll_sum' },
-    { dtype: 'float', shape: ['E'], name: 'tokens' },
-  ]);
-  for (const t of outs) g.output(t);
+  const { nllSum, tokens } = evalLoop(g, config, w, stacked, mbDims, trip, opts, { names: ['nll_sum', 'tokens'], cond });
+  g.output(nllSum);
+  g.output(tokens);
   return g;
 }
+

@@ -64,11 +64,22 @@ export interface GraphOptions {
    * SFT_HOIST_INVARIANTS=0 off, for ablations.
    */
   hoistInvariants?: boolean;
+  /**
+   * Train graph: evaluation inside the step Loop, so that an eval step does not end a run (on CUDA each run
+   * boundary moves the whole state between host and device). Extra inputs: eval_ids, eval_targets,
+   * eval_positions, eval_segments int32 [E,EB,ET], eval_weights float [E,EB,ET], eval_dims int64 [E,2], eval_trip
+   * int64 [] (= E) — the eval set, as buildEvalLoopGraph takes it — and eval_at bool [K]. After step k's update,
+   * when eval_at[k], an If runs the eval Loop (evalLoop, the eval graphs' forward and variants) on the updated
+   * parameters. Extra outputs: eval_nll_sum, eval_tokens [K,E] (per eval micro-batch; zeros for steps without).
+   */
+  evalInRun?: boolean;
+  /** With evalInRun: the eval forward's variants (the engine passes its eval graphs' choice, SFT_EVAL_VARIANTS); default `variants`. */
+  evalVariants?: ModelVariants;
 }
 
 export const MB_FIELDS = ['ids', 'targets', 'positions', 'segments'] as const;
 
-interface MbTensors {
+export interface MbTensors {
   ids: Tensor;
   targets: Tensor;
   weights: Tensor;
@@ -94,15 +105,53 @@ export function paramInputs(g: Graph, config: GPT2Config, prefix: string): Weigh
   return w;
 }
 
-export function mbInputs(g: Graph, lead: (string | number)[]): MbTensors {
-  const shape = [...lead, 'B', 'T'];
+/** The micro-batch inputs `<prefix>ids` … stacked as [...lead, rows, len] (dims named `dims`). */
+export function mbInputs(g: Graph, lead: (string | number)[], prefix = '', dims: [string, string] = ['B', 'T']): MbTensors {
+  const shape = [...lead, ...dims];
   return {
-    ids: g.input('ids', 'int32', shape),
-    targets: g.input('targets', 'int32', shape),
-    weights: g.input('weights', 'float', shape),
-    positions: g.input('positions', 'int32', shape),
-    segments: g.input('segments', 'int32', shape),
+    ids: g.input(prefix + 'ids', 'int32', shape),
+    targets: g.input(prefix + 'targets', 'int32', shape),
+    weights: g.input(prefix + 'weights', 'float', shape),
+    positions: g.input(prefix + 'positions', 'int32', shape),
+    segments: g.input(prefix + 'segments', 'int32', shape),
   };
+}
+
+/**
+ * The eval Loop as a node of `g`: micro-batch e of `stacked` [E,B,T] (true size mb_dims [E,2]) scored with the
+ * weights `w` for e < trip → nll_sum [E], tokens [E]. Its nodes that read only the weights (the bf16 casts, the
+ * folded LayerNorm weights) run once, in `g` (Graph.hoistInvariantsFrom). Used by deviceState.buildEvalLoopGraph and by the
+ * training graph's in-run evaluation (GraphOptions.evalInRun).
+ */
+export function evalLoop(
+  g: Graph,
+  config: GPT2Config,
+  w: WeightMap,
+  stacked: MbTensors,
+  mbDims: Tensor,
+  trip: Tensor,
+  opts: { bf16?: Bf16Mode; variants?: ModelVariants },
+  out: { names?: [string, string]; cond?: Tensor } = {},
+): { nllSum: Tensor; tokens: Tensor } {
+  const { names } = out;
+  const body = g.subgraph('eval_step');
+  const iter = body.freshInput('iter', 'int64', []);
+  body.freshInput('cond_in', 'bool', []);
+  const mb = pickMicroBatch(body, stacked, iter, body.gather(mbDims, iter)); // dims [2] = (rows, len)
+  const c = modelContext(body, config, w, body.shapeOf(mb.ids), { bf16: opts.bf16, variants: opts.variants });
+  const logits = lmHeadLogits(c, hiddenStates(c, mb.ids, mb.positions, mb.segments)); // [N,V]
+  const { nll } = tokenNll(body, logits, body.reshape(mb.targets, [-1], ['N']));
+  const wN = body.reshape(mb.weights, [-1, 1], ['N', 1]);
+  body.output(trueConst(body));
+  body.output(body.reduceSum(body.mul(nll, wN), null, false));
+  body.output(body.reduceSum(wN, null, false));
+  // The weight casts (bf16) read only parameters: once per run instead of once per micro-batch (Graph.hoistInvariantsFrom).
+  g.hoistInvariantsFrom(body);
+  const [nllSum, tokens] = g.node('Loop', [trip, out.cond ?? trueConst(g)], { body }, [
+    { dtype: 'float', shape: ['E'], ...(names ? { name: names[0] } : {}) },
+    { dtype: 'float', shape: ['E'], ...(names ? { name: names[1] } : {}) },
+  ]);
+  return { nllSum: nllSum!, tokens: tokens! };
 }
 
 /** Picks micro-batch `idx` of stacked [A,B,T] tensors and slices it to dims [2] = (rows, len). */
@@ -180,6 +229,9 @@ export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts:
   const hyperIn = g.input('hyper', 'float', ['K', 3]);
   const trip = g.input('trip', 'int64', []);
   const cond = g.input('cond', 'bool', []);
+  const evalIn = opts.evalInRun
+    ? { stacked: mbInputs(g, ['E'], 'eval_', ['EB', 'ET']), dims: g.input('eval_dims', 'int64', ['E', 2]), trip: g.input('eval_trip', 'int64', []), at: g.input('eval_at', 'bool', ['K']) }
+    : null;
 
   // The Loop carries either every tensor (per-tensor state) or one flat vector per group and kind
   // (flat state: the per-tensor inputs are concatenated once per run, before the Loop).
@@ -339,11 +391,37 @@ export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts:
   body.output(loss);
   body.output(norm);
   body.output(nTokens);
+  if (evalIn) {
+    // After the update, on the steps eval_at marks: the eval Loop over the eval set with the new parameters.
+    const then = body.subgraph('eval_then');
+    const wNew: WeightMap = new Map();
+    if (flat) groups.forEach((grp, i) => unflatten(then, grp, pOut[i]!).forEach((t, j) => wNew.set(grp.names[j]!, t)));
+    else specs.forEach((s, i) => wNew.set(s.name, pOut[i]!));
+    const r = evalLoop(then, config, wNew, evalIn.stacked, evalIn.dims, evalIn.trip, { bf16: opts.bf16, variants: 'evalVariants' in opts ? opts.evalVariants : opts.variants });
+    then.output(r.nllSum);
+    then.output(r.tokens);
+    // Otherwise zeros [E] (two nodes: a graph output may not be listed twice).
+    const skip = body.subgraph('eval_else');
+    const e = skip.op('Shape', [evalIn.dims], { start: 0, end: 1 }, { dtype: 'int64', shape: [1] });
+    for (let i = 0; i < 2; i++) skip.output(skip.op('ConstantOfShape', [e], { value: { tensor: makeData('float', [1], [0]) } }, { dtype: 'float', shape: ['E'] }));
+    const [nll, tok] = body.node('If', [body.gather(evalIn.at, iter)], { then_branch: then, else_branch: skip }, [
+      { dtype: 'float', shape: ['E'] },
+      { dtype: 'float', shape: ['E'] },
+    ]);
+    body.output(nll!);
+    body.output(tok!);
+  }
 
   const metrics = [
     { dtype: 'float' as const, shape: ['K'], name: 'loss' },
     { dtype: 'float' as const, shape: ['K'], name: 'grad_norm' },
     { dtype: 'float' as const, shape: ['K'], name: 'tokens' },
+    ...(evalIn
+      ? [
+          { dtype: 'float' as const, shape: ['K', 'E'], name: 'eval_nll_sum' },
+          { dtype: 'float' as const, shape: ['K', 'E'], name: 'eval_tokens' },
+        ]
+      : []),
   ];
   const kinds = ['p_out:', 'm_out:', 'v_out:'] as const;
   const loopOuts = g.node(
@@ -361,8 +439,8 @@ export function buildTrainGraph(config: GPT2Config, hyper: OptimizerHyper, opts:
     : loopOuts.slice(0, 3 * specs.length);
   const byName = new Map(stateOuts.map((t) => [t.name, t]));
   const ordered = kinds.flatMap((prefix) => names.map((n) => byName.get(prefix + n)));
-  for (const t of [...ordered, ...loopOuts.slice(loopOuts.length - 3)]) {
-    if (!t || !/^(p_out:|m_out:|v_out:|loss$|grad_norm$|tokens$)/.test(t.name)) throw new Error(`training graph output name ${t?.name} was taken`);
+  for (const t of [...ordered, ...loopOuts.slice(loopOuts.length - metrics.length)]) {
+    if (!t || !/^(p_out:|m_out:|v_out:|loss$|grad_norm$|tokens$|eval_nll_sum$|eval_tokens$)/.test(t.name)) throw new Error(`training graph output name ${t?.name} was taken`);
     g.output(t);
   }
   return g;

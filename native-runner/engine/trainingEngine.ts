@@ -80,6 +80,13 @@ export interface TrainingEngineOptions {
    * environment variable SFT_ORT_SPINNING (0/1) if set, else ORT's default.
    */
   allowSpinning?: boolean;
+  /**
+   * Evaluation inside the training run (trainGraph.ts GraphOptions.evalInRun): a step of `runSteps` marked `eval`
+   * evaluates the run's eval batches after its update, without ending the run. Default: on for CUDA (where a
+   * run boundary moves the whole state between host and device), off on the CPU; SFT_EVAL_IN_RUN=0/1 overrides
+   * the default.
+   */
+  evalInRun?: boolean;
   /** Micro-batches per eval run in `evalBatches` (default: 1 on the CPU, 64 on CUDA). */
   evalBatchesPerRun?: number;
   /** Notes about choices the engine made (state residency, fallbacks). */
@@ -297,9 +304,13 @@ export class TrainingEngine {
   downloads = 0;
   readonly notes: string[] = [];
 
+  /** Whether runSteps evaluates inside the run (TrainingEngineOptions.evalInRun, resolved at creation). */
+  readonly evalInRun: boolean;
+
   private constructor(private readonly opts: TrainingEngineOptions) {
     const { config } = opts;
     this.mergeFactor = mergeFactorOf(opts.mergeMicroBatches);
+    this.evalInRun = opts.evalInRun ?? envSwitch(process.env.SFT_EVAL_IN_RUN) ?? opts.device === 'cuda';
     checkParamSet(config, opts.params, 'engine params');
     this.params = opts.adoptParams ? opts.params : cloneSet(opts.params);
     if (opts.optimizer) {
@@ -403,7 +414,7 @@ export class TrainingEngine {
       const graph = kind === 'probe'
         ? probeGraph()
         : train
-        ? buildTrainGraph(config, this.hyper, { ...gopts, accumulate: kind === 'trainA' })
+        ? buildTrainGraph(config, this.hyper, { ...gopts, accumulate: kind === 'trainA', evalInRun: this.evalInRun, evalVariants: evalBf16.variants })
         : kind === 'grads'
           ? buildGradsGraph(config, gopts)
           : kind === 'evalLoop'
@@ -413,7 +424,7 @@ export class TrainingEngine {
       const bytes = graph.toModelBytes({ singleIterationLoop: kind === 'grads' || kind === 'eval' });
       let preferredOutputLocation: Record<string, ort.Tensor.DataLocation> | undefined;
       if (train && this.io) {
-        preferredOutputLocation = { loss: 'cpu', grad_norm: 'cpu', tokens: 'cpu' };
+        preferredOutputLocation = { loss: 'cpu', grad_norm: 'cpu', tokens: 'cpu', ...(this.evalInRun ? { eval_nll_sum: 'cpu' as const, eval_tokens: 'cpu' as const } : {}) };
         for (const { name } of paramSpecs(config)) for (const k of STATE_KINDS) preferredOutputLocation[`${k}_out:${name}`] = this.io.outputLocation;
       }
       s = createSession(bytes, { device: this.opts.device, threads: this.opts.threads, preferredOutputLocation, allowSpinning: this.allowSpinning() });
@@ -495,25 +506,34 @@ export class TrainingEngine {
     return !d || d.synced;
   }
 
-  /** Runs `steps` (1..K) optimizer steps in one session.run; returns per-step metrics. */
-  async runSteps(steps: StepInput[]): Promise<StepMetrics[]> {
+  /**
+   * Runs `steps` (1..K) optimizer steps in one session.run; returns per-step metrics. Steps marked `eval` (only
+   * with evalInRun) are followed, inside the run, by an evaluation over `opts.evalBatches`, reported in their
+   * metrics' `eval` exactly as evalBatches would sum them.
+   */
+  async runSteps(steps: StepInput[], opts: { evalBatches?: readonly MicroBatch[] } = {}): Promise<StepMetrics[]> {
     if (this.running) throw new Error('TrainingEngine.runSteps called while a run is in progress');
     this.running = true;
     try {
       await this.chooseResidency();
-      return await this.runStepsOnce(steps);
+      return await this.runStepsOnce(steps, opts.evalBatches ?? []);
     } finally {
       this.running = false;
     }
   }
 
-  private async runStepsOnce(input: StepInput[]): Promise<StepMetrics[]> {
+  private async runStepsOnce(input: StepInput[], evalMbs: readonly MicroBatch[]): Promise<StepMetrics[]> {
     const { config, stepsPerRun } = this.opts;
     const K = input.length;
     if (K < 1 || K > stepsPerRun) throw new SftError(`runSteps takes 1..${stepsPerRun} steps, got ${K}`, 'runSteps');
     input.forEach((s, k) => {
       s.microBatches.forEach((mb, a) => checkMicroBatch(config, mb, `steps[${k}].microBatches[${a}]`));
     });
+    const evalSteps = input.map((s) => s.eval === true);
+    const evaluates = evalSteps.some((e) => e);
+    if (evaluates && !this.evalInRun) throw new SftError('a step asks for an evaluation inside the run, but this engine evaluates between runs (evalInRun is off)', 'runSteps');
+    if (evaluates && evalMbs.length === 0) throw new SftError('a step asks for an evaluation, but no eval batches were given', 'runSteps');
+    if (evaluates) evalMbs.forEach((mb, i) => checkMicroBatch(config, mb, `eval batch ${i}`));
     const factor = this.mergeFactor;
     const steps = factor > 1 ? input.map((s) => ({ ...s, microBatches: mergeMicroBatches(s.microBatches, factor) })) : input;
     let A = 0;
@@ -544,6 +564,18 @@ export class TrainingEngine {
     const feeds = loopMbFeeds(config, slots, [K, A], B, T);
     feeds.hyper = new OrtTensor('float32', hyper, [K, 3]);
     if (A > 1) feeds.n_micro = new OrtTensor('int64', nMicro, [K]);
+    // In-run evaluation: the eval set goes with a run only when one of its steps evaluates (else E = 0).
+    const E = evaluates ? evalMbs.length : 0;
+    if (this.evalInRun) {
+      const ev = evalMbs.slice(0, E);
+      const EB = Math.max(1, ...ev.map((mb) => mb.B));
+      const ET = Math.max(1, ...ev.map((mb) => mb.T));
+      const f = loopMbFeeds(config, ev, [E], EB, ET);
+      for (const k of ['ids', 'targets', 'weights', 'positions', 'segments'] as const) feeds[`eval_${k}`] = f[k]!;
+      feeds.eval_dims = f.mb_dims!;
+      feeds.eval_trip = f.trip!;
+      feeds.eval_at = new OrtTensor('bool', Uint8Array.from(evalSteps, (e) => (e ? 1 : 0)), [K]);
+    }
     let out: ort.InferenceSession.ReturnType;
     if (this.io) {
       try {
@@ -569,7 +601,22 @@ export class TrainingEngine {
     const loss = toF32(out.loss!);
     const norm = toF32(out.grad_norm!);
     const tokens = toF32(out.tokens!);
-    return steps.map((_, k) => ({ loss: loss[k]!, gradNorm: norm[k]!, tokens: tokens[k]! }));
+    const evNll = this.evalInRun ? toF32(out.eval_nll_sum!) : null;
+    const evTok = this.evalInRun ? toF32(out.eval_tokens!) : null;
+    return steps.map((_, k) => {
+      const m: StepMetrics = { loss: loss[k]!, gradNorm: norm[k]!, tokens: tokens[k]! };
+      if (evalSteps[k]) {
+        // Summed per eval micro-batch in double, as a caller of evalBatches sums them.
+        let nllSum = 0;
+        let tok = 0;
+        for (let e = 0; e < E; e++) {
+          nllSum += evNll![k * E + e]!;
+          tok += evTok![k * E + e]!;
+        }
+        m.eval = { nllSum, tokens: tok };
+      }
+      return m;
+    });
   }
 
   /** Host path: state fed from and returned to host arrays. */
@@ -582,7 +629,7 @@ export class TrainingEngine {
     const session = await this.session(kind);
     const next = this.spare ?? { p: emptySet(config), m: emptySet(config), v: emptySet(config) };
     this.spare = null;
-    const fetches: Record<string, ort.Tensor | null> = { loss: null, grad_norm: null, tokens: null };
+    const fetches: Record<string, ort.Tensor | null> = { loss: null, grad_norm: null, tokens: null, ...this.evalFetches() };
     paramFeeds(config, next.p, 'p_out:', fetches as Record<string, ort.Tensor>);
     paramFeeds(config, next.m, 'm_out:', fetches as Record<string, ort.Tensor>);
     paramFeeds(config, next.v, 'v_out:', fetches as Record<string, ort.Tensor>);
@@ -609,13 +656,18 @@ export class TrainingEngine {
     return out;
   }
 
+  /** The in-run evaluation's outputs, fetched to the host (none without evalInRun). */
+  private evalFetches(): Record<string, null> {
+    return this.evalInRun ? { eval_nll_sum: null, eval_tokens: null } : {};
+  }
+
   /** Device path: state fed from the device copies (or the host on the first run) and kept on the device. */
   private async runOnDevice(kind: 'train1' | 'trainA', feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.ReturnType> {
     const io = this.io!;
     const { config } = this.opts;
     for (const k of STATE_KINDS) this.stateFeeds(k, `${k}:`, feeds);
     const session = await this.session(kind);
-    const fetches: Record<string, null> = { loss: null, grad_norm: null, tokens: null };
+    const fetches: Record<string, null> = { loss: null, grad_norm: null, tokens: null, ...this.evalFetches() };
     for (const { name } of paramSpecs(config)) for (const k of STATE_KINDS) fetches[`${k}_out:${name}`] = null;
     const out = await session.run(feeds, fetches);
     const adopted: DeviceTensor[] = [];

@@ -25,6 +25,8 @@ export interface MicroBatch {
 export interface StepInput {
   microBatches: MicroBatch[];
   lr: number;
+  /** Evaluate on the run's eval batches after this step's update (engines with in-run evaluation: TrainingEngine.evalInRun). */
+  eval?: boolean;
 }
 
 export interface StepMetrics {
@@ -34,4 +36,6 @@ export interface StepMetrics {
   gradNorm: number;
   /** Trained tokens in the step. */
   tokens: number;
+  /** For a step with `eval`: Σ w·NLL and Σ w over the eval batches, after the step's update. */
+  eval?: { nllSum: number; tokens: number };
 }

@@ -67,7 +67,10 @@ export interface EngineCreateOptions {
 }
 
 export interface StepEngine {
-  runSteps(steps: StepInput[]): Promise<StepMetrics[]>;
+  /** Steps marked `eval` (only when evalInRun) evaluate `opts.evalBatches` inside the run, after their update. */
+  runSteps(steps: StepInput[], opts?: { evalBatches?: readonly MicroBatch[] }): Promise<StepMetrics[]>;
+  /** The engine evaluates inside a run (TrainingEngine.evalInRun): eval steps then do not end runs. */
+  readonly evalInRun?: boolean;
   evalBatch(mb: MicroBatch): Promise<{ nllSum: number; tokens: number }>;
   /** Several micro-batches at once (fewer runs on CUDA); evalBatch per micro-batch when absent. */
   evalBatches?(mbs: readonly MicroBatch[]): Promise<{ nllSum: number; tokens: number }[]>;
@@ -431,12 +434,31 @@ export class Trainer {
    */
   async evaluate(): Promise<{ eval_loss: number; eval_tokens: number } | null> {
     if (this.data.eval.length === 0) return null;
+    return evalLoss(this.engine, this.evalMicroBatches(), this.config, this.stepsPerRun);
+  }
+
+  /** The evaluation at the last step, when there is one (the run's outcome reports it). */
+  private finalEval: { eval_loss: number; eval_tokens: number } | null = null;
+
+  private evalMicroBatches(): MicroBatch[] {
     this.evalBatches ??= makeMicroBatches(this.data.eval, this.data.eval.map((_, i) => i), {
       ...this.batchOpts(),
       batchSize: this.config.per_device_eval_batch_size,
       packing: this.config.eval_packing ?? this.config.packing,
     });
-    return evalLoss(this.engine, this.evalBatches, this.config, this.stepsPerRun);
+    return this.evalBatches;
+  }
+
+  /** Whether eval steps run inside training runs (the engine evaluates in-run and there is an eval set). */
+  private get evalsInRun(): boolean {
+    return this.engine.evalInRun === true && this.data.eval.length > 0;
+  }
+
+  /** An evaluation's record, best_eval and (at the last step) the final result. */
+  private recordEval(step: number, ev: { eval_loss: number; eval_tokens: number }): void {
+    this.emit({ type: 'eval', step, ...ev });
+    if (!this.state.best_eval || ev.eval_loss < this.state.best_eval.eval_loss) this.state.best_eval = { step, eval_loss: ev.eval_loss };
+    if (step === this.schedule.totalSteps) this.finalEval = ev;
   }
 
   private nextBoundary(from: number): number {
@@ -447,7 +469,9 @@ export class Trainer {
     const spanLogging = this.config.device === 'cuda';
     const logging = spanLogging ? Infinity : (Math.floor(from / this.events.loggingEvery) + 1) * this.events.loggingEvery;
     const first = !spanLogging && this.config.logging_first_step && from === 0 ? 1 : Infinity;
-    return Math.min(this.schedule.totalSteps, logging, first, after(this.events.evalAt), after(this.events.saveAt));
+    // An engine that evaluates inside a run needs no boundary at eval steps.
+    const evaluation = this.evalsInRun ? Infinity : after(this.events.evalAt);
+    return Math.min(this.schedule.totalSteps, logging, first, evaluation, after(this.events.saveAt));
   }
 
   private async saveAt(step: number): Promise<string> {
@@ -498,7 +522,7 @@ export class Trainer {
     const lr = this.lr();
     const window = this.state.pending_log;
     let lastCheckpoint: string | null = this.resumedFrom;
-    let finalEval: { eval_loss: number; eval_tokens: number } | null = null;
+    this.finalEval = null;
     let windowReal = 0;
     let recentTps = 0;
     let stepSeconds = 0;
@@ -508,18 +532,19 @@ export class Trainer {
       const n = Math.min(this.stepsPerRun, end - this.step);
       const inputs: StepInput[] = [];
       const realPerStep: number[] = [];
+      const inRun = this.evalsInRun;
       for (let s = this.step; s < this.step + n; s++) {
         const microBatches = this.stepBatches(s);
         let real = 0;
         for (const mb of microBatches) real += realTokens(mb);
         realPerStep.push(real);
-        inputs.push({ microBatches, lr: learningRateAt(lr, s) });
+        inputs.push({ microBatches, lr: learningRateAt(lr, s), ...(inRun && this.events.evalAt.includes(s + 1) ? { eval: true } : {}) });
       }
       const real = realPerStep.reduce((a, b) => a + b, 0);
       const t0 = performance.now();
       let results: StepMetrics[];
       try {
-        results = await this.engine.runSteps(inputs);
+        results = await this.engine.runSteps(inputs, inputs.some((x) => x.eval) ? { evalBatches: this.evalMicroBatches() } : {});
       } catch (e) {
         throw engineError(e, this.config, this.stepsPerRun, `at steps ${this.step + 1}-${this.step + n}`);
       }
@@ -562,6 +587,8 @@ export class Trainer {
           Object.assign(window, emptyWindow());
           windowReal = 0;
         }
+        // In-run evaluation: after the step's log record, as the evaluation after a run would follow it.
+        if (r.eval) this.recordEval(done, { eval_loss: r.eval.tokens > 0 ? r.eval.nllSum / r.eval.tokens : 0, eval_tokens: r.eval.tokens });
       }
       stepSeconds = seconds / n;
       recentTps = seconds > 0 ? real / seconds : 0;
@@ -569,13 +596,9 @@ export class Trainer {
       const step = this.step;
       const epoch = epochAfter(this.schedule, step);
 
-      if (this.events.evalAt.includes(step)) {
+      if (this.events.evalAt.includes(step) && !inputs[inputs.length - 1]!.eval) {
         const ev = await this.evaluate();
-        if (ev) {
-          this.emit({ type: 'eval', step, ...ev });
-          if (!this.state.best_eval || ev.eval_loss < this.state.best_eval.eval_loss) this.state.best_eval = { step, eval_loss: ev.eval_loss };
-          if (step === total) finalEval = ev;
-        }
+        if (ev) this.recordEval(step, ev);
       }
       if (this.events.saveAt.includes(step)) lastCheckpoint = await this.saveAt(step);
       this.listener.progress?.({
@@ -593,12 +616,12 @@ export class Trainer {
       // stopped early
       if (this.stopRequested?.save && !this.events.saveAt.includes(this.step) && this.step > 0) lastCheckpoint = await this.saveAt(this.step);
       this.setStatus('finished', `stopped at step ${this.step} of ${total}`);
-      return { status: 'stopped', step: this.step, outputDir: this.outputDir, lastCheckpoint, finalEval };
+      return { status: 'stopped', step: this.step, outputDir: this.outputDir, lastCheckpoint, finalEval: this.finalEval };
     }
     await this.engine.syncToHost?.();
     await saveModel(this.outputDir, { config: this.model.config, params: this.engine.getParams(), tokenizer: this.model.tokenizer });
     this.setStatus('finished', `finished ${total} steps; model saved in ${this.outputDir}`);
-    return { status: 'finished', step: this.step, outputDir: this.outputDir, lastCheckpoint, finalEval };
+    return { status: 'finished', step: this.step, outputDir: this.outputDir, lastCheckpoint, finalEval: this.finalEval };
   }
 }
 

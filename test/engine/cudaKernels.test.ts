@@ -56,8 +56,10 @@ for (const [tag, config] of [
       for (const accumulate of [false, true]) {
         for (const flatState of [false, true]) {
           // TrainingEngine emits the train graph as is (its main graph is the step Loop).
-          const opts = { dropout, bf16, seed: 3, accumulate, flatState };
-          assertClean(`train bf16=${bf16} accumulate=${accumulate} flatState=${flatState}`, cudaUnsupportedNodes(buildTrainGraph(config, HYPER, opts)));
+          for (const evalInRun of [false, true]) {
+            const opts = { dropout, bf16, seed: 3, accumulate, flatState, evalInRun };
+            assertClean(`train bf16=${bf16} accumulate=${accumulate} flatState=${flatState} evalInRun=${evalInRun}`, cudaUnsupportedNodes(buildTrainGraph(config, HYPER, opts)));
+          }
         }
       }
     }

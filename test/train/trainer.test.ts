@@ -15,6 +15,7 @@ import { planRun } from '../../native-runner/train/services';
 import { Trainer } from '../../native-runner/train/trainer';
 import { SftError } from '../../native-runner/util/errors';
 import type { MetricsRecord } from '../../protocol/runner';
+import { withEnv } from '../engine/helpers';
 import { checkEvent } from '../../protocol/runner';
 
 const ROOT = path.join(__dirname, '../..');
@@ -206,6 +207,52 @@ test('eval_packing (default: packing) evaluates packed rows: the same eval loss 
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
   }
+});
+
+test('in-run evaluation: eval steps no longer end runs, and the records are those of evaluating between runs', { timeout: 180_000 }, async () => {
+  // 16 train examples, batch 4: 4 steps per epoch, 8 in all; eval every 3 steps, logging every 5, K = 8. On the CPU
+  // runs end at logging steps, and without in-run evaluation also at eval steps: runs 1-3, 4-5, 6, 7-8 against 1-5, 6-8.
+  const trainWith = async (inRun: string) => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-inrun-'));
+    try {
+      const { config } = parseRunConfig(
+        { model_name_or_path: MODEL, dataset: DATA, dataset_format: 'dolly', output_dir: out, test_size: 4, per_device_train_batch_size: 4, gradient_accumulation_steps: 1, num_train_epochs: 2, learning_rate: 3e-3, warmup_steps: 1, logging_steps: 5, logging_first_step: false, eval_steps: 3, save_steps: 100, steps_per_run: 8 },
+        '/',
+      );
+      const deps = defaultDeps();
+      const runs: number[] = [];
+      const create = deps.createEngine;
+      deps.createEngine = async (o) => {
+        const e = await create(o);
+        const run = e.runSteps.bind(e);
+        e.runSteps = (steps, opts) => {
+          runs.push(steps.length);
+          return run(steps, opts);
+        };
+        return e;
+      };
+      const outcome = await withEnv('SFT_EVAL_IN_RUN', inRun, async () => (await Trainer.prepare(config, deps)).run());
+      const records = readMetrics(path.join(out, 'metrics.jsonl')).map((r) => {
+        const { elapsed_s: _e, tokens_per_second: _t, path: _p, ...rest } = r as Record<string, unknown>;
+        return rest;
+      });
+      return { runs, records, outcome };
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  };
+  const between = await trainWith('0');
+  const inRun = await trainWith('1');
+  assert.deepEqual(between.runs, [3, 2, 1, 2]);
+  assert.deepEqual(inRun.runs, [5, 3]);
+  assert.deepEqual(
+    inRun.records.filter((r) => r.type === 'eval').map((r) => r.step),
+    [3, 6, 8],
+  );
+  // Same dropout masks, same parameters, same eval graph: the same numbers, bit for bit, in the same order.
+  assert.deepEqual(inRun.records, between.records);
+  assert.deepEqual(inRun.outcome.finalEval, between.outcome.finalEval);
+  assert.ok(inRun.outcome.finalEval && inRun.outcome.finalEval.eval_tokens > 0);
 });
 
 test('evalModelOnFile refuses max_length < 2 with the shared rule before loading anything', async () => {
