@@ -150,6 +150,8 @@ function casesFor(tag: string, config: GPT2Config, dropout: number | null): Grap
       ['previous', { variants: { autodiffAttention: true }, fusedLmHead: false }],
       // The engine's CUDA default: evaluation inside the step Loop (an If around the eval Loop).
       ['evalinrun', { variants: modelVariantsFromEnv({}), evalInRun: true }],
+      // Opt-in: the no-decay group's AdamW on one flat vector (SFT_FLAT_NO_DECAY=1), with in-run evaluation.
+      ['flatnodecay', { variants: modelVariantsFromEnv({}), evalInRun: true, flatNoDecay: true }],
       ...(bf16 ? ([['bf16att', { variants: { bf16Attention: true } }], ['bf16mlp', { variants: { bf16Mlp: true } }], ['bf16both', { variants: { bf16Attention: true, bf16Mlp: true } }], ['defaults', { variants: modelVariantsFromEnv({}) }], ['biasdropout', { variants: { ...modelVariantsFromEnv({}), residualBiasDropout: true }, dropout: dropoutRates(config, 0.1) }]] as [string, Partial<GraphOptions>][]) : []),
     ];
     for (const [vname, extra] of variants) {
@@ -158,7 +160,8 @@ function casesFor(tag: string, config: GPT2Config, dropout: number | null): Grap
         build: () => buildTrainGraph(config, HYPER, { dropout: drop, bf16, seed: 0, flatState: false, accumulate: true, ...extra }).toModelBytes({ singleIterationLoop: false }),
       });
     }
-    const evalBf16 = { bf16 } as { bf16?: boolean }; // as TrainingEngine.session(): 'emulate' passes through
+    // As TrainingEngine.session(): 'emulate' passes through, and the eval graphs get the training forward's variants.
+    const evalBf16 = { bf16, variants: modelVariantsFromEnv({}) } as { bf16?: boolean; variants: ReturnType<typeof modelVariantsFromEnv> };
     out.push({ name: `${tag}/grads/${b}`, build: () => buildGradsGraph(config, { dropout: drop, bf16, seed: 0 }).toModelBytes({ singleIterationLoop: true }) });
     out.push({ name: `${tag}/eval/${b}`, build: () => buildEvalGraph(config, evalBf16).toModelBytes({ singleIterationLoop: true }) });
     out.push({ name: `${tag}/evalLoop/${b}`, build: () => buildEvalLoopGraph(config, evalBf16).toModelBytes({ singleIterationLoop: false }) });

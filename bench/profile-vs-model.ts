@@ -64,6 +64,7 @@ const model = modelStep(
     variants: modelVariantsFromEnv(),
     fusedLmHead: envSwitch(process.env.SFT_FUSED_LM_HEAD) ?? true,
     flatState: envSwitch(process.env.SFT_FLAT_STATE) ?? false,
+    flatNoDecay: envSwitch(process.env.SFT_FLAT_NO_DECAY) ?? false,
     hoistInvariants: envSwitch(process.env.SFT_HOIST_INVARIANTS) ?? true,
   },
   rates,

@@ -14,7 +14,7 @@
  * MatMul/Gemm, its FLOPs (bf16 operands → the bf16 rate, float → TF32, ORT's CUDA default). Modelled GPU time of
  * a node = bytes / bandwidth + FLOPs / rate + a fixed cost per kernel: a kernel-at-a-time executor that never
  * fuses. Forward = the nodes the micro-batch's loss depends on; backward = the rest of the micro-batch body.
- * The SFT_* switches of the environment (modelVariantsFromEnv, SFT_FUSED_LM_HEAD, SFT_FLAT_STATE, SFT_HOIST_INVARIANTS) pick the
+ * The SFT_* switches of the environment (modelVariantsFromEnv, SFT_FUSED_LM_HEAD, SFT_FLAT_STATE, SFT_FLAT_NO_DECAY, SFT_HOIST_INVARIANTS) pick the
  * graph as they do in the engine: run it once per variant to compare them. --nodes N lists the N single nodes of
  * one micro-batch that move the most bytes (filters: --class, a prefix of the "tensors" column; --part; --op).
  *
@@ -76,7 +76,7 @@ const RATES: Rates = { bw: num('bw') * 1e12, bf16: num('bf16-tflops') * 1e12, tf
 const config = makeConfig({ n_layer: num('layers'), n_head: num('heads'), n_embd: num('width'), n_positions: Math.max(1024, T), vocab_size: num('vocab') });
 const timeOf = (c: Cost) => timeWith(c, RATES);
 /** The step at B rows with the given precision and switches (the other settings from the command line). */
-const modelStep = (o: { B: number; bf16: boolean; variants: ModelVariants; fusedLmHead: boolean; flatState: boolean; hoistInvariants?: boolean }): StepModel =>
+const modelStep = (o: { B: number; bf16: boolean; variants: ModelVariants; fusedLmHead: boolean; flatState: boolean; flatNoDecay?: boolean; hoistInvariants?: boolean }): StepModel =>
   modelStepWith({ config, T, A, dropout: rate, ortFusions: !argv['no-ort-fusions'], ...o } satisfies Setup, RATES);
 
 const ms = (s: number) => (s * 1e3).toFixed(2);
@@ -172,6 +172,7 @@ else {
       variants: modelVariantsFromEnv(),
       fusedLmHead: envSwitch(process.env.SFT_FUSED_LM_HEAD) ?? true,
       flatState: envSwitch(process.env.SFT_FLAT_STATE) ?? false,
+      flatNoDecay: envSwitch(process.env.SFT_FLAT_NO_DECAY) ?? false,
       hoistInvariants: envSwitch(process.env.SFT_HOIST_INVARIANTS) ?? true,
     }),
   );

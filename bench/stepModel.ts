@@ -32,6 +32,8 @@ export interface Setup {
   variants: ModelVariants;
   fusedLmHead: boolean;
   flatState: boolean;
+  /** trainGraph GraphOptions.flatNoDecay (absent: off). */
+  flatNoDecay?: boolean;
   /** trainGraph GraphOptions.hoistInvariants (absent: the default, on). */
   hoistInvariants?: boolean;
   /**
@@ -162,6 +164,7 @@ export function modelStep(setup: Setup, rates: Rates = H200_RATES): StepModel {
     accumulate: A > 1,
     fusedLmHead: setup.fusedLmHead,
     flatState: setup.flatState,
+    flatNoDecay: setup.flatNoDecay,
     variants: setup.variants,
     hoistInvariants: setup.hoistInvariants,
   });

@@ -407,7 +407,7 @@ export class TrainingEngine {
     let s = this.sessions.get(key);
     if (!s) {
       const { config } = this.opts;
-      const gopts = { dropout: dropoutRates(config, this.opts.dropout), bf16: this.opts.bf16 ?? false, seed: this.opts.seed ?? 0, flatState: this.flatState(), fusedLmHead: envSwitch(process.env.SFT_FUSED_LM_HEAD) ?? true, hoistInvariants: envSwitch(process.env.SFT_HOIST_INVARIANTS) ?? true, variants: modelVariantsFromEnv() };
+      const gopts = { dropout: dropoutRates(config, this.opts.dropout), bf16: this.opts.bf16 ?? false, seed: this.opts.seed ?? 0, flatState: this.flatState(), flatNoDecay: envSwitch(process.env.SFT_FLAT_NO_DECAY) ?? false, fusedLmHead: envSwitch(process.env.SFT_FUSED_LM_HEAD) ?? true, hoistInvariants: envSwitch(process.env.SFT_HOIST_INVARIANTS) ?? true, variants: modelVariantsFromEnv() };
       // The eval graphs compute the forward as training does (the same bf16 storage variants and LayerNorm fold:
       // fewer bytes per token, the loss of the model that is trained); SFT_EVAL_VARIANTS=0 builds them plain.
       const evalBf16 = { bf16: gopts.bf16, variants: (envSwitch(process.env.SFT_EVAL_VARIANTS) ?? true) ? gopts.variants : undefined };

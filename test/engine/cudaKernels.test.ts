@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { CUDA_KERNELS, CUDA_TABLE_OPSET, cpuPreferredMainNodes, cudaUnsupportedNodes, type CudaUnsupportedNode } from '../../native-runner/engine/cudaKernels';
 import { buildEvalLoopGraph, downloadGraph } from '../../native-runner/engine/deviceState';
+import { modelVariantsFromEnv } from '../../native-runner/engine/trainingEngine';
 import { dropoutRates, paramSpecs } from '../../native-runner/engine/gpt2Graph';
 import { Graph, OPSET, type Tensor } from '../../native-runner/engine/graph/graph';
 import { decodeModel } from '../../native-runner/engine/graph/onnxProto';
@@ -70,8 +71,12 @@ for (const [tag, config] of [
     for (const bf16 of [false, true]) {
       // TrainingEngine.session(): grads and eval wrapped in a single-iteration Loop, the eval Loop not.
       assertClean(`grads bf16=${bf16}`, cudaUnsupportedNodes(buildGradsGraph(config, { dropout, bf16, seed: 0 }), { singleIterationLoop: true }));
-      assertClean(`eval bf16=${bf16}`, cudaUnsupportedNodes(buildEvalGraph(config, { bf16 }), { singleIterationLoop: true }));
-      assertClean(`eval Loop bf16=${bf16}`, cudaUnsupportedNodes(buildEvalLoopGraph(config, { bf16 })));
+      for (const variants of [undefined, modelVariantsFromEnv({})]) {
+        // Plain (SFT_EVAL_VARIANTS=0) and as the engine builds them by default (the training forward's variants).
+        const v = variants ? 'variants' : 'plain';
+        assertClean(`eval bf16=${bf16} ${v}`, cudaUnsupportedNodes(buildEvalGraph(config, { bf16, variants }), { singleIterationLoop: true }));
+        assertClean(`eval Loop bf16=${bf16} ${v}`, cudaUnsupportedNodes(buildEvalLoopGraph(config, { bf16, variants })));
+      }
       // createForward(): wrapped.
       for (const output of ['logits', 'logprobs'] as const) {
         assertClean(`forward ${output} bf16=${bf16}`, cudaUnsupportedNodes(buildForwardGraph(config, output, { bf16 }), { singleIterationLoop: true }));
