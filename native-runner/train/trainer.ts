@@ -526,6 +526,7 @@ export class Trainer {
     let windowReal = 0;
     let recentTps = 0;
     let stepSeconds = 0;
+    let firstRun = true;
     while (this.step < total) {
       if (this.stopRequested) break;
       const end = this.nextBoundary(this.step);
@@ -541,6 +542,11 @@ export class Trainer {
         inputs.push({ microBatches, lr: learningRateAt(lr, s), ...(inRun && this.events.evalAt.includes(s + 1) ? { eval: true } : {}) });
       }
       const real = realPerStep.reduce((a, b) => a + b, 0);
+      if (firstRun && this.config.device === 'cuda') {
+        // Nothing is reported until a run ends: say why the first one takes longer.
+        this.listener.log?.('info', `steps ${this.step + 1}-${this.step + n} run in one call on the GPU; the first call also builds the training graph and creates its session (seconds)`);
+      }
+      firstRun = false;
       const t0 = performance.now();
       let results: StepMetrics[];
       try {
