@@ -554,7 +554,8 @@ async function dollyRun(data: DollyData, packing: boolean, bf16: boolean): Promi
     first_run_s: round(firstRunS, 2),
     train_s: round(trainS, 2),
     s_per_step: round(perStep, 4),
-    eval_s_each: round(perEval, 2),
+    /** Seconds per evaluation out of a run; null when every evaluation ran inside a training run (not timed apart). */
+    eval_s_each: evalTimes.length > 0 ? round(perEval, 2) : null,
     save_s_each: round(perSave, 2),
     wall_s: round(wall, 1),
     three_epochs_s: round(stopped ? estimate : wall, 1),
@@ -578,7 +579,8 @@ async function dolly(data: DollyData): Promise<void> {
     try {
       const r = await dollyRun(data, mode === 'packed', dollyPrecision === 'bf16');
       out[key] = r;
-      console.log(`dolly ${key}: 3 epochs ${r.three_epochs_s} s${r.extrapolated ? ' (extrapolated)' : ''}, ${r.s_per_step} s/step, eval ${r.eval_s_each} s, save ${r.save_s_each} s`);
+      const evalText = r.eval_s_each === null ? 'evals inside the runs' : `eval ${r.eval_s_each} s`;
+      console.log(`dolly ${key}: 3 epochs ${r.three_epochs_s} s${r.extrapolated ? ' (extrapolated)' : ''}, ${r.s_per_step} s/step, ${evalText}, save ${r.save_s_each} s`);
     } catch (e) {
       out[key] = { error: (e as Error).message.split('\n')[0] };
       console.log(`dolly ${key}: failed — ${(e as Error).message.split('\n')[0]}`);
