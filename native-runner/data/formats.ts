@@ -464,18 +464,18 @@ export interface OasstMixedLayouts {
  * bad line to skip but a wrong file (a concatenation, or the wrong export), reported at its line.
  */
 export function oasstFileRows(records: readonly OasstRow[]): OasstFileRows | OasstMixedLayouts {
-  let setBy: OasstRow | undefined;
+  let fileLayout: { layout: OasstLayout; line: number } | undefined;
   for (const r of records) {
     const layout = oasstLayoutOf(r.value);
     if (layout === undefined) continue;
-    if (setBy === undefined) setBy = r;
-    else if (layout !== oasstLayoutOf(setBy.value)) {
+    if (fileLayout === undefined) fileLayout = { layout, line: r.src.line };
+    else if (layout !== fileLayout.layout) {
       const what = (l: OasstLayout) => (l === 'trees' ? 'a nested tree (trees.jsonl)' : 'a flat message row');
-      const reason = `${what(layout)} in an oasst1 file whose line ${setBy.src.line} is ${what(oasstLayoutOf(setBy.value)!)}; a file holds one layout, not both`;
+      const reason = `${what(layout)} in an oasst1 file whose line ${fileLayout.line} is ${what(fileLayout.layout)}; a file holds one layout, not both`;
       return { mixed: { src: r.src, reason } };
     }
   }
-  const out: OasstFileRows = { layout: setBy ? oasstLayoutOf(setBy.value)! : 'rows', rows: [], bad: [], skippedTrees: {} };
+  const out: OasstFileRows = { layout: fileLayout?.layout ?? 'rows', rows: [], bad: [], skippedTrees: {} };
   if (out.layout === 'rows') {
     out.rows = records.slice();
     return out;
