@@ -15,6 +15,8 @@ import { readRecords, type RawRecord } from './readRecords';
 import {
   buildOasstConversations,
   detectFormat,
+  oasstFileRows,
+  OASST_READY_STATE,
   isFormatChoice,
   recordToConversation,
   DATASET_FORMATS,
@@ -62,6 +64,8 @@ export interface ConversationSet {
    * reported (training notes, preview bad lines) but never fail the load, whatever on_bad_line says.
    */
   orphans: OasstOrphan[];
+  /** oasst1 nested trees skipped for a tree_state other than ready_for_export, counted by state. */
+  skippedTrees: Record<string, number>;
 }
 
 const BAD_LINES_SHOWN = 5;
@@ -85,6 +89,18 @@ export function orphansNote(orphans: readonly OasstOrphan[]): string | null {
   const more = n > ORPHANS_NAMED ? `, and ${n - ORPHANS_NAMED} more` : '';
   const where = orphans.some((o) => o.parentBadLine !== undefined) ? 'is not in the file or is a bad line' : 'is not in the file';
   return `oasst1: skipped ${n} message${n > 1 ? 's' : ''} whose parent_id ${where} (with the replies below them): ${named.join(', ')}${more}`;
+}
+
+/**
+ * The training note for oasst1 nested trees skipped for their tree_state (the Hugging Face dataset holds
+ * only ready_for_export trees); null when none. `label` names the file, as train and eval files may differ.
+ */
+export function skippedTreesNote(skippedTrees: Readonly<Record<string, number>>, label: string): string | null {
+  const states = Object.entries(skippedTrees);
+  const n = states.reduce((s, [, k]) => s + k, 0);
+  if (n === 0) return null;
+  const byState = states.map(([state, k]) => `${k} ${JSON.stringify(state)}`).join(', ');
+  return `oasst1: skipped ${n} tree${n > 1 ? 's' : ''} of ${label} whose tree_state is not "${OASST_READY_STATE}" (${byState})`;
 }
 
 /** The SftError thrown for bad lines under on_bad_line "error": first line names the first bad line. */
@@ -111,6 +127,7 @@ export async function loadConversations(file: string, opts: ConversationOptions 
   let skipped = 0;
   let droppedMessages = 0;
   let orphans: OasstOrphan[] = [];
+  let skippedTrees: Record<string, number> = {};
   let format: DatasetFormat | undefined = choice === 'auto' ? undefined : choice;
   const pending: RawRecord[] = [];
   const oasstRows: RawRecord[] = [];
@@ -152,10 +169,12 @@ export async function loadConversations(file: string, opts: ConversationOptions 
     );
   }
   if (format === 'oasst1') {
-    const res = buildOasstConversations(
-      oasstRows.map((r) => ({ value: r.value, src: { file: r.file, line: r.line } })),
-      { paths: opts.oasstPaths ?? 'best', lang: opts.oasstLang },
-    );
+    // Nested trees become flat rows here, so that the tree rules below are the flat dataset's exactly.
+    const file = oasstFileRows(oasstRows.map((r) => ({ value: r.value, src: { file: r.file, line: r.line } })));
+    if ('mixed' in file) throw new SftError(file.mixed.reason, `${file.mixed.src.file}:${file.mixed.src.line}`);
+    for (const b of file.bad) addBad({ file: b.src.file, line: b.src.line, reason: b.reason });
+    skippedTrees = file.skippedTrees;
+    const res = buildOasstConversations(file.rows, { paths: opts.oasstPaths ?? 'best', lang: opts.oasstLang });
     for (const b of res.bad) addBad({ file: b.src.file, line: b.src.line, reason: b.reason });
     conversations.push(...res.conversations);
     skipped += res.skipped;
@@ -170,7 +189,7 @@ export async function loadConversations(file: string, opts: ConversationOptions 
     if (c.rawText !== undefined || c.turns.some((t) => t.role === 'assistant')) usable.push(c);
     else skipped++;
   }
-  return { conversations: usable, formatUsed: format, detected: choice === 'auto', badLines, badLineCount, skipped, droppedMessages, orphans };
+  return { conversations: usable, formatUsed: format, detected: choice === 'auto', badLines, badLineCount, skipped, droppedMessages, orphans, skippedTrees };
 }
 
 export interface TrainingDataOptions {
@@ -262,6 +281,8 @@ export async function loadTrainingData(opts: TrainingDataOptions): Promise<Train
   if (main.droppedMessages > 0) notes.push(`oasst1: dropped ${main.droppedMessages} messages (deleted, rejected in review, or other language) with their subtrees`);
   const mainOrphans = orphansNote(main.orphans);
   if (mainOrphans) notes.push(mainOrphans);
+  const mainTrees = skippedTreesNote(main.skippedTrees, label);
+  if (mainTrees) notes.push(mainTrees);
   for (const m of templateMarkers(template)) {
     if (opts.tokenizer.tokenToId(m) === undefined) notes.push(`the tokenizer has no token ${m}; it is tokenised as plain text`);
   }
@@ -274,7 +295,8 @@ export async function loadTrainingData(opts: TrainingDataOptions): Promise<Train
   let droppedMessages = main.droppedMessages;
   if (opts.eval_dataset) {
     const ev = await resolveDatasetPath(opts.eval_dataset, { ...opts, key: 'eval_dataset' });
-    const evalSet = await loadConversations(ev.file, { ...convOpts, format: opts.dataset_format ?? ev.format ?? 'auto', label: path.isAbsolute(opts.eval_dataset) || ev.format ? ev.file : opts.eval_dataset });
+    const evalLabel = path.isAbsolute(opts.eval_dataset) || ev.format ? ev.file : opts.eval_dataset;
+    const evalSet = await loadConversations(ev.file, { ...convOpts, format: opts.dataset_format ?? ev.format ?? 'auto', label: evalLabel });
     trainConvs = main.conversations;
     evalConvs = evalSet.conversations;
     badLines = [...badLines, ...evalSet.badLines];
@@ -283,6 +305,8 @@ export async function loadTrainingData(opts: TrainingDataOptions): Promise<Train
     droppedMessages += evalSet.droppedMessages;
     const evalOrphans = orphansNote(evalSet.orphans);
     if (evalOrphans) notes.push(evalOrphans);
+    const evalTrees = skippedTreesNote(evalSet.skippedTrees, evalLabel);
+    if (evalTrees) notes.push(evalTrees);
   } else {
     const testSize = opts.test_size ?? 0.05;
     if (testSize === 0) {

@@ -8,7 +8,9 @@
  *   prompt_completion  {prompt, completion} → one user turn, one assistant turn
  *   text               {text} → a raw example (no template, every token trained)
  *   oasst1             message rows {message_id, parent_id, role: prompter|assistant, text, lang, rank,
- *                      deleted, review_result, …} → conversations along tree paths (see buildOasstConversations)
+ *                      deleted, review_result, …} → conversations along tree paths (see buildOasstConversations);
+ *                      or OpenAssistant's nested trees.jsonl, one tree a line {message_tree_id, tree_state,
+ *                      prompt: {message…, replies: [message…, …]}}, expanded into those rows (oasstFileRows)
  *
  * A record that does not fit its format gives a reason string (`missing "response"`) that the caller turns
  * into a BadLine `file:line: reason`.
@@ -23,6 +25,10 @@ export function isFormatChoice(s: string): s is FormatChoice {
   return (DATASET_FORMAT_CHOICES as readonly string[]).includes(s);
 }
 
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
 function typeName(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'array';
@@ -34,6 +40,7 @@ export function detectFormat(rec: Record<string, unknown>): DatasetFormat | unde
   if (Array.isArray(rec.conversations)) return 'sharegpt';
   if (Array.isArray(rec.messages)) return 'messages';
   if ('instruction' in rec && 'response' in rec) return 'dolly';
+  if (isOasstTree(rec)) return 'oasst1';
   if ('prompt' in rec && 'completion' in rec) return 'prompt_completion';
   if ('message_id' in rec && 'parent_id' in rec && 'role' in rec) return 'oasst1';
   if (typeof rec.text === 'string') return 'text';
@@ -348,6 +355,137 @@ export function buildOasstConversations(rows: { value: Record<string, unknown>; 
       };
       walk([root]);
     }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// OpenAssistant's nested trees (the release's *.trees.jsonl): one tree a line → the flat rows above.
+
+/** One oasst1 row and where it came from: a flat row's own line, or for a nested tree the tree's line. */
+export interface OasstRow {
+  value: Record<string, unknown>;
+  src: SourceRef;
+}
+
+/** An oasst1 file holds flat message rows (the Hugging Face dataset) or nested trees (trees.jsonl), never both. */
+export type OasstLayout = 'rows' | 'trees';
+
+/** The only tree_state in the Hugging Face flat dataset; nested trees in other states are skipped (and counted). */
+export const OASST_READY_STATE = 'ready_for_export';
+
+/** A nested tree as auto-detection sees it: a `prompt` message with a message_id and replies (or the tree's id beside it). */
+export function isOasstTree(rec: Record<string, unknown>): boolean {
+  const p = rec.prompt;
+  return isPlainObject(p) && 'message_id' in p && ('replies' in p || 'message_tree_id' in rec);
+}
+
+/**
+ * The layout one oasst1 record shows; undefined when it shows neither (it is then read as its file's layout,
+ * so that `{}` in a file of trees is a tree without a prompt). Flat rows carry message_tree_id too, so only a
+ * `prompt`, or a message_tree_id without a message_id, marks a tree.
+ */
+export function oasstLayoutOf(rec: Record<string, unknown>): OasstLayout | undefined {
+  if ('prompt' in rec) return 'trees';
+  if ('message_id' in rec) return 'rows';
+  if ('message_tree_id' in rec) return 'trees';
+  return undefined;
+}
+
+/** One tree line expanded: its messages as flat rows, the reason it is bad, or the tree_state it was skipped for. */
+export type OasstTreeResult = { kind: 'rows'; rows: OasstRow[] } | { kind: 'bad'; reason: string } | { kind: 'state'; state: string };
+
+/**
+ * Expands one nested tree into flat rows in depth-first order, replies in their order (so "best" breaks
+ * rank ties as the flat dataset's row order does). Each row gets parent_id from the nesting (null for the
+ * prompt) and the tree's line as its source; a parent_id the message already has must agree. Each message
+ * passes the flat rows' validation (parseOasstRow); the first message that does not makes the whole line
+ * bad, as does a message_id already in `seen` (message_id → line of earlier trees). A good tree's ids are
+ * added to `seen`. A tree whose tree_state is set and not ready_for_export is skipped unread.
+ */
+export function expandOasstTree(rec: Record<string, unknown>, src: SourceRef, seen: Map<string, number>): OasstTreeResult {
+  const fail = (reason: string): OasstTreeResult => ({ kind: 'bad', reason });
+  const state = rec.tree_state;
+  if (state !== undefined && state !== null) {
+    if (typeof state !== 'string') return fail(`"tree_state" must be a string, got ${typeName(state)}`);
+    if (state !== OASST_READY_STATE) return { kind: 'state', state };
+  }
+  if (!('prompt' in rec) || rec.prompt === undefined) return fail('missing "prompt" (the nested tree\'s first message)');
+  if (!isPlainObject(rec.prompt)) return fail(`"prompt" must be an object (the nested tree's first message), got ${typeName(rec.prompt)}`);
+  const rows: OasstRow[] = [];
+  const ids = new Set<string>();
+  const stack: { msg: unknown; at: string; parentId: string | null }[] = [{ msg: rec.prompt, at: 'prompt', parentId: null }];
+  while (stack.length > 0) {
+    const { msg, at, parentId } = stack.pop()!;
+    if (!isPlainObject(msg)) return fail(`${at} must be an object, got ${typeName(msg)}`);
+    const where = typeof msg.message_id === 'string' && msg.message_id !== '' ? `${at} (message_id "${msg.message_id}")` : at;
+    // Leaves may leave replies out (or null); anything else must be a list of messages.
+    const replies = msg.replies ?? [];
+    if (!Array.isArray(replies)) return fail(`${where}: "replies" must be an array, got ${typeName(replies)}`);
+    // parseOasstRow reads "" as no parent, so the prompt's "" agrees with null.
+    const given = msg.parent_id === '' ? null : msg.parent_id;
+    if (given !== undefined && given !== parentId) {
+      const place = parentId === null ? "the tree's prompt (parent null)" : `a reply to "${parentId}"`;
+      return fail(`${where}: "parent_id" is ${JSON.stringify(given)} but the message is ${place}`);
+    }
+    const row: Record<string, unknown> = { ...msg, parent_id: parentId };
+    delete row.replies;
+    const m = parseOasstRow(row, src, 0, null);
+    if (typeof m === 'string') return fail(`${where}: ${m}`);
+    if (ids.has(m.id)) return fail(`${where}: duplicate message_id (twice in this tree)`);
+    const first = seen.get(m.id);
+    if (first !== undefined) return fail(`${where}: duplicate message_id (first at line ${first})`);
+    ids.add(m.id);
+    rows.push({ value: row, src });
+    for (let i = replies.length - 1; i >= 0; i--) stack.push({ msg: replies[i], at: `${at}.replies[${i}]`, parentId: m.id });
+  }
+  for (const id of ids) seen.set(id, src.line);
+  return { kind: 'rows', rows };
+}
+
+/** An oasst1 file's records as flat rows for buildOasstConversations. */
+export interface OasstFileRows {
+  layout: OasstLayout;
+  rows: OasstRow[];
+  /** Tree lines that are bad (flat rows are checked by buildOasstConversations). */
+  bad: { src: SourceRef; reason: string }[];
+  /** Trees skipped for a tree_state other than ready_for_export, counted by state (in file order of first use). */
+  skippedTrees: Record<string, number>;
+}
+
+/** A file that mixes the layouts: the first record of the other layout, and the line that set the file's. */
+export interface OasstMixedLayouts {
+  mixed: { src: SourceRef; reason: string };
+}
+
+/**
+ * Decides an oasst1 file's layout (the first record that shows one; flat rows when none does) and turns
+ * nested trees into flat rows; flat rows pass through as they are. A record of the other layout is no
+ * bad line to skip but a wrong file (a concatenation, or the wrong export), reported at its line.
+ */
+export function oasstFileRows(records: readonly OasstRow[]): OasstFileRows | OasstMixedLayouts {
+  let fileLayout: { layout: OasstLayout; line: number } | undefined;
+  for (const r of records) {
+    const layout = oasstLayoutOf(r.value);
+    if (layout === undefined) continue;
+    if (fileLayout === undefined) fileLayout = { layout, line: r.src.line };
+    else if (layout !== fileLayout.layout) {
+      const what = (l: OasstLayout) => (l === 'trees' ? 'a nested tree (trees.jsonl)' : 'a flat message row');
+      const reason = `${what(layout)} in an oasst1 file whose line ${fileLayout.line} is ${what(fileLayout.layout)}; a file holds one layout, not both`;
+      return { mixed: { src: r.src, reason } };
+    }
+  }
+  const out: OasstFileRows = { layout: fileLayout?.layout ?? 'rows', rows: [], bad: [], skippedTrees: {} };
+  if (out.layout === 'rows') {
+    out.rows = records.slice();
+    return out;
+  }
+  const seen = new Map<string, number>();
+  for (const r of records) {
+    const t = expandOasstTree(r.value, r.src, seen);
+    if (t.kind === 'rows') for (const row of t.rows) out.rows.push(row);
+    else if (t.kind === 'bad') out.bad.push({ src: r.src, reason: t.reason });
+    else out.skippedTrees[t.state] = (out.skippedTrees[t.state] ?? 0) + 1;
   }
   return out;
 }

@@ -133,6 +133,40 @@ test('previewDataset lists oasst1 messages whose parent is missing among the bad
   assert.deepEqual(p.bad_lines, [{ file: path.join(FIX, 'oasst1.jsonl'), line: 15, reason: 'message_id "z1": parent_id "missing" is not in the file; message skipped' }]);
 });
 
+test('sft preview on oasst1 nested trees (trees.jsonl): detected, the flat file\'s examples, bad tree lines at their line', async () => {
+  const nested = path.join(FIX, 'oasst1-trees.jsonl');
+  const flatRun = await runCli(['--dataset', path.join(FIX, 'oasst1.jsonl'), '--oasst_paths', 'all', '--n', '10', '--json']);
+  const { code, out } = await runCli(['--dataset', nested, '--oasst_paths', 'all', '--n', '10', '--json']);
+  assert.equal(code, 0);
+  type Json = { format: string; examples: { text: string; input_ids: number[] }[]; stats: Record<string, number>; bad_lines: { line: number; reason: string }[] };
+  const j = JSON.parse(out.trim().split('\n').pop()!) as Json;
+  const flat = JSON.parse(flatRun.out.trim().split('\n').pop()!) as Json;
+  assert.equal(j.format, 'oasst1');
+  assert.match(out, /\(format oasst1, detected by auto; 4 examples;/);
+  assert.equal(j.examples.length, 4);
+  assert.deepEqual(j.examples, flat.examples);
+  assert.deepEqual(j.stats, flat.stats);
+  assert.deepEqual(j.bad_lines, []); // the flat file's orphan (line 15) has no counterpart in trees
+  // A bad tree is listed at its line with the message it stops at; the other trees are still shown.
+  const lines = fs.readFileSync(nested, 'utf8').trim().split('\n');
+  const bad = JSON.parse(lines[1]!) as { prompt: { replies: { role: string }[] } };
+  bad.prompt.replies[1]!.role = 'bot';
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sft-prev-trees-'));
+  try {
+    const file = path.join(dir, 'bad.trees.jsonl');
+    fs.writeFileSync(file, [lines[0], JSON.stringify(bad), lines[2]].join('\n') + '\n');
+    clearPreviewCache();
+    const p = await previewDataset({ dataset: file, tokenizer: tok, tokenizerKey: 'tiny', max_length: 128, limit: 5 });
+    assert.equal(p.format_used, 'oasst1');
+    assert.equal(p.total, 1);
+    assert.equal(p.examples[0]!.source!.line, 1);
+    assert.equal(p.bad_line_count, 1);
+    assert.deepEqual(p.bad_lines, [{ file, line: 2, reason: 'prompt.replies[1] (message_id "b3"): "role" must be "prompter" or "assistant", got "bot"' }]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('max_length: sft preview and previewDataset refuse what run.json refuses, in the same words', async () => {
   const runnerMessage = (v: unknown): string => {
     try {
