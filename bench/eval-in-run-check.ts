@@ -18,26 +18,14 @@ import type { MicroBatch, StepInput } from '../native-runner/engine/types';
 import { readConfig } from '../native-runner/model/config';
 import { initGpt2Params } from '../native-runner/model/gpt2Params';
 import { Rng } from '../native-runner/util/rng';
+import { randomBatch } from './benchModel';
 
 const { values: argv } = parseArgs({ options: { device: { type: 'string', default: 'cuda' }, bf16: { type: 'boolean', default: false } } });
 const device = argv.device === 'cpu' ? 'cpu' : 'cuda';
 const config = readConfig(path.join(__dirname, '..', 'samples', 'tiny-gpt2-chat'));
 const tol = argv.bf16 ? 1e-3 : 1e-5;
 
-function batch(rng: Rng, B: number, T: number): MicroBatch {
-  const n = B * T;
-  const mb: MicroBatch = { B, T, inputIds: new Int32Array(n), targets: new Int32Array(n), weights: new Float32Array(n), positions: new Int32Array(n), segments: new Int32Array(n).fill(1) };
-  for (let i = 0; i < n; i++) {
-    mb.inputIds[i] = rng.nextInt(config.vocab_size);
-    mb.positions[i] = i % T;
-  }
-  for (let i = 0; i < n; i++) {
-    const last = (i + 1) % T === 0;
-    mb.targets[i] = last ? 0 : mb.inputIds[i + 1]!;
-    mb.weights[i] = last ? 0 : 1;
-  }
-  return mb;
-}
+const batch = (rng: Rng, B: number, T: number): MicroBatch => randomBatch(rng, B, T, config.vocab_size);
 
 async function main(): Promise<void> {
   const rng = new Rng(11);

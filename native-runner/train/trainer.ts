@@ -594,7 +594,7 @@ export class Trainer {
           windowReal = 0;
         }
         // In-run evaluation: after the step's log record, as the evaluation after a run would follow it.
-        if (r.eval) this.recordEval(done, { eval_loss: r.eval.tokens > 0 ? r.eval.nllSum / r.eval.tokens : 0, eval_tokens: r.eval.tokens });
+        if (r.eval) this.recordEval(done, evalResult(r.eval.nllSum, r.eval.tokens));
       }
       stepSeconds = seconds / n;
       recentTps = seconds > 0 ? real / seconds : 0;
@@ -631,6 +631,11 @@ export class Trainer {
   }
 }
 
+/** Σ NLL and Σ trained tokens over the eval set → its record's numbers (loss 0 when nothing is trained). */
+function evalResult(nllSum: number, tokens: number): { eval_loss: number; eval_tokens: number } {
+  return { eval_loss: tokens > 0 ? nllSum / tokens : 0, eval_tokens: tokens };
+}
+
 /** Eval loss of micro-batches with an engine: Σ NLL / Σ trained tokens. */
 export async function evalLoss(engine: Pick<StepEngine, 'evalBatch' | 'evalBatches'>, batches: readonly MicroBatch[], c: RunConfig, K: number): Promise<{ eval_loss: number; eval_tokens: number }> {
   let nll = 0;
@@ -646,7 +651,7 @@ export async function evalLoss(engine: Pick<StepEngine, 'evalBatch' | 'evalBatch
       nll += r.nllSum;
       tokens += r.tokens;
     }
-    return { eval_loss: tokens > 0 ? nll / tokens : 0, eval_tokens: tokens };
+    return evalResult(nll, tokens);
   }
   for (const mb of batches) {
     let r: { nllSum: number; tokens: number };
@@ -658,5 +663,5 @@ export async function evalLoss(engine: Pick<StepEngine, 'evalBatch' | 'evalBatch
     nll += r.nllSum;
     tokens += r.tokens;
   }
-  return { eval_loss: tokens > 0 ? nll / tokens : 0, eval_tokens: tokens };
+  return evalResult(nll, tokens);
 }
